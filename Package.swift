@@ -1,0 +1,40 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "swift-vmm",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "VMM", targets: ["VMM"]),
+        .executable(name: "vmmctl", targets: ["vmmctl"]),
+        .executable(name: "vmm-bench", targets: ["VMMBench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // Re-exports <linux/kvm.h>, ioctl request numbers and a non-variadic ioctl().
+        .target(name: "CKVM"),
+        // One Swift type per KVM file descriptor.
+        .target(name: "KVM", dependencies: ["CKVM"]),
+        // Guest physical memory: memfd-backed segments with guard regions.
+        .target(name: "GuestMemory", dependencies: ["CKVM"]),
+        // Port-I/O and MMIO buses and the device models.
+        .target(name: "Devices", dependencies: ["GuestMemory"]),
+        // Image loaders, boot data, initial CPU state.
+        .target(name: "Boot", dependencies: ["GuestMemory", "KVM"]),
+        // Machine: memory + vCPUs + devices + boot.
+        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "Devices", "Boot"]),
+        .executableTarget(
+            name: "vmmctl",
+            dependencies: ["VMM", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(name: "VMMBench", dependencies: ["VMM", "KVM", "CKVM"]),
+        .testTarget(
+            name: "VMMTests",
+            dependencies: ["KVM", "GuestMemory", "Devices", "Boot", "VMM"],
+            path: "Tests/VMMTests"
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

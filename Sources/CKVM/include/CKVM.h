@@ -1,0 +1,150 @@
+// CKVM: the C surface swift-vmm needs from Linux, and nothing else.
+// Only re-exports: <linux/kvm.h>, ioctl request numbers as constants (Swift cannot
+// import the function-like _IO/_IOW macros), and non-variadic wrappers for the few
+// variadic or GNU-only libc calls. No logic lives here.
+#ifndef CKVM_H
+#define CKVM_H
+
+#include <linux/kvm.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <signal.h>
+#include <fcntl.h>
+#include <sys/prctl.h>
+
+// --- /dev/kvm (system) ---
+static const unsigned long CKVM_GET_API_VERSION = KVM_GET_API_VERSION;
+static const unsigned long CKVM_CREATE_VM = KVM_CREATE_VM;
+static const unsigned long CKVM_CHECK_EXTENSION = KVM_CHECK_EXTENSION;
+static const unsigned long CKVM_GET_VCPU_MMAP_SIZE = KVM_GET_VCPU_MMAP_SIZE;
+static const unsigned long CKVM_GET_SUPPORTED_CPUID = KVM_GET_SUPPORTED_CPUID;
+static const unsigned long CKVM_GET_MSR_INDEX_LIST = KVM_GET_MSR_INDEX_LIST;
+static const unsigned long CKVM_GET_MSR_FEATURE_INDEX_LIST = KVM_GET_MSR_FEATURE_INDEX_LIST;
+
+// --- VM fd ---
+static const unsigned long CKVM_SET_USER_MEMORY_REGION = KVM_SET_USER_MEMORY_REGION;
+static const unsigned long CKVM_CREATE_IRQCHIP = KVM_CREATE_IRQCHIP;
+static const unsigned long CKVM_CREATE_PIT2 = KVM_CREATE_PIT2;
+static const unsigned long CKVM_IRQ_LINE = KVM_IRQ_LINE;
+static const unsigned long CKVM_IRQ_LINE_STATUS = KVM_IRQ_LINE_STATUS;
+static const unsigned long CKVM_SIGNAL_MSI = KVM_SIGNAL_MSI;
+static const unsigned long CKVM_CREATE_VCPU = KVM_CREATE_VCPU;
+static const unsigned long CKVM_GET_STATS_FD = KVM_GET_STATS_FD;
+static const unsigned long CKVM_SET_TSS_ADDR = KVM_SET_TSS_ADDR;
+static const unsigned long CKVM_SET_IDENTITY_MAP_ADDR = KVM_SET_IDENTITY_MAP_ADDR;
+static const unsigned long CKVM_GET_DIRTY_LOG = KVM_GET_DIRTY_LOG;
+static const unsigned long CKVM_ENABLE_CAP = KVM_ENABLE_CAP;
+static const unsigned long CKVM_GET_CLOCK = KVM_GET_CLOCK;
+static const unsigned long CKVM_SET_CLOCK = KVM_SET_CLOCK;
+static const unsigned long CKVM_SET_GSI_ROUTING = KVM_SET_GSI_ROUTING;
+static const unsigned long CKVM_IRQFD = KVM_IRQFD;
+
+// --- vCPU fd ---
+static const unsigned long CKVM_RUN = KVM_RUN;
+static const unsigned long CKVM_GET_REGS = KVM_GET_REGS;
+static const unsigned long CKVM_SET_REGS = KVM_SET_REGS;
+static const unsigned long CKVM_GET_SREGS = KVM_GET_SREGS;
+static const unsigned long CKVM_SET_SREGS = KVM_SET_SREGS;
+static const unsigned long CKVM_GET_FPU = KVM_GET_FPU;
+static const unsigned long CKVM_SET_FPU = KVM_SET_FPU;
+static const unsigned long CKVM_GET_MSRS = KVM_GET_MSRS;
+static const unsigned long CKVM_SET_MSRS = KVM_SET_MSRS;
+static const unsigned long CKVM_GET_LAPIC = KVM_GET_LAPIC;
+static const unsigned long CKVM_SET_LAPIC = KVM_SET_LAPIC;
+static const unsigned long CKVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
+static const unsigned long CKVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
+static const unsigned long CKVM_GET_MP_STATE = KVM_GET_MP_STATE;
+static const unsigned long CKVM_SET_MP_STATE = KVM_SET_MP_STATE;
+static const unsigned long CKVM_GET_XCRS = KVM_GET_XCRS;
+static const unsigned long CKVM_SET_XCRS = KVM_SET_XCRS;
+static const unsigned long CKVM_GET_DEBUGREGS = KVM_GET_DEBUGREGS;
+static const unsigned long CKVM_SET_DEBUGREGS = KVM_SET_DEBUGREGS;
+static const unsigned long CKVM_SET_CPUID2 = KVM_SET_CPUID2;
+static const unsigned long CKVM_GET_CPUID2 = KVM_GET_CPUID2;
+static const unsigned long CKVM_SET_GUEST_DEBUG = KVM_SET_GUEST_DEBUG;
+static const unsigned long CKVM_NMI = KVM_NMI;
+static const unsigned long CKVM_TRANSLATE = KVM_TRANSLATE;
+
+/// ioctl(2) with a pointer argument, non-variadic so Swift can call it.
+static inline int ckvm_ioctl(int fd, unsigned long request, void *arg) {
+    return ioctl(fd, request, arg);
+}
+
+/// ioctl(2) with an integer argument (KVM_CREATE_VM's type, KVM_CREATE_VCPU's id, ...).
+static inline int ckvm_ioctl_int(int fd, unsigned long request, unsigned long arg) {
+    return ioctl(fd, request, arg);
+}
+
+/// memfd_create(2) through the raw system call: glibc's wrapper needs _GNU_SOURCE.
+static inline int ckvm_memfd_create(const char *name, unsigned int flags) {
+    return (int)syscall(SYS_memfd_create, name, flags);
+}
+
+/// open(2) without the variadic mode argument.
+static inline int ckvm_open(const char *path, int flags) {
+    return open(path, flags);
+}
+
+/// fcntl(2) with an integer argument (F_ADD_SEALS and friends).
+static inline int ckvm_fcntl_int(int fd, int cmd, int arg) {
+    return fcntl(fd, cmd, arg);
+}
+
+/// prctl(PR_SET_NAME): names the calling thread (prctl is variadic).
+static inline int ckvm_set_thread_name(const char *name) {
+    return prctl(PR_SET_NAME, name, 0, 0, 0);
+}
+
+#ifndef MFD_CLOEXEC
+#define MFD_CLOEXEC 0x0001U
+#endif
+#ifndef MFD_ALLOW_SEALING
+#define MFD_ALLOW_SEALING 0x0002U
+#endif
+// memfd seals (<linux/fcntl.h> clashes with glibc's <fcntl.h>; values are ABI).
+#ifndef F_ADD_SEALS
+#define F_ADD_SEALS 1033
+#define F_SEAL_SHRINK 0x0002
+#define F_SEAL_GROW 0x0004
+#endif
+static const int CKVM_F_ADD_SEALS = F_ADD_SEALS;
+static const int CKVM_F_SEAL_SHRINK = F_SEAL_SHRINK;
+static const int CKVM_F_SEAL_GROW = F_SEAL_GROW;
+static const unsigned int CKVM_MFD_CLOEXEC = MFD_CLOEXEC;
+static const unsigned int CKVM_MFD_ALLOW_SEALING = MFD_ALLOW_SEALING;
+
+// --- struct kvm_run field offsets ---
+// The exit path reads kvm_run through these byte offsets so that no Swift code copies
+// the (2 KiB+) struct or its anonymous union on every exit.
+#include <stddef.h>
+static const size_t CKVM_RUN_IMMEDIATE_EXIT = offsetof(struct kvm_run, immediate_exit);
+static const size_t CKVM_RUN_EXIT_REASON = offsetof(struct kvm_run, exit_reason);
+static const size_t CKVM_RUN_IF_FLAG = offsetof(struct kvm_run, if_flag);
+static const size_t CKVM_RUN_IO_DIRECTION = offsetof(struct kvm_run, io.direction);
+static const size_t CKVM_RUN_IO_SIZE = offsetof(struct kvm_run, io.size);
+static const size_t CKVM_RUN_IO_PORT = offsetof(struct kvm_run, io.port);
+static const size_t CKVM_RUN_IO_COUNT = offsetof(struct kvm_run, io.count);
+static const size_t CKVM_RUN_IO_DATA_OFFSET = offsetof(struct kvm_run, io.data_offset);
+static const size_t CKVM_RUN_MMIO_PHYS_ADDR = offsetof(struct kvm_run, mmio.phys_addr);
+static const size_t CKVM_RUN_MMIO_DATA = offsetof(struct kvm_run, mmio.data);
+static const size_t CKVM_RUN_MMIO_LEN = offsetof(struct kvm_run, mmio.len);
+static const size_t CKVM_RUN_MMIO_IS_WRITE = offsetof(struct kvm_run, mmio.is_write);
+static const size_t CKVM_RUN_SYSTEM_EVENT_TYPE = offsetof(struct kvm_run, system_event.type);
+static const size_t CKVM_RUN_SYSTEM_EVENT_NDATA = offsetof(struct kvm_run, system_event.ndata);
+static const size_t CKVM_RUN_SYSTEM_EVENT_DATA = offsetof(struct kvm_run, system_event.data);
+static const size_t CKVM_RUN_INTERNAL_SUBERROR = offsetof(struct kvm_run, internal.suberror);
+static const size_t CKVM_RUN_INTERNAL_NDATA = offsetof(struct kvm_run, internal.ndata);
+static const size_t CKVM_RUN_INTERNAL_DATA = offsetof(struct kvm_run, internal.data);
+static const size_t CKVM_RUN_DEBUG_EXCEPTION = offsetof(struct kvm_run, debug.arch.exception);
+static const size_t CKVM_RUN_DEBUG_PC = offsetof(struct kvm_run, debug.arch.pc);
+static const size_t CKVM_RUN_DEBUG_DR6 = offsetof(struct kvm_run, debug.arch.dr6);
+static const size_t CKVM_RUN_DEBUG_DR7 = offsetof(struct kvm_run, debug.arch.dr7);
+static const size_t CKVM_RUN_FAIL_ENTRY_REASON = offsetof(struct kvm_run, fail_entry.hardware_entry_failure_reason);
+static const size_t CKVM_RUN_FAIL_ENTRY_CPU = offsetof(struct kvm_run, fail_entry.cpu);
+static const size_t CKVM_RUN_HW_EXIT_REASON = offsetof(struct kvm_run, hw.hardware_exit_reason);
+static const size_t CKVM_RUN_EX_EXCEPTION = offsetof(struct kvm_run, ex.exception);
+static const size_t CKVM_RUN_EX_ERROR_CODE = offsetof(struct kvm_run, ex.error_code);
+
+#endif

@@ -1,0 +1,79 @@
+import Synchronization
+
+/// The x86 I/O-port space: 65536 ports, each claimed by at most one device.
+///
+/// Lookup is a single table index (port → device), so the cost of a port-I/O exit in the
+/// VMM is one load and one call. Devices are registered before the vCPUs start; `seal()`
+/// then freezes the table so the exit path reads it without a lock.
+public final class PortIOBus: @unchecked Sendable {
+    // @unchecked: `table` and `entries` are mutated only before `seal()` (checked under
+    // `lock`), and only read afterwards.
+    private struct Entry {
+        let device: any BusDevice
+        let base: UInt16
+        let length: Int
+    }
+
+    private var table = [UInt16](repeating: 0, count: 65536)  // 0 = unclaimed, else entry index + 1
+    private var entries: [Entry] = []
+    private let lock = Mutex(false)  // true once sealed
+
+    /// Reads no device answered (counted; they return all ones).
+    public let unclaimedReads = Atomic<UInt64>(0)
+    /// Writes no device answered (counted and dropped).
+    public let unclaimedWrites = Atomic<UInt64>(0)
+
+    public init() {}
+
+    /// Claims ports `[base, base + length)` for `device`. Refuses overlaps.
+    public func register(_ device: any BusDevice, base: UInt16, length: Int) throws {
+        try lock.withLock { sealed in
+            guard !sealed else { throw BusError.sealed }
+            guard length > 0, Int(base) + length <= 65536 else {
+                throw BusError.invalidRange(base: UInt64(base), length: UInt64(length))
+            }
+            let ports = Int(base) ..< Int(base) + length
+            if let taken = ports.first(where: { table[$0] != 0 }) {
+                throw BusError.overlap(base: UInt64(base), length: UInt64(length),
+                                       existing: UInt64(entries[Int(table[taken]) - 1].base))
+            }
+            entries.append(Entry(device: device, base: base, length: length))
+            for port in ports { table[port] = UInt16(entries.count) }
+        }
+    }
+
+    /// Freezes registration; after this the bus may be used from several threads.
+    public func seal() { lock.withLock { $0 = true } }
+
+    /// The device at `port`, with the port's offset from the device's base.
+    public func device(at port: UInt16) -> (device: any BusDevice, offset: UInt64)? {
+        let index = Int(table[Int(port)])
+        guard index != 0 else { return nil }
+        let entry = entries[index - 1]
+        return (entry.device, UInt64(port &- entry.base))
+    }
+
+    /// Dispatches an `in` of `size` bytes. Unclaimed ports read as all ones.
+    @inline(__always)
+    public func read(port: UInt16, size: Int) -> UInt64 {
+        let index = Int(table[Int(port)])
+        if index == 0 {
+            unclaimedReads.add(1, ordering: .relaxed)
+            return allOnes(size)
+        }
+        let entry = entries[index &- 1]
+        return entry.device.read(offset: UInt64(port &- entry.base), size: size) & allOnes(size)
+    }
+
+    /// Dispatches an `out`. Unclaimed writes are dropped and counted.
+    @inline(__always)
+    public func write(port: UInt16, size: Int, value: UInt64) {
+        let index = Int(table[Int(port)])
+        if index == 0 {
+            unclaimedWrites.add(1, ordering: .relaxed)
+            return
+        }
+        let entry = entries[index &- 1]
+        entry.device.write(offset: UInt64(port &- entry.base), size: size, value: value & allOnes(size))
+    }
+}

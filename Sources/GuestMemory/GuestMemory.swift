@@ -1,0 +1,152 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The guest-physical address space: a set of non-overlapping `MemorySegment`s.
+///
+/// Every access goes through `resolve`, which refuses a range that wraps, or that is not
+/// entirely inside one segment. A guest-controlled (address, length) pair can therefore
+/// never reach host memory outside its segment.
+public final class GuestMemory: @unchecked Sendable {
+    // @unchecked: `segments` is immutable after init; the bytes are guest memory, which the
+    // guest itself writes concurrently, so readers must treat them as untrusted anyway.
+
+    /// Segments sorted by guest address.
+    public let segments: [MemorySegment]
+
+    /// Start of the 32-bit MMIO hole (3 GiB): LAPIC, IOAPIC, PCI windows, firmware.
+    public static let mmioHoleStart: UInt64 = 3 << 30
+    /// End of the 32-bit MMIO hole (4 GiB); RAM above the hole resumes here.
+    public static let mmioHoleEnd: UInt64 = 4 << 30
+
+    public init(segments: [MemorySegment]) throws {
+        let sorted = segments.sorted { $0.guestBase < $1.guestBase }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where a.range.overlaps(b.range) {
+            throw GuestMemoryError.overlap(a.name, b.name)
+        }
+        self.segments = sorted
+    }
+
+    /// Where `ramSize` bytes of system RAM go: below the MMIO hole first, the rest from 4 GiB.
+    public static func ramLayout(size ramSize: UInt64) -> [GuestRange] {
+        let low = min(ramSize, mmioHoleStart)
+        var layout: [GuestRange] = []
+        if low > 0, let r = GuestRange(start: GuestAddress(0), length: low) { layout.append(r) }
+        if ramSize > low, let r = GuestRange(start: GuestAddress(mmioHoleEnd), length: ramSize - low) {
+            layout.append(r)
+        }
+        return layout
+    }
+
+    /// System RAM of `ramSize` bytes (a multiple of 4 KiB), split around the MMIO hole,
+    /// plus any `extra` segments (e.g. a ROM).
+    public static func create(ramSize: UInt64, extra: [MemorySegment] = []) throws -> GuestMemory {
+        guard ramSize > 0, ramSize <= MemorySegment.maxSize else {
+            throw GuestMemoryError.invalidSegment("RAM size \(ramSize) out of range")
+        }
+        let ram = try ramLayout(size: ramSize).enumerated().map { i, r in
+            try MemorySegment(name: i == 0 ? "ram-low" : "ram-high", kind: .systemRAM,
+                              guestBase: r.start, size: r.length)
+        }
+        return try GuestMemory(segments: ram + extra)
+    }
+
+    /// The system-RAM ranges (for memory maps handed to the guest).
+    public var ramRanges: [GuestRange] { segments.filter { $0.kind == .systemRAM }.map(\.range) }
+
+    /// Total bytes of system RAM.
+    public var ramSize: UInt64 { ramRanges.reduce(0) { $0 + $1.length } }
+
+    /// The segment holding all of `[address, address + length)` and the offset into it.
+    public func resolve(_ address: GuestAddress, length: UInt64) throws -> (MemorySegment, Int) {
+        // An empty access must still name an address inside a segment.
+        guard let range = GuestRange(start: address, length: max(length, 1)) else {
+            throw GuestMemoryError.overflow(address: address.raw, length: length)
+        }
+        for segment in segments where segment.range.contains(range) {
+            // contains() proved offset + length <= segment size, which fits in Int.
+            return (segment, Int(address.raw - segment.guestBase.raw))
+        }
+        throw GuestMemoryError.unmapped(address: address.raw, length: length)
+    }
+
+    /// Whether `[address, address + length)` lies inside one segment.
+    public func contains(_ address: GuestAddress, length: UInt64) -> Bool {
+        (try? resolve(address, length: length)) != nil
+    }
+
+    // MARK: - Byte access
+
+    /// Copies `count` bytes starting at `address` out of guest memory.
+    public func read(at address: GuestAddress, count: Int) throws -> [UInt8] {
+        guard count >= 0 else { throw GuestMemoryError.unmapped(address: address.raw, length: 0) }
+        let (segment, offset) = try resolve(address, length: UInt64(count))
+        // SAFETY: resolve() proved [offset, offset + count) lies inside the segment mapping.
+        return [UInt8](UnsafeRawBufferPointer(start: segment.host + offset, count: count))
+    }
+
+    /// Copies `bytes` into guest memory at `address`; refuses read-only segments.
+    public func write(_ bytes: [UInt8], at address: GuestAddress) throws {
+        try store(bytes, at: address, allowReadOnly: false)
+    }
+
+    /// Like `write`, but may fill read-only segments: for loaders placing a ROM or image.
+    public func load(_ bytes: [UInt8], at address: GuestAddress) throws {
+        try store(bytes, at: address, allowReadOnly: true)
+    }
+
+    private func store(_ bytes: [UInt8], at address: GuestAddress, allowReadOnly: Bool) throws {
+        let (segment, offset) = try resolve(address, length: UInt64(bytes.count))
+        guard allowReadOnly || !segment.readOnly else {
+            throw GuestMemoryError.readOnly(address: address.raw, segment: segment.name)
+        }
+        bytes.withUnsafeBytes { src in
+            // SAFETY: resolve() proved [offset, offset + count) lies inside the segment mapping.
+            if let base = src.baseAddress { (segment.host + offset).copyMemory(from: base, byteCount: src.count) }
+        }
+    }
+
+    /// Sets `count` bytes at `address` to `value`.
+    public func fill(_ value: UInt8, at address: GuestAddress, count: UInt64, allowReadOnly: Bool = false) throws {
+        let (segment, offset) = try resolve(address, length: count)
+        guard allowReadOnly || !segment.readOnly else {
+            throw GuestMemoryError.readOnly(address: address.raw, segment: segment.name)
+        }
+        // SAFETY: resolve() proved [offset, offset + count) lies inside the segment mapping.
+        memset(segment.host + offset, Int32(value), Int(count))
+    }
+
+    /// Copies `count` bytes inside guest memory; the ranges may overlap.
+    public func copy(from source: GuestAddress, to destination: GuestAddress, count: UInt64) throws {
+        let (src, srcOffset) = try resolve(source, length: count)
+        let (dst, dstOffset) = try resolve(destination, length: count)
+        guard !dst.readOnly else { throw GuestMemoryError.readOnly(address: destination.raw, segment: dst.name) }
+        // SAFETY: both ranges were proved inside their segments; memmove handles overlap.
+        memmove(dst.host + dstOffset, src.host + srcOffset, Int(count))
+    }
+
+    /// Reads a little-endian integer.
+    public func readInteger<T: FixedWidthInteger>(_ type: T.Type = T.self, at address: GuestAddress) throws -> T {
+        let (segment, offset) = try resolve(address, length: UInt64(MemoryLayout<T>.size))
+        // SAFETY: resolve() proved the integer's bytes lie inside the segment mapping.
+        return T(littleEndian: (segment.host + offset).loadUnaligned(as: T.self))
+    }
+
+    /// Writes a little-endian integer; refuses read-only segments.
+    public func writeInteger<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws {
+        let (segment, offset) = try resolve(address, length: UInt64(MemoryLayout<T>.size))
+        guard !segment.readOnly else { throw GuestMemoryError.readOnly(address: address.raw, segment: segment.name) }
+        // SAFETY: resolve() proved the integer's bytes lie inside the segment mapping.
+        (segment.host + offset).storeBytes(of: value.littleEndian, as: T.self)
+    }
+
+    /// Reads a NUL-terminated string of at most `maxLength` bytes (the terminator is not
+    /// required when the limit is reached). Stops at the end of the segment.
+    public func readCString(at address: GuestAddress, maxLength: Int) throws -> String {
+        let (segment, offset) = try resolve(address, length: 1)
+        let available = min(maxLength, Int(segment.size) - offset)
+        // SAFETY: [offset, offset + available) lies inside the segment mapping.
+        let bytes = UnsafeRawBufferPointer(start: segment.host + offset, count: available)
+        return String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+    }
+}

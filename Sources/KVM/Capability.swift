@@ -1,0 +1,102 @@
+import CKVM
+
+/// A KVM capability (`KVM_CAP_*`), queried with `KVM_CHECK_EXTENSION`.
+public struct Capability: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: Int32
+    public init(_ rawValue: Int32) { self.rawValue = rawValue }
+
+    /// The header's name without the `KVM_CAP_` prefix, or `CAP_<n>` when unknown.
+    public var name: String { Capability.names[rawValue] ?? "CAP_\(rawValue)" }
+    public var description: String { name }
+
+    public static let irqchip = Capability(Int32(KVM_CAP_IRQCHIP))
+    public static let userMemory = Capability(Int32(KVM_CAP_USER_MEMORY))
+    public static let setTSSAddr = Capability(Int32(KVM_CAP_SET_TSS_ADDR))
+    public static let pit2 = Capability(Int32(KVM_CAP_PIT2))
+    public static let extCPUID = Capability(Int32(KVM_CAP_EXT_CPUID))
+    public static let immediateExit = Capability(Int32(KVM_CAP_IMMEDIATE_EXIT))
+    public static let binaryStatsFD = Capability(Int32(KVM_CAP_BINARY_STATS_FD))
+    public static let nrVCPUs = Capability(Int32(KVM_CAP_NR_VCPUS))
+    public static let maxVCPUs = Capability(Int32(KVM_CAP_MAX_VCPUS))
+    public static let nrMemslots = Capability(Int32(KVM_CAP_NR_MEMSLOTS))
+    public static let readonlyMem = Capability(Int32(KVM_CAP_READONLY_MEM))
+    public static let signalMSI = Capability(Int32(KVM_CAP_SIGNAL_MSI))
+    public static let vcpuEvents = Capability(Int32(KVM_CAP_VCPU_EVENTS))
+    public static let debugRegs = Capability(Int32(KVM_CAP_DEBUGREGS))
+    public static let xcrs = Capability(Int32(KVM_CAP_XCRS))
+    public static let mpState = Capability(Int32(KVM_CAP_MP_STATE))
+    public static let systemEvent = Capability(Int32(KVM_CAP_SYSTEM_EVENT_DATA))
+    public static let setGuestDebug = Capability(Int32(KVM_CAP_SET_GUEST_DEBUG))
+
+    /// Every capability this VMM knows by name, in header order.
+    public static let known: [Capability] = names.keys.sorted().map(Capability.init)
+
+    static let names: [Int32: String] = [
+        0: "IRQCHIP", 1: "HLT", 2: "MMU_SHADOW_CACHE_CONTROL", 3: "USER_MEMORY",
+        4: "SET_TSS_ADDR", 6: "VAPIC", 7: "EXT_CPUID", 8: "CLOCKSOURCE", 9: "NR_VCPUS",
+        10: "NR_MEMSLOTS", 11: "PIT", 12: "NOP_IO_DELAY", 13: "PV_MMU", 14: "MP_STATE",
+        15: "COALESCED_MMIO", 16: "SYNC_MMU", 18: "IOMMU", 21: "DESTROY_MEMORY_REGION_WORKS",
+        22: "USER_NMI", 23: "SET_GUEST_DEBUG", 24: "REINJECT_CONTROL", 25: "IRQ_ROUTING",
+        26: "IRQ_INJECT_STATUS", 29: "ASSIGN_DEV_IRQ", 30: "JOIN_MEMORY_REGIONS_WORKS",
+        31: "MCE", 32: "IRQFD", 33: "PIT2", 34: "SET_BOOT_CPU_ID", 35: "PIT_STATE2",
+        36: "IOEVENTFD", 37: "SET_IDENTITY_MAP_ADDR", 38: "XEN_HVM", 39: "ADJUST_CLOCK",
+        40: "INTERNAL_ERROR_DATA", 41: "VCPU_EVENTS", 42: "S390_PSW", 43: "PPC_SEGSTATE",
+        44: "HYPERV", 45: "HYPERV_VAPIC", 46: "HYPERV_SPIN", 47: "PCI_SEGMENT",
+        48: "PPC_PAIRED_SINGLES", 49: "INTR_SHADOW", 50: "DEBUGREGS", 51: "X86_ROBUST_SINGLESTEP",
+        52: "PPC_OSI", 53: "PPC_UNSET_IRQ", 54: "ENABLE_CAP", 55: "XSAVE", 56: "XCRS",
+        57: "PPC_GET_PVINFO", 58: "PPC_IRQ_LEVEL", 59: "ASYNC_PF", 60: "TSC_CONTROL",
+        61: "GET_TSC_KHZ", 62: "PPC_BOOKE_SREGS", 63: "SPAPR_TCE", 64: "PPC_SMT",
+        65: "PPC_RMA", 66: "MAX_VCPUS", 67: "PPC_HIOR", 68: "PPC_PAPR", 69: "SW_TLB",
+        70: "ONE_REG", 71: "S390_GMAP", 72: "TSC_DEADLINE_TIMER", 73: "S390_UCONTROL",
+        74: "SYNC_REGS", 75: "PCI_2_3", 76: "KVMCLOCK_CTRL", 77: "SIGNAL_MSI",
+        78: "PPC_GET_SMMU_INFO", 79: "S390_COW", 80: "PPC_ALLOC_HTAB", 81: "READONLY_MEM",
+        82: "IRQFD_RESAMPLE", 83: "PPC_BOOKE_WATCHDOG", 84: "PPC_HTAB_FD", 85: "S390_CSS_SUPPORT",
+        86: "PPC_EPR", 87: "ARM_PSCI", 88: "ARM_SET_DEVICE_ADDR", 89: "DEVICE_CTRL",
+        90: "IRQ_MPIC", 91: "PPC_RTAS", 92: "IRQ_XICS", 93: "ARM_EL1_32BIT", 94: "SPAPR_MULTITCE",
+        95: "EXT_EMUL_CPUID", 96: "HYPERV_TIME", 97: "IOAPIC_POLARITY_IGNORED",
+        98: "ENABLE_CAP_VM", 99: "S390_IRQCHIP", 100: "IOEVENTFD_NO_LENGTH", 101: "VM_ATTRIBUTES",
+        102: "ARM_PSCI_0_2", 103: "PPC_FIXUP_HCALL", 104: "PPC_ENABLE_HCALL", 105: "CHECK_EXTENSION_VM",
+        106: "S390_USER_SIGP", 107: "S390_VECTOR_REGISTERS", 108: "S390_MEM_OP",
+        109: "S390_USER_STSI", 110: "S390_SKEYS", 111: "MIPS_FPU", 112: "MIPS_MSA",
+        113: "S390_INJECT_IRQ", 114: "S390_IRQ_STATE", 115: "PPC_HWRNG", 116: "DISABLE_QUIRKS",
+        117: "X86_SMM", 118: "MULTI_ADDRESS_SPACE", 119: "GUEST_DEBUG_HW_BPS",
+        120: "GUEST_DEBUG_HW_WPS", 121: "SPLIT_IRQCHIP", 122: "IOEVENTFD_ANY_LENGTH",
+        123: "HYPERV_SYNIC", 124: "S390_RI", 125: "SPAPR_TCE_64", 126: "ARM_PMU_V3",
+        127: "VCPU_ATTRIBUTES", 128: "MAX_VCPU_ID", 129: "X2APIC_API", 130: "S390_USER_INSTR0",
+        131: "MSI_DEVID", 132: "PPC_HTM", 133: "SPAPR_RESIZE_HPT", 134: "PPC_MMU_RADIX",
+        135: "PPC_MMU_HASH_V3", 136: "IMMEDIATE_EXIT", 137: "MIPS_VZ", 138: "MIPS_TE",
+        139: "MIPS_64BIT", 140: "S390_GS", 141: "S390_AIS", 142: "SPAPR_TCE_VFIO",
+        143: "X86_DISABLE_EXITS", 144: "ARM_USER_IRQ", 145: "S390_CMMA_MIGRATION",
+        146: "PPC_FWNMI", 147: "PPC_SMT_POSSIBLE", 148: "HYPERV_SYNIC2", 149: "HYPERV_VP_INDEX",
+        150: "S390_AIS_MIGRATION", 151: "PPC_GET_CPU_CHAR", 152: "S390_BPB",
+        153: "GET_MSR_FEATURES", 154: "HYPERV_EVENTFD", 155: "HYPERV_TLBFLUSH",
+        156: "S390_HPAGE_1M", 157: "NESTED_STATE", 158: "ARM_INJECT_SERROR_ESR",
+        159: "MSR_PLATFORM_INFO", 160: "PPC_NESTED_HV", 161: "HYPERV_SEND_IPI",
+        162: "COALESCED_PIO", 163: "HYPERV_ENLIGHTENED_VMCS", 164: "EXCEPTION_PAYLOAD",
+        165: "ARM_VM_IPA_SIZE", 166: "MANUAL_DIRTY_LOG_PROTECT", 167: "HYPERV_CPUID",
+        168: "MANUAL_DIRTY_LOG_PROTECT2", 169: "PPC_IRQ_XIVE", 170: "ARM_SVE",
+        171: "ARM_PTRAUTH_ADDRESS", 172: "ARM_PTRAUTH_GENERIC", 173: "PMU_EVENT_FILTER",
+        174: "ARM_IRQ_LINE_LAYOUT_2", 175: "HYPERV_DIRECT_TLBFLUSH", 176: "PPC_GUEST_DEBUG_SSTEP",
+        177: "ARM_NISV_TO_USER", 178: "ARM_INJECT_EXT_DABT", 179: "S390_VCPU_RESETS",
+        180: "S390_PROTECTED", 181: "PPC_SECURE_GUEST", 182: "HALT_POLL", 183: "ASYNC_PF_INT",
+        184: "LAST_CPU", 185: "SMALLER_MAXPHYADDR", 186: "S390_DIAG318", 187: "STEAL_TIME",
+        188: "X86_USER_SPACE_MSR", 189: "X86_MSR_FILTER", 190: "ENFORCE_PV_FEATURE_CPUID",
+        191: "SYS_HYPERV_CPUID", 192: "DIRTY_LOG_RING", 193: "X86_BUS_LOCK_EXIT",
+        194: "PPC_DAWR1", 195: "SET_GUEST_DEBUG2", 196: "SGX_ATTRIBUTE",
+        197: "VM_COPY_ENC_CONTEXT_FROM", 198: "PTP_KVM", 199: "HYPERV_ENFORCE_CPUID",
+        200: "SREGS2", 201: "EXIT_HYPERCALL", 202: "PPC_RPT_INVALIDATE", 203: "BINARY_STATS_FD",
+        204: "EXIT_ON_EMULATION_FAILURE", 205: "ARM_MTE", 206: "VM_MOVE_ENC_CONTEXT_FROM",
+        207: "VM_GPA_BITS", 208: "XSAVE2", 209: "SYS_ATTRIBUTES", 210: "PPC_AIL_MODE_3",
+        211: "S390_MEM_OP_EXTENSION", 212: "PMU_CAPABILITY", 213: "DISABLE_QUIRKS2",
+        214: "VM_TSC_CONTROL", 215: "SYSTEM_EVENT_DATA", 216: "ARM_SYSTEM_SUSPEND",
+        217: "S390_PROTECTED_DUMP", 218: "X86_TRIPLE_FAULT_EVENT", 219: "X86_NOTIFY_VMEXIT",
+        220: "VM_DISABLE_NX_HUGE_PAGES", 221: "S390_ZPCI_OP", 222: "S390_CPU_TOPOLOGY",
+        223: "DIRTY_LOG_RING_ACQ_REL", 224: "S390_PROTECTED_ASYNC_DISABLE",
+        225: "DIRTY_LOG_RING_WITH_BITMAP", 226: "PMU_EVENT_MASKED_EVENTS",
+        227: "COUNTER_OFFSET", 228: "ARM_EAGER_SPLIT_CHUNK_SIZE",
+        229: "ARM_SUPPORTED_BLOCK_SIZES", 230: "ARM_SUPPORTED_REG_MASK_RANGES",
+        231: "USER_MEMORY2", 232: "MEMORY_FAULT_INFO", 233: "MEMORY_ATTRIBUTES",
+        234: "GUEST_MEMFD", 235: "VM_TYPES", 236: "PRE_FAULT_MEMORY", 237: "X86_APIC_BUS_CYCLES_NS",
+        238: "X86_GUEST_MODE", 239: "ARM_WRITABLE_IMP_ID_REGS",
+    ]
+}
