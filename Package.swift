@@ -27,9 +27,12 @@ let package = Package(
         .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "Devices", "Boot"]),
         .executableTarget(
             name: "vmmctl",
-            dependencies: ["VMM", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "VMM", "KVM", "Boot", "Devices",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
-        .executableTarget(name: "VMMBench", dependencies: ["VMM", "KVM", "CKVM"]),
+        .executableTarget(name: "VMMBench", dependencies: ["VMM", "KVM", "Boot", "Devices"]),
         .testTarget(
             name: "VMMTests",
             dependencies: ["KVM", "GuestMemory", "Devices", "Boot", "VMM"],

@@ -117,9 +117,8 @@ public final class KVMVM: @unchecked Sendable {
         max(0, ckvm_ioctl_int(fd.raw, CKVM_CHECK_EXTENSION, UInt(capability.rawValue)))
     }
 
-    /// `KVM_GET_STATS_FD` on the VM, parsed into named statistics.
-    public func statistics() throws -> [Statistic] {
-        let raw = try ioctlInt(fd.raw, CKVM_GET_STATS_FD, 0, "KVM_GET_STATS_FD")
-        return try StatisticsReader(fd: OwnedFD(raw)).read()
+    /// `KVM_GET_STATS_FD` on the VM.
+    public func openStatistics() throws -> StatisticsFile {
+        StatisticsFile(fd: OwnedFD(try ioctlInt(fd.raw, CKVM_GET_STATS_FD, 0, "KVM_GET_STATS_FD")))
     }
 }

@@ -24,15 +24,22 @@ public struct Statistic: Sendable, Equatable {
     public var value: UInt64 { values.first ?? 0 }
 }
 
-/// Parses a KVM statistics file: header, id string, descriptors, then data.
-struct StatisticsReader {
+/// An open KVM statistics file (`KVM_GET_STATS_FD`): header, id string, descriptors,
+/// then data, re-read on every `read()`.
+///
+/// Open it once, before the vCPU runs: the ioctl takes the vCPU's mutex and would wait
+/// for `KVM_RUN` to return, while reading the file never does.
+public final class StatisticsFile: @unchecked Sendable {
+    // @unchecked: the fd is immutable and pread(2) is thread-safe.
     let fd: OwnedFD
+    init(fd: OwnedFD) { self.fd = fd }
 
     // Sizes of the fixed parts, from <linux/kvm.h>.
     static let headerSize = MemoryLayout<kvm_stats_header>.size
     static let descriptorSize = MemoryLayout<kvm_stats_desc>.size
 
-    func read() throws -> [Statistic] {
+    /// The current values of every statistic.
+    public func read() throws -> [Statistic] {
         let header = try bytes(at: 0, count: Self.headerSize)
         let nameSize = Int(header.u32(4)), count = Int(header.u32(8))
         let descOffset = Int(header.u32(16)), dataOffset = Int(header.u32(20))
@@ -106,9 +113,8 @@ extension Collection where Element == UInt8, Index == Int {
 }
 
 extension KVMVCPU {
-    /// `KVM_GET_STATS_FD` on the vCPU, parsed into named statistics.
-    public func statistics() throws -> [Statistic] {
-        let raw = try ioctlInt(fd.raw, CKVM_GET_STATS_FD, 0, "KVM_GET_STATS_FD")
-        return try StatisticsReader(fd: OwnedFD(raw)).read()
+    /// `KVM_GET_STATS_FD` on the vCPU (from the vCPU's own thread, or before it runs).
+    public func openStatistics() throws -> StatisticsFile {
+        StatisticsFile(fd: OwnedFD(try ioctlInt(fd.raw, CKVM_GET_STATS_FD, 0, "KVM_GET_STATS_FD")))
     }
 }

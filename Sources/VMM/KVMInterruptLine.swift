@@ -1,0 +1,22 @@
+import Devices
+import KVM
+
+/// A device interrupt line wired to a GSI of KVM's in-kernel IOAPIC/PIC (`KVM_IRQ_LINE`).
+struct KVMInterruptLine: InterruptLine {
+    let vm: KVMVM
+    let gsi: UInt32
+
+    func set(_ level: Bool) {
+        // An IRQ_LINE failure means the irqchip is gone (VM being torn down): nothing to do.
+        try? vm.setIRQLine(gsi, level: level)
+    }
+}
+
+/// Forwards device platform events to the machine once it exists (devices are built
+/// before the machine finishes initialising, so they cannot capture it directly).
+final class PlatformEventRelay: @unchecked Sendable {
+    // @unchecked: `target` is set once, before any vCPU runs, and only read afterwards.
+    weak var target: Machine?
+    func send(_ event: PlatformEvent) { target?.platformEvent(event) }
+    func stop(_ reason: StopReason) { target?.stop(reason) }
+}

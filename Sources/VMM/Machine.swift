@@ -1,0 +1,233 @@
+import Boot
+import Devices
+import Dispatch
+import GuestMemory
+import KVM
+import Synchronization
+
+/// A virtual machine: guest memory, vCPUs, devices and a booted image, on one KVM VM.
+///
+/// This is the library's main entry point (what libvmmapi's `vm_create` + `vm_setup_memory`
+/// + bhyve's device setup are together):
+///
+///     let machine = try Machine(config: config)
+///     let reason = try machine.run()      // blocks until the guest stops
+///
+/// `start()`/`waitForStop()` split `run()` for callers that pause, resume or inspect the
+/// machine while it runs. A machine belongs to the process that created it (KVM binds a
+/// VM to its creator's address space).
+public final class Machine: @unchecked Sendable {
+    // @unchecked: the stored components are immutable after init and thread-safe
+    // themselves; mutable run state is behind `stopState`.
+    public let config: MachineConfig
+    public let kvm: KVMSystem
+    public let vm: KVMVM
+    public let memory: GuestMemory
+    public let vcpus: [VCPURunner]
+    public let portIO: PortIOBus
+    public let mmio: MMIOBus
+    public let serial: Serial16550
+    public let postCode: PostCode
+    /// The loaded image's format.
+    public private(set) var bootFormat: BootImageFormat
+    /// Guest resets that were turned into reboots.
+    public let reboots = Atomic<UInt64>(0)
+
+    let vmStatistics: StatisticsFile?
+    let vcpuStatistics: [StatisticsFile?]
+    let supportedCPUID: [CPUIDEntry]
+    private let stopState = Mutex<StopReason?>(nil)
+    private let stopped = DispatchSemaphore(value: 0)
+    private let running = Mutex(false)
+
+    /// Identity-map page and TSS for Intel VMX, just below the 4 GiB BIOS area.
+    static let identityMapAddress: UInt64 = 0xFFFB_C000
+    static let tssAddress: UInt32 = 0xFFFB_D000
+
+    /// Builds the machine and loads the image; nothing runs until `run()` or `start()`.
+    ///
+    /// - Parameter kvm: an open `/dev/kvm` (e.g. handed over by a daemon); opened here if nil.
+    public init(config: MachineConfig, kvm: KVMSystem? = nil) throws {
+        try Self.validate(config)
+        self.config = config
+        self.kvm = try kvm ?? KVMSystem()
+        vm = try self.kvm.createVM()
+        try vm.setIdentityMapAddress(Self.identityMapAddress)
+        try vm.setTSSAddress(Self.tssAddress)
+
+        memory = try GuestMemory.create(ramSize: config.memoryMiB << 20)
+        for (slot, segment) in memory.segments.enumerated() {
+            try vm.setMemoryRegion(slot: UInt32(slot), guestAddress: segment.guestBase.raw, size: segment.size,
+                                   hostAddress: segment.hostAddress, flags: segment.readOnly ? .readOnly : [])
+        }
+        if config.inKernelIRQChip {
+            try vm.createIRQChip()
+            try vm.createPIT()
+        }
+
+        let relay = PlatformEventRelay()
+        let events: PlatformEventSink = { relay.send($0) }
+        portIO = PortIOBus()
+        mmio = MMIOBus()
+        serial = Serial16550(output: config.serialOutput,
+                             irq: config.inKernelIRQChip ? KVMInterruptLine(vm: vm, gsi: Serial16550.com1IRQ) : nil)
+        postCode = PostCode()
+        try portIO.register(serial, base: Serial16550.com1Port, length: Serial16550.portCount)
+        try portIO.register(I8042(events: events), base: I8042.basePort, length: I8042.portCount)
+        try portIO.register(ACPIPowerControl(events: events), base: ACPIPowerControl.defaultPort,
+                            length: ACPIPowerControl.portCount)
+        try portIO.register(postCode, base: PostCode.defaultPort, length: 1)
+        if config.debugExit {
+            try portIO.register(DebugExit(events: events), base: DebugExit.defaultPort, length: 1)
+        }
+        portIO.seal()
+        mmio.seal()
+
+        supportedCPUID = try self.kvm.supportedCPUID()
+        let handler = ExitDispatcher(portIO: portIO, mmio: mmio, machine: relay)
+        var runners: [VCPURunner] = []
+        var stats: [StatisticsFile?] = []
+        for id in 0 ..< UInt32(config.cpus) {
+            let vcpu = try vm.createVCPU(id: id)
+            try vcpu.setCPUID(CPUIDBuilder.entries(supported: supportedCPUID, apicID: id, cpuCount: config.cpus))
+            runners.append(VCPURunner(vcpu: vcpu, handler: handler))
+            stats.append(try? vcpu.openStatistics())
+        }
+        vcpus = runners
+        vcpuStatistics = stats
+        vmStatistics = try? vm.openStatistics()
+        bootFormat = .pvhELF
+        bootFormat = try loadImage()
+        relay.target = self
+    }
+
+    static func validate(_ config: MachineConfig) throws {
+        guard config.memoryMiB << 20 >= BootLayout.minimumRAM, config.memoryMiB <= MachineConfig.maxMemoryMiB else {
+            throw MachineError.invalidConfig("memory must be between \(BootLayout.minimumRAM >> 20) MiB and \(MachineConfig.maxMemoryMiB) MiB")
+        }
+        guard (1 ... MachineConfig.maxCPUs).contains(config.cpus) else {
+            throw MachineError.invalidConfig("cpus must be between 1 and \(MachineConfig.maxCPUs)")
+        }
+    }
+
+    /// Resets every vCPU to its power-on state, (re)loads the image and boot data, and
+    /// points the boot vCPU at the entry.
+    private func loadImage() throws -> BootImageFormat {
+        let request = BootRequest(kernel: config.kernel, initrd: config.initrd, commandLine: config.commandLine)
+        let (format, entry) = try ImageLoader.load(request, into: memory)
+        let signature = CPUIDBuilder.signature(supportedCPUID)
+        for runner in vcpus {
+            try runner.vcpu.resetToPowerOnState(isBootstrap: runner.id == 0, cpuSignature: signature,
+                                                hasIRQChip: config.inKernelIRQChip)
+        }
+        try entry.apply(to: vcpus[0].vcpu)
+        return format
+    }
+
+    // MARK: - Running
+
+    /// Runs the guest until it stops for good, rebooting it on reset when the config says
+    /// so. Returns why it stopped.
+    public func run() throws -> StopReason {
+        try start()
+        return try waitForStop()
+    }
+
+    /// Starts every vCPU thread and returns. `paused` leaves them paused until `resume()`.
+    public func start(paused: Bool = false) throws {
+        try running.withLock { isRunning in
+            guard !isRunning else { throw MachineError.invalidState("the machine is already running") }
+            isRunning = true
+        }
+        try startVCPUs(paused: paused)
+    }
+
+    private func startVCPUs(paused: Bool) throws {
+        for runner in vcpus {
+            runner.vcpu.requestImmediateExit(false)
+            try runner.start(paused: paused)
+        }
+    }
+
+    /// Blocks until the guest stops for good (handling reboots) and returns the reason.
+    public func waitForStop() throws -> StopReason {
+        while true {
+            stopped.wait()
+            let reason = stopState.withLock { $0 } ?? .vmmError("stopped without a reason")
+            for runner in vcpus { runner.requestStop() }
+            for runner in vcpus { runner.join() }
+            if reason == .reset && config.rebootOnReset {
+                do {
+                    bootFormat = try loadImage()
+                    serial.reset()
+                    reboots.add(1, ordering: .relaxed)
+                    stopState.withLock { $0 = nil }
+                    try startVCPUs(paused: false)
+                    continue
+                } catch {
+                    running.withLock { $0 = false }
+                    return .vmmError("reboot failed: \(error)")
+                }
+            }
+            running.withLock { $0 = false }
+            return reason
+        }
+    }
+
+    /// Stops the machine with `reason` unless it is already stopping; every vCPU is kicked
+    /// out of the guest. Safe from any thread, including a vCPU's own.
+    public func stop(_ reason: StopReason) {
+        let first = stopState.withLock { current -> Bool in
+            guard current == nil else { return false }
+            current = reason
+            return true
+        }
+        guard first else { return }
+        for runner in vcpus { runner.requestStop() }
+        stopped.signal()
+    }
+
+    /// Forcibly stops the guest (`.killed`).
+    public func kill() { stop(.killed) }
+
+    /// Pauses every vCPU and returns once all are out of the guest.
+    public func pause() { for runner in vcpus { runner.pause() } }
+
+    /// Resumes every paused vCPU.
+    public func resume() { for runner in vcpus { runner.resume() } }
+
+    /// Pauses one vCPU (libvmmapi's `vm_suspend_cpu`).
+    public func suspendVCPU(_ id: Int) throws {
+        guard vcpus.indices.contains(id) else { throw MachineError.invalidState("no vCPU \(id)") }
+        vcpus[id].pause()
+    }
+
+    /// Resumes one vCPU (libvmmapi's `vm_resume_cpu`).
+    public func resumeVCPU(_ id: Int) throws {
+        guard vcpus.indices.contains(id) else { throw MachineError.invalidState("no vCPU \(id)") }
+        vcpus[id].resume()
+    }
+
+    /// Asks the guest to power off as a power button would. Without ACPI in the guest this
+    /// cannot be delivered yet, so it stops the machine as a power-off.
+    func platformEvent(_ event: PlatformEvent) {
+        switch event {
+        case .powerOff: stop(.powerOff)
+        case .reset: stop(.reset)
+        case .debugExit(let value): stop(.debugExit(value: value))
+        }
+    }
+}
+
+/// Errors from building or driving a machine.
+public enum MachineError: Error, Equatable, CustomStringConvertible {
+    case invalidConfig(String)
+    case invalidState(String)
+
+    public var description: String {
+        switch self {
+        case .invalidConfig(let why): return "invalid machine configuration: \(why)"
+        case .invalidState(let why): return why
+        }
+    }
+}

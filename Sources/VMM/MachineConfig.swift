@@ -1,0 +1,28 @@
+import Devices
+
+/// Everything needed to build a `Machine`.
+public struct MachineConfig: Sendable {
+    /// Guest RAM in MiB (split around the 3-4 GiB MMIO hole when larger than 3 GiB).
+    public var memoryMiB: UInt64 = 128
+    /// Number of vCPUs; vCPU 0 boots, the others wait for INIT/SIPI.
+    public var cpus: Int = 1
+    /// The kernel image bytes (format detected by the loader).
+    public var kernel: [UInt8] = []
+    public var initrd: [UInt8]?
+    public var commandLine: String = ""
+    /// Attach the QEMU-compatible debug-exit port at 0xF4.
+    public var debugExit: Bool = false
+    /// Where COM1 output goes.
+    public var serialOutput: any SerialOutput = NullOutput()
+    /// Restart the guest on reset (i8042 0xFE, ACPI reset); otherwise the machine stops with `.reset`.
+    public var rebootOnReset: Bool = true
+    /// Use KVM's in-kernel PIC/IOAPIC/LAPIC and PIT. Without it, `hlt` exits to the VMM
+    /// (and ends the machine as `.halt`, since nothing could wake the vCPU).
+    public var inKernelIRQChip: Bool = true
+
+    /// Upper bounds a request is checked against.
+    public static let maxMemoryMiB: UInt64 = 1 << 20   // 1 TiB
+    public static let maxCPUs = 254                    // xAPIC IDs 0-254; 255 is broadcast
+
+    public init() {}
+}

@@ -1,0 +1,160 @@
+import Dispatch
+import KVM
+import Synchronization
+
+/// One vCPU and the host thread that runs it, with an explicit state machine:
+///
+///     created ──start──▶ running ⇄ paused
+///                           │         │
+///                           └──stop──▶ stopped
+///
+/// Other threads *request* a state (`pause`, `resume`, `stop`) and kick the vCPU out of
+/// `KVM_RUN`; only the vCPU's own thread changes `state`, at the top of its loop.
+public final class VCPURunner: @unchecked Sendable {
+    // @unchecked: `thread` is set once in start() before any kick can need it, and read
+    // only by kick(); everything else is immutable or behind `control`/atomics.
+
+    public enum State: String, Sendable { case created, running, paused, stopped }
+
+    enum Request: UInt8 { case run = 0, pause = 1, stop = 2 }
+
+    struct Control {
+        var state: State = .created
+        var ackPending = false
+    }
+
+    public let vcpu: KVMVCPU
+    public var id: UInt32 { vcpu.id }
+    /// Exits by kind, for statistics.
+    public let counters = ExitCounters()
+
+    /// What other threads asked for; read on every loop iteration without a lock.
+    private let requested = Atomic<UInt8>(Request.run.rawValue)
+    private let control = Mutex(Control())
+    private let wakeup = DispatchSemaphore(value: 0)
+    private let acknowledged = DispatchSemaphore(value: 0)
+    private var thread: HostThread?
+    private let handler: ExitHandler
+
+    init(vcpu: KVMVCPU, handler: ExitHandler) {
+        self.vcpu = vcpu
+        self.handler = handler
+    }
+
+    /// The current state.
+    public var state: State { control.withLock { $0.state } }
+
+    /// Starts the vCPU thread (created → running). `startPaused` leaves it paused until `resume`.
+    func start(paused startPaused: Bool = false) throws {
+        requested.store(startPaused ? Request.pause.rawValue : Request.run.rawValue, ordering: .releasing)
+        VCPUKick.installHandler()
+        thread = try HostThread(name: "vcpu\(id)") { [self] in loop() }
+    }
+
+    /// Asks the vCPU to pause and waits until it has (libvmmapi's `vm_suspend_cpu`).
+    public func pause() {
+        guard transition(to: .pause, waitFor: [.paused, .stopped, .created]) else { return }
+        acknowledged.wait()
+    }
+
+    /// Lets a paused vCPU run again (libvmmapi's `vm_resume_cpu`).
+    public func resume() {
+        control.withLock { c in
+            guard c.state != .stopped, requested.load(ordering: .acquiring) == Request.pause.rawValue else { return }
+            requested.store(Request.run.rawValue, ordering: .releasing)
+            if c.state == .paused { wakeup.signal() }
+        }
+    }
+
+    /// Asks the vCPU thread to finish; `join()` waits for it.
+    func requestStop() {
+        control.withLock { c in
+            requested.store(Request.stop.rawValue, ordering: .releasing)
+            if c.state == .paused { wakeup.signal() }
+        }
+        kick()
+    }
+
+    /// Waits for the vCPU thread to end.
+    func join() {
+        thread?.join()
+    }
+
+    /// Sets the request and kicks; returns whether the caller must wait for an ack.
+    private func transition(to request: Request, waitFor done: Set<State>) -> Bool {
+        let mustWait = control.withLock { c -> Bool in
+            guard requested.load(ordering: .acquiring) != Request.stop.rawValue else { return false }
+            requested.store(request.rawValue, ordering: .releasing)
+            if done.contains(c.state) { return false }
+            c.ackPending = true
+            return true
+        }
+        if mustWait { kick() }
+        return mustWait
+    }
+
+    /// Makes a running `KVM_RUN` return now (signal) or the next one return at once
+    /// (`immediate_exit`). The request was published before, so the loop sees it.
+    func kick() {
+        vcpu.requestImmediateExit(true)
+        if let thread, thread.handle != HostThread.current { VCPUKick.kick(thread.handle) }
+    }
+
+    // MARK: - The vCPU thread
+
+    private enum Step { case run, wait, exit }
+
+    private func loop() {
+        // The thread's own view of `state`, so that the common case (still running, no
+        // request) costs one atomic load and no lock.
+        var running = false
+        while true {
+            if !(running && requested.load(ordering: .acquiring) == Request.run.rawValue) {
+                let step = nextStep()
+                running = step == .run
+                switch step {
+                case .exit: return
+                case .wait: wakeup.wait(); continue
+                case .run: break
+                }
+            }
+            do {
+                let exit = try vcpu.runOnce()
+                if case .interrupted = exit {
+                    // Clear before re-reading `requested` at the top: a kick that lands after
+                    // this store sets it again, so no request is missed.
+                    vcpu.requestImmediateExit(false)
+                    counters.bump(.interrupted)
+                    continue
+                }
+                handler.handle(exit, on: self)
+            } catch {
+                handler.failed(error, on: self)
+            }
+        }
+    }
+
+    private func nextStep() -> Step {
+        control.withLock { c -> Step in
+            switch Request(rawValue: requested.load(ordering: .acquiring)) ?? .stop {
+            case .run:
+                c.state = .running
+                return .run
+            case .pause:
+                c.state = .paused
+                if c.ackPending { c.ackPending = false; acknowledged.signal() }
+                return .wait
+            case .stop:
+                c.state = .stopped
+                if c.ackPending { c.ackPending = false; acknowledged.signal() }
+                return .exit
+            }
+        }
+    }
+}
+
+/// What a runner calls for each exit: the machine's device and policy logic.
+protocol ExitHandler: AnyObject, Sendable {
+    func handle(_ exit: VCPUExit, on runner: VCPURunner)
+    func failed(_ error: Error, on runner: VCPURunner)
+}

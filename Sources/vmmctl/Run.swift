@@ -1,0 +1,140 @@
+import ArgumentParser
+import Devices
+import KVM
+import VMM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where `--serial` sends COM1.
+enum SerialTarget: ExpressibleByArgument {
+    case stdio, none, file(String)
+
+    init?(argument: String) {
+        switch argument {
+        case "stdio": self = .stdio
+        case "none": self = .none
+        default:
+            guard argument.hasPrefix("file:"), argument.count > 5 else { return nil }
+            self = .file(String(argument.dropFirst(5)))
+        }
+    }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Boot a kernel in the foreground and run it until the guest stops.")
+
+    @Option(help: "Kernel image: a PVH ELF (vmlinux or a test guest).")
+    var kernel: String
+
+    @Option(help: "Initial ramdisk, handed to the kernel as a PVH module.")
+    var initrd: String?
+
+    @Option(help: "Kernel command line.")
+    var cmdline: String = ""
+
+    @Option(help: "Guest RAM in MiB.")
+    var memory: UInt64 = 128
+
+    @Option(help: "Number of vCPUs.")
+    var cpus: Int = 1
+
+    @Flag(help: "Attach the debug-exit port (0xf4): a write of V ends the VM with status (V << 1) | 1.")
+    var debugExit = false
+
+    @Option(help: "COM1: stdio, file:PATH or none.")
+    var serial: SerialTarget = .stdio
+
+    @Flag(help: "End with status 2 when the guest resets, instead of rebooting it.")
+    var noReboot = false
+
+    func run() throws {
+        var config = MachineConfig()
+        config.memoryMiB = memory
+        config.cpus = cpus
+        config.commandLine = cmdline
+        config.debugExit = debugExit
+        config.rebootOnReset = !noReboot
+        do {
+            config.kernel = try readFile(kernel)
+            if let initrd { config.initrd = try readFile(initrd) }
+        } catch {
+            fail("\(error)")
+        }
+        let status = runMachine(config, serial: serial)
+        throw ExitCode(status)
+    }
+}
+
+/// Builds and runs a machine, printing one line on stderr about how it ended; returns
+/// the exit status.
+func runMachine(_ base: MachineConfig, serial: SerialTarget) -> Int32 {
+    var config = base
+    var outputFD: Int32 = -1
+    switch serial {
+    case .stdio: config.serialOutput = FileDescriptorOutput(fd: STDOUT_FILENO)
+    case .none: config.serialOutput = NullOutput()
+    case .file(let path):
+        outputFD = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard outputFD >= 0 else { fail("cannot open serial log \(path): \(String(cString: strerror(errno)))") }
+        config.serialOutput = FileDescriptorOutput(fd: outputFD)
+    }
+    defer { if outputFD >= 0 { close(outputFD) } }
+
+    let machine: Machine
+    do {
+        machine = try Machine(config: config)
+    } catch {
+        fail("\(error)")
+    }
+    if case .stdio = serial { forwardStandardInput(to: machine.serial) }
+    let reason: StopReason
+    do {
+        reason = try machine.run()
+    } catch {
+        fail("\(error)")
+    }
+    let status = reason.exitStatus
+    printError("vmmctl: \(reason) (exit status \(status))")
+    return status
+}
+
+/// Forwards whatever arrives on stdin to the guest's UART, on a background thread.
+func forwardStandardInput(to uart: Serial16550) {
+    // Detached for the life of the process: it ends when stdin does or the process exits.
+    _ = try? HostThread(name: "stdin") {
+        var buffer = [UInt8](repeating: 0, count: 256)
+        while true {
+            let n = read(STDIN_FILENO, &buffer, buffer.count)
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return }
+            uart.enqueueInput(Array(buffer[0 ..< n]))
+        }
+    }
+}
+
+func readFile(_ path: String) throws -> [UInt8] {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw ValidationError("cannot open \(path): \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var result: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 1 << 20)
+    while true {
+        let n = read(fd, &chunk, chunk.count)
+        if n < 0 && errno == EINTR { continue }
+        guard n >= 0 else { throw ValidationError("cannot read \(path): \(String(cString: strerror(errno)))") }
+        if n == 0 { return result }
+        result += chunk[0 ..< n]
+    }
+}
+
+func printError(_ line: String) {
+    let text = line + "\n"
+    _ = text.withCString { write(STDERR_FILENO, $0, strlen($0)) }
+}
+
+func fail(_ message: String) -> Never {
+    printError("vmmctl: error: \(message)")
+    exit(ExitStatus.vmmError)
+}
