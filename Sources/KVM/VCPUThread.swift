@@ -24,6 +24,16 @@ public enum VCPUKick {
     /// Installs the handler once per process. Safe to call repeatedly.
     public static func installHandler() { _ = install }
 
+    /// Unblocks the kick signal on the calling thread. A vCPU thread calls it first: it
+    /// inherits its creator's signal mask, and runtimes (test runners, thread pools)
+    /// often block everything on their threads.
+    public static func unblockOnCurrentThread() {
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, signal)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+    }
+
     /// Sends the kick signal to `thread`.
     public static func kick(_ thread: pthread_t) {
         _ = pthread_kill(thread, signal)

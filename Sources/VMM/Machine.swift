@@ -152,7 +152,7 @@ public final class Machine: @unchecked Sendable {
     /// Blocks until the guest stops for good (handling reboots) and returns the reason.
     public func waitForStop() throws -> StopReason {
         while true {
-            stopped.wait()
+            waitForStopSignal()
             let reason = stopState.withLock { $0 } ?? .vmmError("stopped without a reason")
             for runner in vcpus { runner.requestStop() }
             for runner in vcpus { runner.join() }
@@ -171,6 +171,18 @@ public final class Machine: @unchecked Sendable {
             }
             running.withLock { $0 = false }
             return reason
+        }
+    }
+
+    /// How often a running machine with an in-kernel LAPIC is probed for "every vCPU
+    /// halted with interrupts off" (which KVM waits out in the kernel, forever).
+    static let haltProbeInterval: DispatchTimeInterval = .milliseconds(250)
+
+    private func waitForStopSignal() {
+        guard config.inKernelIRQChip else { return stopped.wait() }
+        while stopped.wait(timeout: .now() + Self.haltProbeInterval) == .timedOut {
+            let answers = vcpus.map { $0.probeHalted() }
+            if answers.allSatisfy({ $0 == true }) { stop(.halt(vcpu: 0)) }
         }
     }
 

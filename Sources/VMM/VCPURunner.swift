@@ -1,4 +1,7 @@
 import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
 import KVM
 import Synchronization
 
@@ -28,6 +31,8 @@ public final class VCPURunner: @unchecked Sendable {
     /// Exits by kind, for statistics.
     public let counters = ExitCounters()
 
+    /// Halt probe: 0 idle, 1 asked, 2 "halted for good", 3 "alive" (see `probeHalted`).
+    private let probe = Atomic<UInt8>(0)
     /// What other threads asked for; read on every loop iteration without a lock.
     private let requested = Atomic<UInt8>(Request.run.rawValue)
     private let control = Mutex(Control())
@@ -100,11 +105,48 @@ public final class VCPURunner: @unchecked Sendable {
         if let thread, thread.handle != HostThread.current { VCPUKick.kick(thread.handle) }
     }
 
+    // MARK: - Halt detection
+
+    /// Kicks the vCPU and asks it whether it can ever run again: true when it is halted
+    /// with interrupts disabled, or still waiting for INIT/SIPI. Only an NMI or INIT from
+    /// another vCPU could wake it, so when every vCPU answers true the machine is dead
+    /// (bhyve's VM_SUSPEND_HALT). Returns nil if no answer came within `timeoutMS`.
+    func probeHalted(timeoutMS: Int = 100) -> Bool? {
+        guard state == .running else { return nil }
+        probe.store(1, ordering: .releasing)
+        kick()
+        for _ in 0 ..< timeoutMS {
+            switch probe.load(ordering: .acquiring) {
+            case 2: probe.store(0, ordering: .relaxed); return true
+            case 3: probe.store(0, ordering: .relaxed); return false
+            default: usleepMS(1)
+            }
+        }
+        probe.store(0, ordering: .relaxed)
+        return nil
+    }
+
+    /// On the vCPU thread, outside KVM_RUN: the MP state and RFLAGS.IF decide.
+    private func answerProbe() {
+        let dead: Bool
+        switch try? vcpu.mpState() {
+        case .halted?:
+            let interruptsOn = ((try? vcpu.registers([.rflags]))?.first ?? 0x200) & 0x200 != 0
+            dead = !interruptsOn
+        case .uninitialized?, .initReceived?:
+            dead = true
+        default:
+            dead = false
+        }
+        probe.store(dead ? 2 : 3, ordering: .releasing)
+    }
+
     // MARK: - The vCPU thread
 
     private enum Step { case run, wait, exit }
 
     private func loop() {
+        VCPUKick.unblockOnCurrentThread()
         // The thread's own view of `state`, so that the common case (still running, no
         // request) costs one atomic load and no lock.
         var running = false
@@ -125,6 +167,7 @@ public final class VCPURunner: @unchecked Sendable {
                     // this store sets it again, so no request is missed.
                     vcpu.requestImmediateExit(false)
                     counters.bump(.interrupted)
+                    if probe.load(ordering: .acquiring) == 1 { answerProbe() }
                     continue
                 }
                 handler.handle(exit, on: self)
@@ -158,3 +201,5 @@ protocol ExitHandler: AnyObject, Sendable {
     func handle(_ exit: VCPUExit, on runner: VCPURunner)
     func failed(_ error: Error, on runner: VCPURunner)
 }
+
+func usleepMS(_ ms: Int) { _ = usleep(useconds_t(ms * 1000)) }

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# build.sh OUTDIR - build every swift-vmm test guest into OUTDIR/NAME.elf.
+#
+# Needs only GNU as, ld and a C compiler (cc) that can target i386
+# (-m32; no 32-bit libc is needed, everything is freestanding).
+# Works from any current directory: sources are found next to this script.
+set -eEu   # -E: the ERR trap below also fires inside functions
+set -o pipefail
+
+if [ "$#" -ne 1 ]; then
+    echo "usage: $0 OUTDIR" >&2
+    exit 2
+fi
+
+src=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$1"
+out=$(cd "$1" && pwd)
+obj=$(mktemp -d)
+trap 'rm -rf "$obj"' EXIT
+
+# Every build step is echoed; set -e stops at the first failure and the
+# ERR trap says which guest it was.
+current=""
+trap 'echo "build.sh: FAILED while building ${current:-?}" >&2' ERR
+
+run() {
+    echo "  $*"
+    "$@"
+}
+
+# All warnings are errors: a guest that links with a warning is suspect.
+# RWX segments are intended (the SMP trampoline and the C guest's single
+# image), so that one warning is switched off.
+LDFLAGS="--fatal-warnings --no-warn-rwx-segments -z noexecstack"
+
+# 32-bit assembly guests, all with the shared pvh.ld except smp.
+for g in hello exit triple int3 reset halt hostile bench smp; do
+    current=$g
+    script=pvh.ld
+    [ "$g" = smp ] && script=pvh-smp.ld
+    run as --32 --fatal-warnings -I "$src" -o "$obj/$g.o" "$src/$g.S"
+    run ld -m elf_i386 $LDFLAGS -T "$src/$script" -o "$out/$g.elf" "$obj/$g.o"
+done
+
+# The ELF64 container with 32-bit entry code.
+current=exit64
+run as --64 --fatal-warnings --defsym PVH_ELF64=1 -I "$src" -o "$obj/exit64.o" "$src/exit64.S"
+run ld -m elf_x86_64 $LDFLAGS -T "$src/pvh.ld" -o "$out/exit64.elf" "$obj/exit64.o"
+
+# The C guest (self-contained in c-hello/).
+current=c-hello
+CFLAGS="-m32 -ffreestanding -fno-pic -fno-pie -fno-stack-protector -nostdlib -O2
+        -mgeneral-regs-only -fno-asynchronous-unwind-tables -Wall -Wextra -Werror"
+run cc $CFLAGS -c -o "$obj/c-start.o" "$src/c-hello/start.S"
+run cc $CFLAGS -c -o "$obj/c-hello.o" "$src/c-hello/hello.c"
+run ld -m elf_i386 $LDFLAGS -T "$src/c-hello/link.ld" -o "$out/c-hello.elf" \
+    "$obj/c-start.o" "$obj/c-hello.o"
+
+current=""
+echo "built: $(cd "$out" && ls *.elf | tr '\n' ' ')"

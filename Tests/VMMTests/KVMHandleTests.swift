@@ -1,0 +1,85 @@
+import KVM
+import Testing
+
+@Suite(.enabled(if: KVMGate.shouldRun, KVMGate.skipReason))
+struct KVMHandleTests {
+    @Test func systemHandleReportsVersionCapabilitiesCPUIDAndMSRs() throws {
+        let kvm = try KVMSystem()
+        #expect(try kvm.apiVersion() == 12)
+        let caps = kvm.capabilities()
+        #expect(caps.contains { $0.0 == .userMemory })
+        #expect(caps.contains { $0.0 == .immediateExit })
+        #expect(Capability.irqchip.name == "IRQCHIP" && Capability(9999).name == "CAP_9999")
+        let cpuid = try kvm.supportedCPUID()
+        #expect(cpuid.leaf(0) != nil && cpuid.leaf(1) != nil)
+        #expect(try kvm.msrIndexList().contains(0x10))  // IA32_TIME_STAMP_COUNTER
+        #expect(try kvm.vcpuMmapSize() >= 4096)
+    }
+
+    @Test func badDevicePathNamesTheOperation() {
+        #expect {
+            try KVMSystem(path: "/nonexistent/kvm")
+        } throws: { error in
+            "\(error)" == "open(/nonexistent/kvm) failed: No such file or directory"
+        }
+    }
+
+    @Test func vmErrorsNameTheIoctl() throws {
+        let vm = try KVMSystem().createVM()
+        #expect {
+            // Unaligned guest address: KVM refuses with EINVAL.
+            try vm.setMemoryRegion(slot: 0, guestAddress: 0x123, size: 0x1000, hostAddress: 0)
+        } throws: { error in
+            "\(error)" == "KVM_SET_USER_MEMORY_REGION failed: Invalid argument"
+        }
+    }
+
+    @Test func batchRegistersAndResetState() throws {
+        let vm = try KVMSystem().createVM()
+        try vm.createIRQChip()
+        let vcpu = try vm.createVCPU(id: 0)
+        try vcpu.resetToPowerOnState(isBootstrap: true, cpuSignature: 0x806F8, hasIRQChip: true)
+        let reset = try vcpu.registers([.rip, .rdx, .cr0, .segmentSelector(.cs), .segmentBase(.cs), .rflags, .apicBase])
+        #expect(reset == [0xFFF0, 0x806F8, 0x6000_0010, 0xF000, 0xFFFF_0000, 0x2, 0xFEE0_0900])
+        #expect(try vcpu.mpState() == .runnable)
+        #expect(try vcpu.debugRegisters().dr7 == 0x400)
+        // FCW only: this host's KVM (PVM) does not round-trip MXCSR through KVM_SET_FPU.
+        #expect(try vcpu.fpu().fcw == 0x37F)
+
+        try vcpu.setRegisters([(.rax, 1), (.r15, 2), (.rip, 0x1000), (.cr3, 0x5000), (.gdtBase, 0x500), (.gdtLimit, 0x27)])
+        #expect(try vcpu.registers([.rax, .r15, .rip, .cr3, .gdtBase, .gdtLimit]) == [1, 2, 0x1000, 0x5000, 0x500, 0x27])
+
+        let ap = try vm.createVCPU(id: 1)
+        try ap.resetToPowerOnState(isBootstrap: false, cpuSignature: 0x806F8, hasIRQChip: true)
+        #expect(try ap.mpState() == .uninitialized)
+        #expect(try ap.registers([.apicBase]) == [0xFEE0_0800])
+    }
+
+    @Test func msrsCPUIDAndEventsRoundTrip() throws {
+        let kvm = try KVMSystem()
+        let vm = try kvm.createVM()
+        try vm.createIRQChip()
+        let vcpu = try vm.createVCPU(id: 0)
+        try vcpu.setCPUID(kvm.supportedCPUID())
+        #expect(try vcpu.cpuid().leaf(0) != nil)
+        try vcpu.setMSRs([(index: 0x174, value: 0x10)])  // IA32_SYSENTER_CS
+        #expect(try vcpu.msrs([0x174]) == [0x10])
+        #expect(throws: KVMError.self) { try vcpu.msrs([0xDEAD_BEEF]) }
+        try vcpu.injectException(vector: 6)
+        #expect(try vcpu.events().exception.injected == 1)
+        #expect(try vcpu.events().exception.nr == 6)
+        _ = try vcpu.xcrs()
+        _ = try vcpu.lapic()
+    }
+
+    @Test func statisticsAreParsedWithNames() throws {
+        let vm = try KVMSystem().createVM()
+        let vcpu = try vm.createVCPU(id: 0)
+        let vmStats = try vm.openStatistics().read()
+        #expect(vmStats.contains { $0.name == "remote_tlb_flush" })
+        let vcpuStats = try vcpu.openStatistics().read()
+        let exits = try #require(vcpuStats.first { $0.name == "exits" })
+        #expect(exits.kind == .cumulative && exits.unit == .none)
+        #expect(vcpuStats.contains { $0.kind == .logHistogram || $0.kind == .linearHistogram })
+    }
+}
