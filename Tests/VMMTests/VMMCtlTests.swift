@@ -1,0 +1,101 @@
+import Foundation
+import Testing
+
+/// The `vmmctl` binary built next to the tests.
+enum VMMCtl {
+    static let path = packageRoot.appendingPathComponent(".build/debug/vmmctl").path
+    static var exists: Bool { FileManager.default.isExecutableFile(atPath: path) }
+
+    static func run(_ args: [String]) throws -> (status: Int32, stdout: String, all: String) {
+        try #require(exists, "vmmctl is not built at \(path): run `swift build` before `swift test`")
+        let r = runProcess(path, args)
+        return (r.status, r.stdout, r.output)
+    }
+}
+
+@Suite(.enabled(if: KVMGate.shouldRun, KVMGate.skipReason), .serialized)
+struct VMMCtlTests {
+    @Test func debugExitStatusAndMessage() throws {
+        let r = try VMMCtl.run(["run", "--kernel", TestGuests.path("exit"), "--debug-exit", "--memory", "32"])
+        #expect(r.status == 67)
+        #expect(r.stdout == "exit guest\n")
+        #expect(r.all.contains("vmmctl: guest wrote 0x21 to the debug-exit port (exit status 67)"))
+    }
+
+    @Test func tripleFaultAndInternalErrorHaveTheirOwnStatus() throws {
+        let triple = try VMMCtl.run(["run", "--kernel", TestGuests.path("triple"), "--memory", "32"])
+        #expect(triple.status == 6 && triple.all.contains("triple fault on vCPU 0"))
+        let int3 = try VMMCtl.run(["run", "--kernel", TestGuests.path("int3"), "--memory", "32"])
+        #expect(int3.status == 8 || int3.status == 6)
+        #expect(int3.all.contains("KVM internal error") || int3.all.contains("triple fault"))
+    }
+
+    @Test func resetRebootsUnlessNoReboot() throws {
+        let reboot = try VMMCtl.run(["run", "--kernel", TestGuests.path("reset"), "--memory", "32"])
+        #expect(reboot.status == 0 && reboot.stdout == "resetting\nrebooted\n")
+        let noReboot = try VMMCtl.run(["run", "--kernel", TestGuests.path("reset"), "--memory", "32", "--no-reboot"])
+        #expect(noReboot.status == 2 && noReboot.stdout == "resetting\n")
+    }
+
+    @Test func serialToFileAndNone() throws {
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("vmmctl-serial-\(getpid()).log")
+        defer { try? FileManager.default.removeItem(at: log) }
+        let r = try VMMCtl.run(["run", "--kernel", TestGuests.path("hello"), "--cmdline", "q=1",
+                                "--serial", "file:" + log.path])
+        #expect(r.status == 0 && r.stdout.isEmpty)
+        #expect(try String(contentsOf: log, encoding: .utf8) == "Hello from a swift-vmm guest!\ncmdline: q=1\n")
+        let none = try VMMCtl.run(["run", "--kernel", TestGuests.path("hello"), "--serial", "none"])
+        #expect(none.status == 0 && none.stdout.isEmpty)
+    }
+
+    @Test func smpWithTwoCPUs() throws {
+        let r = try VMMCtl.run(["run", "--kernel", TestGuests.path("smp"), "--cpus", "2", "--memory", "32"])
+        #expect(r.status == 0 && r.stdout == "A\nsmp: 2 cpus\n")
+    }
+
+    @Test func badInputsGetAClearErrorAndStatus10() throws {
+        let missing = try VMMCtl.run(["run", "--kernel", "/nonexistent/guest.elf"])
+        #expect(missing.status == 10 && missing.all.contains("cannot open /nonexistent/guest.elf"))
+        let junk = FileManager.default.temporaryDirectory.appendingPathComponent("junk-\(getpid()).elf")
+        defer { try? FileManager.default.removeItem(at: junk) }
+        try Data([0x7F, 0x45, 0x4C, 0x46, 2, 1, 1, 0, 0, 0]).write(to: junk)
+        let truncated = try VMMCtl.run(["run", "--kernel", junk.path])
+        #expect(truncated.status == 10 && truncated.all.contains("image is truncated"))
+        let tooSmall = try VMMCtl.run(["run", "--kernel", TestGuests.path("exit"), "--memory", "1"])
+        #expect(tooSmall.status == 10 && tooSmall.all.contains("memory must be between"))
+        let badSerial = try VMMCtl.run(["run", "--kernel", TestGuests.path("exit"), "--serial", "tcp:1"])
+        #expect(badSerial.status != 0 && badSerial.all.contains("--serial"))
+    }
+
+    @Test func demoAndCaps() throws {
+        let demo = try VMMCtl.run(["demo", "--cmdline", "from-test"])
+        #expect(demo.status == 0)
+        #expect(demo.stdout.contains("Hello from the swift-vmm demo guest") && demo.stdout.contains("command line: from-test"))
+        let caps = try VMMCtl.run(["caps"])
+        #expect(caps.status == 0 && caps.stdout.contains("KVM_CAP_USER_MEMORY") && caps.stdout.contains("KVM API version 12"))
+    }
+}
+
+/// The same guest, written outside the VMM's own code (a C program) or as plain PVH
+/// assembly, must print the same and exit the same under vmmctl and QEMU's microvm.
+@Suite(.enabled(if: KVMGate.shouldRun, KVMGate.skipReason), .serialized)
+struct QEMUComparisonTests {
+    static let qemu = ["/usr/bin/qemu-system-x86_64", "/usr/local/bin/qemu-system-x86_64"]
+        .first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    @Test(.enabled(if: qemu != nil, "qemu-system-x86_64 is not installed (scripts/install-deps.sh installs it)"),
+          arguments: ["c-hello", "exit", "exit64"])
+    func sameOutputAndStatusAsQEMUMicrovm(guest: String) throws {
+        let qemu = try #require(Self.qemu)
+        let kernel = try TestGuests.path(guest)
+        let cmdline = "console=ttyS0 from=comparison"
+        let q = runProcess(qemu, ["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off", "-accel", "tcg",
+                                  "-m", "32", "-display", "none", "-monitor", "none", "-serial", "stdio",
+                                  "-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+                                  "-kernel", kernel, "-append", cmdline])
+        let v = try VMMCtl.run(["run", "--kernel", kernel, "--debug-exit", "--memory", "32", "--cmdline", cmdline])
+        #expect(!q.stdout.isEmpty)
+        #expect(v.stdout == q.stdout)
+        #expect(v.status == q.status)
+    }
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests and benchmarks use, when they are missing:
+#   binutils, gcc  - build the test guests (as, ld, cc) and the C benchmark reference
+#   qemu-system-x86 - the reference VMM the guests are compared against
+# Needs root (or sudo) and apt; does nothing when everything is already there.
+set -eu
+need=()
+command -v as >/dev/null 2>&1 || need+=(binutils)
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+[ ${#need[@]} -eq 0 ] && exit 0
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-deps: missing ${need[*]} and no apt-get; install them by hand" >&2
+    exit 1
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "install-deps: installing ${need[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
