@@ -30,70 +30,48 @@ public enum MPState: UInt32, Sendable {
 }
 
 extension KVMVCPU {
-    /// `KVM_GET_REGS`.
-    public func registers() throws -> Registers {
-        var r = Registers()
-        try ioctlValue(fd.raw, CKVM_GET_REGS, &r, "KVM_GET_REGS")
-        return r
+    /// One `KVM_GET_*` of a fixed-size struct.
+    private func get<T>(_ initial: T, _ request: UInt, _ name: String) throws -> T {
+        var value = initial
+        try ioctlValue(fd.raw, request, &value, name)
+        return value
     }
+
+    /// One `KVM_SET_*` of a fixed-size struct.
+    private func set<T>(_ value: T, _ request: UInt, _ name: String) throws {
+        var copy = value
+        try ioctlValue(fd.raw, request, &copy, name)
+    }
+
+    /// `KVM_GET_REGS`.
+    public func registers() throws -> Registers { try get(Registers(), CKVM_GET_REGS, "KVM_GET_REGS") }
 
     /// `KVM_SET_REGS`.
-    public func setRegisters(_ regs: Registers) throws {
-        var r = regs
-        try ioctlValue(fd.raw, CKVM_SET_REGS, &r, "KVM_SET_REGS")
-    }
+    public func setRegisters(_ regs: Registers) throws { try set(regs, CKVM_SET_REGS, "KVM_SET_REGS") }
 
     /// `KVM_GET_SREGS`.
-    public func specialRegisters() throws -> SpecialRegisters {
-        var s = SpecialRegisters()
-        try ioctlValue(fd.raw, CKVM_GET_SREGS, &s, "KVM_GET_SREGS")
-        return s
-    }
+    public func specialRegisters() throws -> SpecialRegisters { try get(SpecialRegisters(), CKVM_GET_SREGS, "KVM_GET_SREGS") }
 
     /// `KVM_SET_SREGS`.
-    public func setSpecialRegisters(_ sregs: SpecialRegisters) throws {
-        var s = sregs
-        try ioctlValue(fd.raw, CKVM_SET_SREGS, &s, "KVM_SET_SREGS")
-    }
+    public func setSpecialRegisters(_ sregs: SpecialRegisters) throws { try set(sregs, CKVM_SET_SREGS, "KVM_SET_SREGS") }
 
     /// `KVM_GET_FPU`.
-    public func fpu() throws -> FPUState {
-        var f = FPUState()
-        try ioctlValue(fd.raw, CKVM_GET_FPU, &f, "KVM_GET_FPU")
-        return f
-    }
+    public func fpu() throws -> FPUState { try get(FPUState(), CKVM_GET_FPU, "KVM_GET_FPU") }
 
     /// `KVM_SET_FPU`.
-    public func setFPU(_ fpu: FPUState) throws {
-        var f = fpu
-        try ioctlValue(fd.raw, CKVM_SET_FPU, &f, "KVM_SET_FPU")
-    }
+    public func setFPU(_ fpu: FPUState) throws { try set(fpu, CKVM_SET_FPU, "KVM_SET_FPU") }
 
     /// `KVM_GET_LAPIC` (needs the in-kernel irqchip).
-    public func lapic() throws -> LAPICState {
-        var l = LAPICState()
-        try ioctlValue(fd.raw, CKVM_GET_LAPIC, &l, "KVM_GET_LAPIC")
-        return l
-    }
+    public func lapic() throws -> LAPICState { try get(LAPICState(), CKVM_GET_LAPIC, "KVM_GET_LAPIC") }
 
     /// `KVM_SET_LAPIC`.
-    public func setLAPIC(_ state: LAPICState) throws {
-        var l = state
-        try ioctlValue(fd.raw, CKVM_SET_LAPIC, &l, "KVM_SET_LAPIC")
-    }
+    public func setLAPIC(_ state: LAPICState) throws { try set(state, CKVM_SET_LAPIC, "KVM_SET_LAPIC") }
 
     /// `KVM_GET_VCPU_EVENTS`.
-    public func events() throws -> VCPUEvents {
-        var e = VCPUEvents()
-        try ioctlValue(fd.raw, CKVM_GET_VCPU_EVENTS, &e, "KVM_GET_VCPU_EVENTS")
-        return e
-    }
+    public func events() throws -> VCPUEvents { try get(VCPUEvents(), CKVM_GET_VCPU_EVENTS, "KVM_GET_VCPU_EVENTS") }
 
     /// `KVM_SET_VCPU_EVENTS`.
-    public func setEvents(_ events: VCPUEvents) throws {
-        var e = events
-        try ioctlValue(fd.raw, CKVM_SET_VCPU_EVENTS, &e, "KVM_SET_VCPU_EVENTS")
-    }
+    public func setEvents(_ events: VCPUEvents) throws { try set(events, CKVM_SET_VCPU_EVENTS, "KVM_SET_VCPU_EVENTS") }
 
     /// Queues exception `vector` for delivery at the next entry (`KVM_SET_VCPU_EVENTS`
     /// with only `KVM_VCPUEVENT_VALID_*` bits clear except the exception itself).
@@ -130,30 +108,16 @@ extension KVMVCPU {
     }
 
     /// `KVM_GET_XCRS`.
-    public func xcrs() throws -> XCRs {
-        var x = XCRs()
-        try ioctlValue(fd.raw, CKVM_GET_XCRS, &x, "KVM_GET_XCRS")
-        return x
-    }
+    public func xcrs() throws -> XCRs { try get(XCRs(), CKVM_GET_XCRS, "KVM_GET_XCRS") }
 
     /// `KVM_SET_XCRS`.
-    public func setXCRs(_ xcrs: XCRs) throws {
-        var x = xcrs
-        try ioctlValue(fd.raw, CKVM_SET_XCRS, &x, "KVM_SET_XCRS")
-    }
+    public func setXCRs(_ xcrs: XCRs) throws { try set(xcrs, CKVM_SET_XCRS, "KVM_SET_XCRS") }
 
     /// `KVM_GET_DEBUGREGS`.
-    public func debugRegisters() throws -> DebugRegisters {
-        var d = DebugRegisters()
-        try ioctlValue(fd.raw, CKVM_GET_DEBUGREGS, &d, "KVM_GET_DEBUGREGS")
-        return d
-    }
+    public func debugRegisters() throws -> DebugRegisters { try get(DebugRegisters(), CKVM_GET_DEBUGREGS, "KVM_GET_DEBUGREGS") }
 
     /// `KVM_SET_DEBUGREGS`.
-    public func setDebugRegisters(_ regs: DebugRegisters) throws {
-        var d = regs
-        try ioctlValue(fd.raw, CKVM_SET_DEBUGREGS, &d, "KVM_SET_DEBUGREGS")
-    }
+    public func setDebugRegisters(_ regs: DebugRegisters) throws { try set(regs, CKVM_SET_DEBUGREGS, "KVM_SET_DEBUGREGS") }
 
     /// `KVM_SET_CPUID2`: what CPUID reports to this vCPU.
     public func setCPUID(_ entries: [CPUIDEntry]) throws {
