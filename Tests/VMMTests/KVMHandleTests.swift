@@ -1,3 +1,4 @@
+import GuestMemory
 import KVM
 import Testing
 
@@ -81,5 +82,21 @@ struct KVMHandleTests {
         let exits = try #require(vcpuStats.first { $0.name == "exits" })
         #expect(exits.kind == .cumulative && exits.unit == .none)
         #expect(vcpuStats.contains { $0.kind == .logHistogram || $0.kind == .linearHistogram })
+    }
+
+    @Test func interruptsAndDirtyLogging() throws {
+        let vm = try KVMSystem().createVM()
+        try vm.createIRQChip()
+        try vm.createPIT()
+        _ = try vm.createVCPU(id: 0)
+        try vm.setIRQLine(4, level: true)
+        try vm.setIRQLine(4, level: false)
+        _ = try vm.signalMSI(addressLow: 0xFEE0_0000, addressHigh: 0, data: 0x30)
+        let segment = try MemorySegment(name: "dirty", guestBase: GuestAddress(0), size: 0x10000)
+        try vm.setMemoryRegion(slot: 0, guestAddress: 0, size: segment.size, hostAddress: segment.hostAddress,
+                               flags: [.logDirtyPages])
+        #expect(try vm.dirtyLog(slot: 0, pages: 16) == [0])  // nothing written by the guest yet
+        try vm.removeMemoryRegion(slot: 0)
+        #expect(throws: KVMError.self) { try vm.dirtyLog(slot: 0, pages: 16) }
     }
 }
