@@ -11,6 +11,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // Re-exports <linux/kvm.h>, ioctl request numbers and a non-variadic ioctl().
@@ -23,19 +24,25 @@ let package = Package(
         .target(name: "Devices", dependencies: ["GuestMemory"]),
         // Image loaders, boot data, initial CPU state.
         .target(name: "Boot", dependencies: ["GuestMemory", "KVM"]),
+        // The guest-to-VMM call ABI, the dispatch table and the built-in calls.
+        .target(name: "Hypercalls", dependencies: ["GuestMemory"]),
         // Machine: memory + vCPUs + devices + boot.
-        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "Devices", "Boot"]),
+        .target(name: "VMM", dependencies: [
+            "KVM", "GuestMemory", "Devices", "Boot", "Hypercalls",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(
             name: "vmmctl",
             dependencies: [
                 "VMM", "KVM", "Boot", "Devices",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(name: "VMMBench", dependencies: ["VMM", "KVM", "Boot", "Devices"]),
         .testTarget(
             name: "VMMTests",
-            dependencies: ["KVM", "GuestMemory", "Devices", "Boot", "VMM"],
+            dependencies: ["KVM", "GuestMemory", "Devices", "Boot", "VMM", "Hypercalls"],
             path: "Tests/VMMTests"
         ),
     ],

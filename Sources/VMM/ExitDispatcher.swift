@@ -1,4 +1,6 @@
 import Devices
+import GuestMemory
+import Hypercalls
 import KVM
 
 /// Turns each vCPU exit into device calls or a machine stop. This is the exit path the
@@ -8,11 +10,21 @@ final class ExitDispatcher: ExitHandler {
     let mmio: MMIOBus
     /// Reaches the machine for stops (built before the machine itself exists).
     let machine: PlatformEventRelay
+    let memory: GuestMemory
+    /// The hypercall table, nil when hypercalls are off (the doorbell is then an
+    /// ordinary unclaimed port).
+    let hypercalls: HypercallRegistry?
+    /// The doorbell port, or -1 (no port) when hypercalls are off: one compare per exit.
+    let doorbell: Int
 
-    init(portIO: PortIOBus, mmio: MMIOBus, machine: PlatformEventRelay) {
+    init(portIO: PortIOBus, mmio: MMIOBus, machine: PlatformEventRelay, memory: GuestMemory,
+         hypercalls: HypercallRegistry?) {
         self.portIO = portIO
         self.mmio = mmio
         self.machine = machine
+        self.memory = memory
+        self.hypercalls = hypercalls
+        self.doorbell = hypercalls == nil ? -1 : Int(HypercallABI.doorbellPort)
     }
 
     // KVM_SYSTEM_EVENT_* (api.rst, "KVM_EXIT_SYSTEM_EVENT").
@@ -25,6 +37,9 @@ final class ExitDispatcher: ExitHandler {
         case .io(let io):
             runner.counters.bump(.io)
             let bus = portIO
+            if Int(io.port) == doorbell, io.direction == .out, let hypercalls {
+                return hypercall(hypercalls, on: runner)
+            }
             if io.direction == .out {
                 for i in 0 ..< io.count { bus.write(port: io.port, size: io.size, value: vcpu.ioValue(io, at: i)) }
             } else {

@@ -19,6 +19,8 @@ public struct MachineStatistics: Sendable {
     public let unclaimedMMIOReads: UInt64
     public let unclaimedMMIOWrites: UInt64
     public let reboots: UInt64
+    /// Calls per hypercall (empty when hypercalls are off).
+    public let hypercalls: [(name: String, count: UInt64)]
 }
 
 extension Machine {
@@ -36,6 +38,7 @@ extension Machine {
             unclaimedPortWrites: portIO.unclaimedWrites.load(ordering: .relaxed),
             unclaimedMMIOReads: mmio.unclaimedReads.load(ordering: .relaxed),
             unclaimedMMIOWrites: mmio.unclaimedWrites.load(ordering: .relaxed),
-            reboots: reboots.load(ordering: .relaxed))
+            reboots: reboots.load(ordering: .relaxed),
+            hypercalls: hypercalls?.callCounts ?? [])
     }
 }

@@ -2,6 +2,7 @@ import Boot
 import Devices
 import Dispatch
 import GuestMemory
+import Hypercalls
 import KVM
 import Synchronization
 
@@ -33,6 +34,8 @@ public final class Machine: @unchecked Sendable {
     /// Guest resets that were turned into reboots.
     public let reboots = Atomic<UInt64>(0)
 
+    /// The hypercall table when hypercalls are enabled.
+    public let hypercalls: HypercallRegistry?
     let vmStatistics: StatisticsFile?
     let vcpuStatistics: [StatisticsFile?]
     let supportedCPUID: [CPUIDEntry]
@@ -84,12 +87,15 @@ public final class Machine: @unchecked Sendable {
         mmio.seal()
 
         supportedCPUID = try self.kvm.supportedCPUID()
-        let handler = ExitDispatcher(portIO: portIO, mmio: mmio, machine: relay)
+        hypercalls = config.hypercalls ? config.hypercallRegistry : nil
+        let handler = ExitDispatcher(portIO: portIO, mmio: mmio, machine: relay, memory: memory, hypercalls: hypercalls)
+        let cpuid = CPUIDBuilder.relocatingHypervisorLeaves(supportedCPUID, own: Self.hypercallLeaves(enabled: config.hypercalls))
         var runners: [VCPURunner] = []
         var stats: [StatisticsFile?] = []
         for id in 0 ..< UInt32(config.cpus) {
             let vcpu = try vm.createVCPU(id: id)
-            try vcpu.setCPUID(CPUIDBuilder.entries(supported: supportedCPUID, apicID: id, cpuCount: config.cpus))
+            try vcpu.setCPUID(CPUIDBuilder.entries(supported: cpuid, apicID: id, cpuCount: config.cpus))
+            vcpu.setSyncRegisters(config.hypercalls)  // the doorbell reads and writes registers
             runners.append(VCPURunner(vcpu: vcpu, handler: handler))
             stats.append(try? vcpu.openStatistics())
         }
@@ -99,6 +105,7 @@ public final class Machine: @unchecked Sendable {
         bootFormat = .pvhELF
         bootFormat = try loadImage()
         relay.target = self
+        if let hypercalls { try BuiltinHypercalls.register(into: hypercalls, environment: HypercallHost(machine: self)) }
     }
 
     static func validate(_ config: MachineConfig) throws {

@@ -1,4 +1,6 @@
 import Devices
+import Hypercalls
+import Logging
 
 /// Everything needed to build a `Machine`.
 public struct MachineConfig: Sendable {
@@ -19,6 +21,17 @@ public struct MachineConfig: Sendable {
     /// Use KVM's in-kernel PIC/IOAPIC/LAPIC and PIT. Without it, `hlt` exits to the VMM
     /// (and ends the machine as `.halt`, since nothing could wake the vCPU).
     public var inKernelIRQChip: Bool = true
+
+    /// The VM's name: what the `vm_name` hypercall answers and what log lines carry.
+    public var name: String = "vm"
+    /// Enable the hypercall doorbell and set CPUID 0x40000001 bit 0 (off by default:
+    /// hypercalls are an attack surface the VM's owner opts into).
+    public var hypercalls: Bool = false
+    /// Extra calls a library user offers the guest (built-ins are added to it). Used only
+    /// when `hypercalls` is on.
+    public var hypercallRegistry: HypercallRegistry = HypercallRegistry()
+    /// Where the VMM logs (guest `log` hypercalls land here, with the VM's name).
+    public var logger = Logger(label: "swift-vmm")
 
     /// Upper bounds a request is checked against.
     public static let maxMemoryMiB: UInt64 = 1 << 20   // 1 TiB

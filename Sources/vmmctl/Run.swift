@@ -1,6 +1,7 @@
 import ArgumentParser
 import Devices
 import KVM
+import Logging
 import VMM
 #if canImport(Glibc)
 import Glibc
@@ -49,6 +50,12 @@ struct Run: ParsableCommand {
     @Flag(help: "End with status 2 when the guest resets, instead of rebooting it.")
     var noReboot = false
 
+    @Flag(help: "Enable the hypercall doorbell (docs/hypercalls.md). Off by default.")
+    var hypercalls = false
+
+    @Option(help: "The VM's name (the vm_name hypercall returns it; log lines carry it).")
+    var name: String = "vm"
+
     func run() throws {
         var config = MachineConfig()
         config.memoryMiB = memory
@@ -56,6 +63,8 @@ struct Run: ParsableCommand {
         config.commandLine = cmdline
         config.debugExit = debugExit
         config.rebootOnReset = !noReboot
+        config.hypercalls = hypercalls
+        config.name = name
         do {
             config.kernel = try readFile(kernel)
             if let initrd { config.initrd = try readFile(initrd) }
@@ -70,7 +79,9 @@ struct Run: ParsableCommand {
 /// Builds and runs a machine, printing one line on stderr about how it ended; returns
 /// the exit status.
 func runMachine(_ base: MachineConfig, serial: SerialTarget) -> Int32 {
+    VMMCtl.bootstrapLogging
     var config = base
+    config.logger = Logger(label: "vmmctl")
     var outputFD: Int32 = -1
     switch serial {
     case .stdio: config.serialOutput = FileDescriptorOutput(fd: STDOUT_FILENO)

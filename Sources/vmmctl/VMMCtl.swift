@@ -1,4 +1,5 @@
 import ArgumentParser
+import Logging
 
 @main
 struct VMMCtl: ParsableCommand {
@@ -13,4 +14,8 @@ struct VMMCtl: ParsableCommand {
         """,
         subcommands: [Run.self, Demo.self, Caps.self]
     )
+
+    /// Log lines (including guests' `log` hypercalls) go to stderr.
+    static let bootstrapLogging: Void = LoggingSystem.bootstrap(StreamLogHandler.standardError)
+
 }

@@ -145,6 +145,13 @@ static const size_t CKVM_RUN_FAIL_ENTRY_REASON = offsetof(struct kvm_run, fail_e
 static const size_t CKVM_RUN_FAIL_ENTRY_CPU = offsetof(struct kvm_run, fail_entry.cpu);
 static const size_t CKVM_RUN_HW_EXIT_REASON = offsetof(struct kvm_run, hw.hardware_exit_reason);
 static const size_t CKVM_RUN_EX_EXCEPTION = offsetof(struct kvm_run, ex.exception);
+static const size_t CKVM_RUN_VALID_REGS = offsetof(struct kvm_run, kvm_valid_regs);
+static const size_t CKVM_RUN_DIRTY_REGS = offsetof(struct kvm_run, kvm_dirty_regs);
+static const size_t CKVM_RUN_SYNC_REGS = offsetof(struct kvm_run, s.regs.regs);
+static const size_t CKVM_RUN_SYNC_SS_DPL = offsetof(struct kvm_run, s.regs.sregs.ss.dpl);
+static const size_t CKVM_RUN_SYNC_CS_L = offsetof(struct kvm_run, s.regs.sregs.cs.l);
+static const unsigned long long CKVM_SYNC_X86_REGS = KVM_SYNC_X86_REGS;
+static const unsigned long long CKVM_SYNC_X86_SREGS = KVM_SYNC_X86_SREGS;
 static const size_t CKVM_RUN_EX_ERROR_CODE = offsetof(struct kvm_run, ex.error_code);
 
 #endif
