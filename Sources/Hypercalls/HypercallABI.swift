@@ -57,18 +57,35 @@ public enum HypercallError: Int64, Error, Sendable {
 /// One call as the guest made it.
 public struct HypercallRequest: Sendable {
     public let number: UInt64
-    /// RBX, RCX, RSI, RDI (zero-extended low 32 bits when the guest is not in 64-bit mode).
-    public let arguments: [UInt64]
+    /// RBX, RCX, RSI, RDI (the low 32 bits when the guest is not in 64-bit mode). Plain
+    /// fields, not an array: building a request allocates nothing.
+    let rbx, rcx, rsi, rdi: UInt64
     /// The caller's CPL, 0-3.
     public let ring: Int
     public let vcpu: UInt32
 
-    public init(number: UInt64, arguments: [UInt64], ring: Int, vcpu: UInt32) {
-        self.number = number; self.arguments = arguments; self.ring = ring; self.vcpu = vcpu
+    @inline(__always)
+    public init(number: UInt64, rbx: UInt64, rcx: UInt64, rsi: UInt64, rdi: UInt64, ring: Int, vcpu: UInt32) {
+        self.number = number; self.rbx = rbx; self.rcx = rcx; self.rsi = rsi; self.rdi = rdi
+        self.ring = ring; self.vcpu = vcpu
     }
 
-    /// Argument `i`, or 0 beyond the four passed.
-    public func argument(_ i: Int) -> UInt64 { i < arguments.count ? arguments[i] : 0 }
+    /// A request with up to four arguments in RBX, RCX, RSI, RDI order (the rest 0).
+    public init(number: UInt64, arguments: [UInt64], ring: Int, vcpu: UInt32) {
+        func at(_ i: Int) -> UInt64 { i < arguments.count ? arguments[i] : 0 }
+        self.init(number: number, rbx: at(0), rcx: at(1), rsi: at(2), rdi: at(3), ring: ring, vcpu: vcpu)
+    }
+
+    /// Argument `i` (0: RBX, 1: RCX, 2: RSI, 3: RDI), or 0 beyond them.
+    public func argument(_ i: Int) -> UInt64 {
+        switch i {
+        case 0: return rbx
+        case 1: return rcx
+        case 2: return rsi
+        case 3: return rdi
+        default: return 0
+        }
+    }
 }
 
 /// What the VMM does with the calling vCPU after dispatch.

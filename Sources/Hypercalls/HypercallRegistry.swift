@@ -35,37 +35,72 @@ public typealias HypercallHandler = @Sendable (HypercallContext) throws(Hypercal
 
 /// The dispatch table (the `hc_dispatcher` of the bhyve review): call number → handler,
 /// the least privileged ring allowed to make the call, and a counter.
-public final class HypercallRegistry: Sendable {
-    public struct Entry: Sendable {
+///
+/// Calls are registered before the vCPUs run; `seal()` (the machine calls it at start)
+/// then freezes the table so that dispatch reads it without a lock, as the buses do.
+public final class HypercallRegistry: @unchecked Sendable {
+    // @unchecked: `low` and `high` are mutated only under `lock` before `sealed` is set,
+    // and only read afterwards.
+
+    public final class Entry: Sendable {
         public let name: String
         /// Rings 0 through `maximumRing` may call; 0 means ring 0 only, 3 means anyone.
         public let maximumRing: Int
         let handler: HypercallHandler
-    }
+        /// Calls made, refused ones included.
+        public let calls = Atomic<UInt64>(0)
 
-    private let entries = Mutex<[UInt64: Entry]>([:])
-    private let counts = Mutex<[UInt64: UInt64]>([:])
-
-    public init() {}
-
-    /// Registers `number`. Refuses a number already taken or a ring outside 0-3.
-    public func register(_ number: UInt64, name: String, maximumRing: Int = 0,
-                         handler: @escaping HypercallHandler) throws {
-        guard (0 ... 3).contains(maximumRing) else { throw HypercallRegistryError.invalidRing(maximumRing) }
-        try entries.withLock { table in
-            guard table[number] == nil else { throw HypercallRegistryError.numberTaken(number) }
-            table[number] = Entry(name: name, maximumRing: maximumRing, handler: handler)
+        init(name: String, maximumRing: Int, handler: @escaping HypercallHandler) {
+            self.name = name; self.maximumRing = maximumRing; self.handler = handler
         }
     }
 
+    /// Numbers below this index a plain array; the rest a dictionary.
+    static let directSlots = 64
+    private var low = [Entry?](repeating: nil, count: directSlots)
+    private var high: [UInt64: Entry] = [:]
+    private let lock = Mutex(())
+    private let sealed = Atomic<Bool>(false)
+
+    public init() {}
+
+    /// Registers `number`. Refuses a number already taken, a ring outside 0-3, or a
+    /// registration after `seal()`.
+    public func register(_ number: UInt64, name: String, maximumRing: Int = 0,
+                         handler: @escaping HypercallHandler) throws {
+        guard (0 ... 3).contains(maximumRing) else { throw HypercallRegistryError.invalidRing(maximumRing) }
+        try lock.withLock { _ in
+            guard !sealed.load(ordering: .acquiring) else { throw HypercallRegistryError.sealed }
+            guard lookup(number) == nil else { throw HypercallRegistryError.numberTaken(number) }
+            let entry = Entry(name: name, maximumRing: maximumRing, handler: handler)
+            if number < UInt64(Self.directSlots) { low[Int(number)] = entry } else { high[number] = entry }
+        }
+    }
+
+    /// Freezes the table; dispatch is lock-free from then on. Idempotent.
+    public func seal() { lock.withLock { _ in sealed.store(true, ordering: .releasing) } }
+
+    @inline(__always)
+    private func lookup(_ number: UInt64) -> Entry? {
+        number < UInt64(Self.directSlots) ? low[Int(number)] : high[number]
+    }
+
     /// The registered calls, by number.
-    public var registered: [UInt64: Entry] { entries.withLock { $0 } }
+    public var registered: [UInt64: Entry] {
+        lock.withLock { _ in
+            var all = high
+            for (n, e) in low.enumerated() { if let e { all[UInt64(n)] = e } }
+            return all
+        }
+    }
 
     /// Runs one call: unknown number → #UD; ring not allowed → `notPermitted` and nothing
     /// else happens; otherwise the handler's result or error.
+    @inline(__always)
     public func dispatch(_ request: HypercallRequest, memory: GuestMemory) -> HypercallOutcome {
-        guard let entry = entries.withLock({ $0[request.number] }) else { return .undefinedOpcode }
-        counts.withLock { $0[request.number, default: 0] += 1 }
+        let found = sealed.load(ordering: .acquiring) ? lookup(request.number) : lock.withLock { _ in lookup(request.number) }
+        guard let entry = found else { return .undefinedOpcode }
+        entry.calls.add(1, ordering: .relaxed)
         guard request.ring <= entry.maximumRing else { return .result(HypercallError.notPermitted.rawValue) }
         do {
             return .result(try entry.handler(HypercallContext(request: request, memory: memory)))
@@ -74,15 +109,14 @@ public final class HypercallRegistry: Sendable {
         }
     }
 
-    /// Calls made so far, per registered call name (including refused ones).
+    /// Calls made so far, per registered call name (including refused ones), by number.
     public var callCounts: [(name: String, count: UInt64)] {
-        let table = entries.withLock { $0 }
-        let snapshot = counts.withLock { $0 }
-        return table.keys.sorted().map { (table[$0]?.name ?? "\($0)", snapshot[$0] ?? 0) }
+        registered.sorted { $0.key < $1.key }.map { ($0.value.name, $0.value.calls.load(ordering: .relaxed)) }
     }
 }
 
 public enum HypercallRegistryError: Error, Equatable {
     case numberTaken(UInt64)
     case invalidRing(Int)
+    case sealed
 }

@@ -53,8 +53,8 @@ extension ExitDispatcher {
         let vcpu = runner.vcpu
         var regs = vcpu.syncedRegisters
         let mask: UInt64 = vcpu.syncedLongMode ? .max : 0xFFFF_FFFF
-        let request = HypercallRequest(number: regs.rax & mask,
-                                       arguments: [regs.rbx & mask, regs.rcx & mask, regs.rsi & mask, regs.rdi & mask],
+        let request = HypercallRequest(number: regs.rax & mask, rbx: regs.rbx & mask, rcx: regs.rcx & mask,
+                                       rsi: regs.rsi & mask, rdi: regs.rdi & mask,
                                        ring: vcpu.syncedCPL, vcpu: runner.id)
         switch registry.dispatch(request, memory: memory) {
         case .result(let value):

@@ -146,6 +146,7 @@ public final class Machine: @unchecked Sendable {
             guard !isRunning else { throw MachineError.invalidState("the machine is already running") }
             isRunning = true
         }
+        hypercalls?.seal()  // no registrations while vCPUs may dispatch
         try startVCPUs(paused: paused)
     }
 

@@ -82,6 +82,9 @@ final class FakeEnvironment: HypercallEnvironment, @unchecked Sendable {
         }
         #expect(registry.dispatch(HypercallRequest(number: 0x1000, arguments: [41], ring: 3, vcpu: 0), memory: memory) == .result(42))
         #expect(registry.callCounts.contains { $0.name == "echo" && $0.count == 1 })
+        registry.seal()
+        #expect(throws: HypercallRegistryError.sealed) { try registry.register(0x1002, name: "late") { _ in 0 } }
+        #expect(registry.dispatch(HypercallRequest(number: 0x1000, arguments: [1], ring: 0, vcpu: 0), memory: memory) == .result(2))
     }
 
     @Test func kvmLeavesMoveUpAndOursTakeTheirPlace() {
