@@ -39,7 +39,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .executableTarget(name: "VMMBench", dependencies: ["VMM", "KVM", "Boot", "Devices"]),
+        .executableTarget(name: "VMMBench", dependencies: ["VMM", "KVM", "Boot", "Devices", "Hypercalls", "GuestMemory"]),
         .testTarget(
             name: "VMMTests",
             dependencies: ["KVM", "GuestMemory", "Devices", "Boot", "VMM", "Hypercalls"],

@@ -19,6 +19,7 @@ import Boot
 import Devices
 import Foundation
 import GuestMemory
+import Hypercalls
 import KVM
 import VMM
 
@@ -127,6 +128,29 @@ func swiftLifecycle(path: String, vms: Int) throws -> Double {
 // MARK: - Main
 
 let options = Options(Array(CommandLine.arguments.dropFirst()))
+if CommandLine.arguments.contains("--micro") {
+    // Host-side cost of one hypercall dispatch, no guest involved.
+    final class NoEnv: HypercallEnvironment, @unchecked Sendable {
+        let vmName = "x"
+        func consoleWrite(_ bytes: [UInt8]) {}
+        func requestPowerOff() {}
+        func requestReset() {}
+        func guestLog(level: Int, message: String, vcpu: UInt32) {}
+    }
+    let registry = HypercallRegistry()
+    let env = NoEnv()
+    try BuiltinHypercalls.register(into: registry, environment: env)
+    registry.seal()
+    let memory = try GuestMemory.create(ramSize: 4 << 20)
+    var sink: Int64 = 0
+    let n = 1_000_000
+    let t0 = now()
+    for i in 0 ..< n {
+        if case .result(let v) = registry.dispatch(HypercallRequest(number: 0, rbx: UInt64(i), rcx: 0, rsi: 0, rdi: 0, ring: 3, vcpu: 0), memory: memory) { sink &+= v }
+    }
+    print("dispatch: \(Double(now() - t0) / Double(n)) ns per call (\(sink))")
+    exit(0)
+}
 let root = FileManager.default.currentDirectoryPath
 guard FileManager.default.fileExists(atPath: root + "/Guests/build.sh") else {
     die("run from the package root (Guests/build.sh not found in \(root))")
