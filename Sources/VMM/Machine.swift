@@ -188,10 +188,21 @@ public final class Machine: @unchecked Sendable {
 
     private func waitForStopSignal() {
         guard config.inKernelIRQChip else { return stopped.wait() }
+        var lastProgress = progress()
         while stopped.wait(timeout: .now() + Self.haltProbeInterval) == .timedOut {
+            // A vCPU that made exits since the last look is not halted: leave busy guests
+            // alone, so the probe costs nothing while a guest works.
+            let now = progress()
+            guard now == lastProgress else { lastProgress = now; continue }
             let answers = vcpus.map { $0.probeHalted() }
             if answers.allSatisfy({ $0 == true }) { stop(.halt(vcpu: 0)) }
+            lastProgress = progress()  // the probe's own kicks are not progress
         }
+    }
+
+    /// Exits handled so far, not counting kicks.
+    private func progress() -> UInt64 {
+        vcpus.reduce(0) { $0 &+ $1.counters.total &- $1.counters.count(.interrupted) }
     }
 
     /// Stops the machine with `reason` unless it is already stopping; every vCPU is kicked

@@ -94,6 +94,31 @@ func swiftExitPath(image: [UInt8], exits: UInt32) throws -> Double {
     return Double(t1 - t0) / Double(exits)
 }
 
+/// Diagnostic: the same VM driven by a bare `runOnce()` loop on the calling thread, with
+/// no runner, dispatcher or bus: how much of the gap to C is the VMM's layers.
+func swiftRawExitPath(image: [UInt8], exits: UInt32) throws -> Double {
+    var config = MachineConfig()
+    config.memoryMiB = 64
+    config.kernel = image
+    config.debugExit = true
+    let machine = try Machine(config: config)
+    try machine.memory.writeInteger(exits, at: GuestAddress(0x9000))
+    let vcpu = machine.vcpus[0].vcpu
+    var posts: UInt64 = 0
+    let t0 = now()
+    loop: while true {
+        switch try vcpu.runOnce() {
+        case .io(let io) where io.port == 0x80: posts += 1
+        case .io(let io) where io.port == 0xF4: break loop
+        case .io, .interrupted: continue
+        case let other: die("raw loop: unexpected exit \(other)")
+        }
+    }
+    let t1 = now()
+    guard posts == UInt64(exits) else { die("raw loop saw \(posts) POST writes") }
+    return Double(t1 - t0) / Double(exits)
+}
+
 func swiftHypercall(image: [UInt8], calls: UInt32) throws -> Double {
     var config = MachineConfig()
     config.memoryMiB = 64
@@ -128,6 +153,24 @@ func swiftLifecycle(path: String, vms: Int) throws -> Double {
 // MARK: - Main
 
 let options = Options(Array(CommandLine.arguments.dropFirst()))
+if CommandLine.arguments.contains("--raw") {
+    // C, full swift-vmm, raw Swift loop, alternating: where does the time go?
+    let root = FileManager.default.currentDirectoryPath
+    let work = NSTemporaryDirectory() + "vmm-bench-raw-\(getpid())"
+    sh(["mkdir", "-p", work]); sh(["bash", root + "/Guests/build.sh", work])
+    sh(["cc", "-O2", "-o", work + "/kvm_ref", root + "/Benchmarks/ref/kvm_ref.c"])
+    let image = try [UInt8](Data(contentsOf: URL(fileURLWithPath: work + "/bench.elf")))
+    var c: [Double] = [], full: [Double] = [], raw: [Double] = []
+    for _ in 0 ..< options.rounds {
+        c.append(field(sh([work + "/kvm_ref", "exit-path", work + "/bench.elf", "\(options.exits)"]), "ns_per_exit"))
+        full.append(try swiftExitPath(image: image, exits: options.exits))
+        raw.append(try swiftRawExitPath(image: image, exits: options.exits))
+    }
+    print(String(format: "medians: C %.0f, swift-vmm %.0f, raw Swift loop %.0f ns/exit; paired full/C %.3f, raw/C %.3f, full/raw %.3f",
+                 median(c), median(full), median(raw), median(zip(full, c).map { $0 / $1 }),
+                 median(zip(raw, c).map { $0 / $1 }), median(zip(full, raw).map { $0 / $1 })))
+    exit(0)
+}
 if CommandLine.arguments.contains("--micro") {
     // Host-side cost of one hypercall dispatch, no guest involved.
     final class NoEnv: HypercallEnvironment, @unchecked Sendable {
