@@ -46,6 +46,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "include/kvm_ref.h"
+
 #define GUEST_MEM_SIZE      (64ull << 20)
 #define TSS_ADDR            0xfffbd000ul
 #define START_INFO_ADDR     0x6000u
@@ -562,6 +564,55 @@ static void run_until_exit(struct vm *v, struct io_stats *st)
 
 /* ------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------ */
+/* Library API (kvm_ref.h)                                                  */
+
+struct kvmref {
+    struct vm v;
+    struct file_buf elf;
+    int hypercalls;
+};
+
+struct kvmref *kvmref_open(const char *guest_path, int hypercalls)
+{
+    struct kvmref *r = calloc(1, sizeof *r);
+
+    if (!r)
+        fail("calloc");
+    r->elf = read_file(guest_path);
+    r->hypercalls = hypercalls;
+    vm_create(&r->v);
+    return r;
+}
+
+uint64_t kvmref_run_batch(struct kvmref *r, uint32_t n)
+{
+    struct io_stats st = { 0 };
+    uint64_t t0, t1;
+
+    hypercalls_on = r->hypercalls;
+    vm_boot_pvh(&r->v, &r->elf);
+    if (r->hypercalls)
+        r->v.run->kvm_valid_regs = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS;
+    memcpy(r->v.mem + SCRATCH_ADDR, &n, 4);
+    t0 = now_ns();
+    run_until_exit(&r->v, &st);
+    t1 = now_ns();
+    if (!r->hypercalls && st.post_count != n)
+        failx("batch: %llu POST writes, expected %u", (unsigned long long)st.post_count, n);
+    if (r->hypercalls && st.hypercalls != (uint64_t)n + 2)
+        failx("batch: %llu hypercalls, expected %u", (unsigned long long)st.hypercalls, n + 2);
+    return t1 - t0;
+}
+
+void kvmref_close(struct kvmref *r)
+{
+    vm_destroy(&r->v);
+    free(r->elf.data);
+    free(r);
+}
+
+#ifndef KVMREF_LIBRARY
 static uint64_t parse_count(const char *s)
 {
     char *end;
@@ -674,3 +725,4 @@ int main(int argc, char **argv)
         failx("unknown mode '%s'", argv[1]);
     return 0;
 }
+#endif /* KVMREF_LIBRARY */

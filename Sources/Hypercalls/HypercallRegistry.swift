@@ -57,8 +57,8 @@ public final class HypercallRegistry: @unchecked Sendable {
 
     /// Numbers below this index a plain array; the rest a dictionary.
     static let directSlots = 64
-    private var low = [Entry?](repeating: nil, count: directSlots)
-    private var high: [UInt64: Entry] = [:]
+    @exclusivity(unchecked) private var low = [Entry?](repeating: nil, count: directSlots)
+    @exclusivity(unchecked) private var high: [UInt64: Entry] = [:]
     private let lock = Mutex(())
     private let sealed = Atomic<Bool>(false)
 

@@ -103,9 +103,9 @@ public final class KVMVCPU: @unchecked Sendable {
                                      dr6: load(CKVM_RUN_DEBUG_DR6, UInt64.self),
                                      dr7: load(CKVM_RUN_DEBUG_DR7, UInt64.self)))
         case KVM_EXIT_INTERNAL_ERROR:
-            let ndata = min(Int(load(CKVM_RUN_INTERNAL_NDATA, UInt32.self)), 16)
+            let ndata = min(Int(load(CKVM_RUN_INTERNAL_NDATA, UInt32.self)), 4)
             let data = (0 ..< ndata).map { load(CKVM_RUN_INTERNAL_DATA + $0 * 8, UInt64.self) }
-            return .internalError(suberror: load(CKVM_RUN_INTERNAL_SUBERROR, UInt32.self), data: data)
+            return .internalError(suberror: load(CKVM_RUN_INTERNAL_SUBERROR, UInt32.self), data: InternalErrorData(data))
         case KVM_EXIT_FAIL_ENTRY:
             return .failEntry(reason: load(CKVM_RUN_FAIL_ENTRY_REASON, UInt64.self),
                               cpu: load(CKVM_RUN_FAIL_ENTRY_CPU, UInt32.self))

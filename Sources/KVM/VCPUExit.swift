@@ -15,7 +15,7 @@ public enum VCPUExit: Sendable, Equatable {
     case debug(DebugEvent)
     /// `KVM_EXIT_INTERNAL_ERROR`: KVM could not go on (e.g. an instruction its emulator
     /// cannot handle: suberror 1, `KVM_INTERNAL_ERROR_EMULATION`).
-    case internalError(suberror: UInt32, data: [UInt64])
+    case internalError(suberror: UInt32, data: InternalErrorData)
     /// `KVM_EXIT_FAIL_ENTRY`: the hardware refused to enter the guest.
     case failEntry(reason: UInt64, cpu: UInt32)
     /// `KVM_EXIT_EXCEPTION` (only with some in-kernel configurations).
@@ -57,4 +57,20 @@ public struct DebugEvent: Sendable, Equatable {
     public let pc: UInt64
     public let dr6: UInt64
     public let dr7: UInt64
+}
+
+/// Up to four words of `kvm_run.internal.data`, held inline so that `VCPUExit` stays a
+/// plain value (no reference counting on the exit path).
+public struct InternalErrorData: Sendable, Equatable {
+    public let count: Int
+    let w0, w1, w2, w3: UInt64
+
+    init(_ words: [UInt64]) {
+        count = min(words.count, 4)
+        func at(_ i: Int) -> UInt64 { i < words.count ? words[i] : 0 }
+        w0 = at(0); w1 = at(1); w2 = at(2); w3 = at(3)
+    }
+
+    /// The words KVM supplied (at most four).
+    public var words: [UInt64] { Array([w0, w1, w2, w3].prefix(count)) }
 }

@@ -5,7 +5,7 @@ import KVM
 
 /// Turns each vCPU exit into device calls or a machine stop. This is the exit path the
 /// benchmark measures: a port write is one table lookup and one device call.
-final class ExitDispatcher: ExitHandler {
+final class ExitDispatcher: Sendable {
     let portIO: PortIOBus
     let mmio: MMIOBus
     /// Reaches the machine for stops (built before the machine itself exists).
@@ -89,7 +89,8 @@ final class ExitDispatcher: ExitHandler {
         machine.stop(.vmmError("vCPU \(runner.id): \(error)"))
     }
 
-    static func describeInternalError(_ suberror: UInt32, _ data: [UInt64], _ vcpu: KVMVCPU) -> String {
+    static func describeInternalError(_ suberror: UInt32, _ payload: InternalErrorData, _ vcpu: KVMVCPU) -> String {
+        let data = payload.words
         let what: String
         switch suberror {
         case 1: what = "instruction emulation failed"

@@ -43,6 +43,10 @@ public final class Machine: @unchecked Sendable {
     private let stopped = DispatchSemaphore(value: 0)
     private let running = Mutex(false)
 
+    deinit {
+        for runner in vcpus { runner.terminate() }
+    }
+
     /// Identity-map page and TSS for Intel VMX, just below the 4 GiB BIOS area.
     static let identityMapAddress: UInt64 = 0xFFFB_C000
     static let tssAddress: UInt32 = 0xFFFB_D000
@@ -131,6 +135,16 @@ public final class Machine: @unchecked Sendable {
         return format
     }
 
+    /// Puts the machine back to power-on: every vCPU reset, the image and boot data
+    /// reloaded, devices reset, guest memory otherwise kept (libvmmapi's `vm_reinit`).
+    /// Only while it is not running.
+    public func reset() throws {
+        guard !running.withLock({ $0 }) else { throw MachineError.invalidState("reset needs a stopped machine") }
+        bootFormat = try loadImage()
+        serial.reset()
+        stopState.withLock { $0 = nil }
+    }
+
     // MARK: - Running
 
     /// Runs the guest until it stops for good, rebooting it on reset when the config says
@@ -146,6 +160,9 @@ public final class Machine: @unchecked Sendable {
             guard !isRunning else { throw MachineError.invalidState("the machine is already running") }
             isRunning = true
         }
+        // A machine started again after a stop continues where it stopped; the old
+        // reason must not swallow the next stop.
+        stopState.withLock { $0 = nil }
         hypercalls?.seal()  // no registrations while vCPUs may dispatch
         try startVCPUs(paused: paused)
     }
@@ -163,7 +180,7 @@ public final class Machine: @unchecked Sendable {
             waitForStopSignal()
             let reason = stopState.withLock { $0 } ?? .vmmError("stopped without a reason")
             for runner in vcpus { runner.requestStop() }
-            for runner in vcpus { runner.join() }
+            for runner in vcpus { runner.waitStopped() }
             if reason == .reset && config.rebootOnReset {
                 do {
                     bootFormat = try loadImage()

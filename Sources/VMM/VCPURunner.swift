@@ -8,18 +8,23 @@ import Synchronization
 /// One vCPU and the host thread that runs it, with an explicit state machine:
 ///
 ///     created ──start──▶ running ⇄ paused
-///                           │         │
-///                           └──stop──▶ stopped
+///                           │  ▲      │
+///                      stop │  │ restart
+///                           ▼  │      │
+///                          stopped ◀──┘
 ///
-/// Other threads *request* a state (`pause`, `resume`, `stop`) and kick the vCPU out of
-/// `KVM_RUN`; only the vCPU's own thread changes `state`, at the top of its loop.
+/// Other threads *request* a state (`pause`, `resume`, `stop`, `restart`) and kick the
+/// vCPU out of `KVM_RUN`; only the vCPU's own thread changes `state`, at the top of its
+/// loop. A stopped vCPU's thread parks rather than exits, so a reboot or a new run
+/// reuses it: KVM pays a `synchronize_rcu()` whenever a vCPU is run by a new task.
+/// The thread ends only with `terminate()`, when the machine goes away.
 public final class VCPURunner: @unchecked Sendable {
     // @unchecked: `thread` is set once in start() before any kick can need it, and read
     // only by kick(); everything else is immutable or behind `control`/atomics.
 
     public enum State: String, Sendable { case created, running, paused, stopped }
 
-    enum Request: UInt8 { case run = 0, pause = 1, stop = 2 }
+    enum Request: UInt8 { case run = 0, pause = 1, stop = 2, terminate = 3 }
 
     struct Control {
         var state: State = .created
@@ -39,9 +44,9 @@ public final class VCPURunner: @unchecked Sendable {
     private let wakeup = DispatchSemaphore(value: 0)
     private let acknowledged = DispatchSemaphore(value: 0)
     private var thread: HostThread?
-    private let handler: ExitHandler
+    private let handler: ExitDispatcher
 
-    init(vcpu: KVMVCPU, handler: ExitHandler) {
+    init(vcpu: KVMVCPU, handler: ExitDispatcher) {
         self.vcpu = vcpu
         self.handler = handler
     }
@@ -49,9 +54,18 @@ public final class VCPURunner: @unchecked Sendable {
     /// The current state.
     public var state: State { control.withLock { $0.state } }
 
-    /// Starts the vCPU thread (created → running). `startPaused` leaves it paused until `resume`.
+    /// Starts the vCPU thread (created → running), or lets a stopped vCPU run again.
+    /// `startPaused` leaves it paused until `resume`.
     func start(paused startPaused: Bool = false) throws {
-        requested.store(startPaused ? Request.pause.rawValue : Request.run.rawValue, ordering: .releasing)
+        let request: Request = startPaused ? .pause : .run
+        guard thread == nil else {
+            control.withLock { c in
+                requested.store(request.rawValue, ordering: .releasing)
+                if c.state == .stopped || c.state == .paused { wakeup.signal() }
+            }
+            return
+        }
+        requested.store(request.rawValue, ordering: .releasing)
         VCPUKick.installHandler()
         thread = try HostThread(name: "vcpu\(id)") { [self] in loop() }
     }
@@ -71,24 +85,36 @@ public final class VCPURunner: @unchecked Sendable {
         }
     }
 
-    /// Asks the vCPU thread to finish; `join()` waits for it.
+    /// Asks the vCPU to stop (leave the guest and park). Does not wait; see `waitStopped`.
     func requestStop() {
         control.withLock { c in
+            guard requested.load(ordering: .acquiring) != Request.terminate.rawValue else { return }
             requested.store(Request.stop.rawValue, ordering: .releasing)
             if c.state == .paused { wakeup.signal() }
         }
         kick()
     }
 
-    /// Waits for the vCPU thread to end.
-    func join() {
+    /// Stops the vCPU and waits until its thread has parked outside the guest.
+    func waitStopped() {
+        guard thread != nil, transition(to: .stop, waitFor: [.stopped, .created]) else { return }
+        acknowledged.wait()
+    }
+
+    /// Ends the vCPU thread for good and waits for it (machine teardown).
+    func terminate() {
+        control.withLock { _ in requested.store(Request.terminate.rawValue, ordering: .releasing) }
+        wakeup.signal()
+        kick()
         thread?.join()
     }
 
     /// Sets the request and kicks; returns whether the caller must wait for an ack.
     private func transition(to request: Request, waitFor done: Set<State>) -> Bool {
         let mustWait = control.withLock { c -> Bool in
-            guard requested.load(ordering: .acquiring) != Request.stop.rawValue else { return false }
+            let current = requested.load(ordering: .acquiring)
+            guard current != Request.terminate.rawValue,
+                  request == .stop || current != Request.stop.rawValue else { return false }
             requested.store(request.rawValue, ordering: .releasing)
             if done.contains(c.state) { return false }
             c.ackPending = true
@@ -143,7 +169,7 @@ public final class VCPURunner: @unchecked Sendable {
 
     // MARK: - The vCPU thread
 
-    private enum Step { case run, wait, exit }
+    private enum Step { case run, wait, exit }  // `wait` covers both paused and parked-stopped
 
     private func loop() {
         VCPUKick.unblockOnCurrentThread()
@@ -179,7 +205,7 @@ public final class VCPURunner: @unchecked Sendable {
 
     private func nextStep() -> Step {
         control.withLock { c -> Step in
-            switch Request(rawValue: requested.load(ordering: .acquiring)) ?? .stop {
+            switch Request(rawValue: requested.load(ordering: .acquiring)) ?? .terminate {
             case .run:
                 c.state = .running
                 return .run
@@ -190,16 +216,13 @@ public final class VCPURunner: @unchecked Sendable {
             case .stop:
                 c.state = .stopped
                 if c.ackPending { c.ackPending = false; acknowledged.signal() }
+                return .wait
+            case .terminate:
+                c.state = .stopped
                 return .exit
             }
         }
     }
-}
-
-/// What a runner calls for each exit: the machine's device and policy logic.
-protocol ExitHandler: AnyObject, Sendable {
-    func handle(_ exit: VCPUExit, on runner: VCPURunner)
-    func failed(_ error: Error, on runner: VCPURunner)
 }
 
 func usleepMS(_ ms: Int) { _ = usleep(useconds_t(ms * 1000)) }

@@ -146,6 +146,26 @@ struct GuestRunTests {
         #expect(stats.vcpus[0].kvm.contains { $0.name == "exits" && $0.value >= handled })
     }
 
+    @Test func resetAndRunAgainReusesTheMachine() throws {
+        var config = MachineConfig()
+        config.memoryMiB = 32
+        config.kernel = try TestGuests.image("exit")
+        config.debugExit = true
+        let out = BufferOutput()
+        config.serialOutput = out
+        let machine = try Machine(config: config)
+        #expect(try machine.run() == .debugExit(value: 0x21))
+        #expect(throws: MachineError.self) { try machine.start(); try machine.reset() }
+        machine.kill()
+        _ = try machine.waitForStop()
+        for _ in 0 ..< 3 {
+            try machine.reset()
+            #expect(try machine.run() == .debugExit(value: 0x21))
+        }
+        #expect(out.text.components(separatedBy: "exit guest\n").count - 1 >= 4)
+        #expect(machine.vcpus[0].state == .stopped)
+    }
+
     @Test func demoGuestRuns() throws {
         var config = MachineConfig()
         config.memoryMiB = 16

@@ -13,7 +13,7 @@ public final class MMIOBus: @unchecked Sendable {
         var last: UInt64 { base + (length - 1) }
     }
 
-    private var ranges: [Entry] = []  // sorted by base, non-overlapping
+    @exclusivity(unchecked) private var ranges: [Entry] = []  // sorted by base, non-overlapping; see PortIOBus
     private let lock = Mutex(false)
 
     public let unclaimedReads = Atomic<UInt64>(0)

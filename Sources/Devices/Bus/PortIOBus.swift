@@ -14,8 +14,10 @@ public final class PortIOBus: @unchecked Sendable {
         let length: Int
     }
 
-    private var table = [UInt16](repeating: 0, count: 65536)  // 0 = unclaimed, else entry index + 1
-    private var entries: [Entry] = []
+    // Unchecked exclusivity: written only under `lock` before `seal()`, read-only after,
+    // so the dynamic access checks would only cost time on every exit.
+    @exclusivity(unchecked) private var table = [UInt16](repeating: 0, count: 65536)  // 0 = unclaimed, else entry index + 1
+    @exclusivity(unchecked) private var entries: [Entry] = []
     private let lock = Mutex(false)  // true once sealed
 
     /// Reads no device answered (counted; they return all ones).
