@@ -42,7 +42,7 @@ func decodeBody<T: Decodable>(_ type: T.Type, from body: [UInt8]) throws(APIErro
     } catch let DecodingError.keyNotFound(key, context) {
         let path = fieldPath(context.codingPath + [key])
         throw APIError(.invalidField, "missing field '\(path)'", field: path)
-    } catch let DecodingError.typeMismatch(_, context) {
+    } catch let DecodingError.typeMismatch(_, context) where !context.codingPath.isEmpty {
         let path = fieldPath(context.codingPath)
         throw APIError(.invalidField, "field '\(path)' has the wrong type", field: path)
     } catch let DecodingError.valueNotFound(_, context) {
