@@ -223,6 +223,15 @@ struct DaemonTests {
         #expect(d.api("DELETE", "/v1/vms/infra?owner=system").status == 204)
     }
 
+    /// PR_SET_PDEATHSIG fires when the *thread* that spawned a worker exits; pool
+    /// threads retire after ~5 idle seconds. A worker must outlive that.
+    @Test func workersOutliveIdleDaemonThreads() throws {
+        let d = try DaemonFixture()
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("long", guest: "idle")).status == 201)
+        sleep(7)
+        #expect(d.vm("long")?["state"] as? String == "running", "\(d.vm("long") ?? [:])")
+    }
+
     @Test func sigtermShutsDownCleanly() throws {
         let d = try DaemonFixture()
         #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("a", guest: "idle", lifetime: "persistent")).status == 201)
