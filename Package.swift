@@ -40,6 +40,8 @@ let package = Package(
         // Small Linux helpers for the daemon and workers: SCM_RIGHTS, peer credentials,
         // pidfds, per-thread fs identity, spawning a worker.
         .target(name: "CSys"),
+        // getpwnam/getgrnam for vmmd, kept out of CSys so the static worker links no NSS.
+        .target(name: "CUserDB"),
         // The daemon <-> worker messages and their framing (no Foundation: workers stay small).
         .target(name: "WorkerProtocol", dependencies: ["CSys"]),
         // The HTTP API's models, errors and routes, shared by vmmd and its clients.
@@ -62,7 +64,7 @@ let package = Package(
         .executableTarget(
             name: "vmmd",
             dependencies: [
-                "VMMService", "VMMAPI", "KVM", "CSys",
+                "VMMService", "VMMAPI", "KVM", "CSys", "CUserDB",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -11,6 +11,10 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <grp.h>
+#include <pwd.h>
+#include <linux/seccomp.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -250,3 +254,97 @@ int csys_guest_memfd(const char *name, uint64_t size)
 }
 
 _Static_assert(sizeof(struct csys_ucred) == sizeof(struct ucred), "csys_ucred must match struct ucred");
+
+int csys_set_no_new_privs(void)
+{
+    return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 ? 0 : -errno;
+}
+
+int csys_drop_privileges(uid_t uid, gid_t gid)
+{
+    uid_t ru, eu, su;
+    gid_t rg, eg, sg;
+
+    if (setgroups(0, NULL) != 0)
+        return -errno;
+    if (setresgid(gid, gid, gid) != 0)
+        return -errno;
+    if (setresuid(uid, uid, uid) != 0)
+        return -errno;
+    if (getresuid(&ru, &eu, &su) != 0 || getresgid(&rg, &eg, &sg) != 0)
+        return -errno;
+    if (ru != uid || eu != uid || su != uid || rg != gid || eg != gid || sg != gid)
+        return -EPERM;
+    if (uid != 0 && setuid(0) == 0)
+        return -EPERM;   /* regained root: the drop did not hold */
+    return 0;
+}
+
+int csys_install_seccomp(const struct sock_filter *filter, unsigned short count)
+{
+    struct sock_fprog prog = { .len = count, .filter = (struct sock_filter *)filter };
+    long rc = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog);
+
+    if (rc < 0)
+        return -errno;
+    return (int)rc;
+}
+
+static int fill_address(struct sockaddr_un *a, const char *path)
+{
+    memset(a, 0, sizeof *a);
+    a->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof a->sun_path)
+        return -ENAMETOOLONG;
+    strcpy(a->sun_path, path);
+    return 0;
+}
+
+int csys_listen_unix(const char *path, int backlog)
+{
+    struct sockaddr_un a;
+    int fd, rc = fill_address(&a, path);
+
+    if (rc != 0)
+        return rc;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, backlog) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int csys_connect_unix(const char *path)
+{
+    struct sockaddr_un a;
+    int fd, rc = fill_address(&a, path);
+
+    if (rc != 0)
+        return rc;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    while (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        if (errno == EINTR)
+            continue;
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int csys_accept(int listener)
+{
+    for (;;) {
+        int fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0)
+            return fd;
+        if (errno != EINTR)
+            return -errno;
+    }
+}

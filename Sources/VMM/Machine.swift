@@ -191,7 +191,7 @@ public final class Machine: @unchecked Sendable {
             for runner in vcpus { runner.requestStop() }
             for runner in vcpus { runner.waitStopped() }
             let forced = rebootRequested.exchange(false, ordering: .acquiringAndReleasing)
-            if reason == .reset && (config.rebootOnReset || forced) {
+            if (reason == .reset && (config.rebootOnReset || forced)) || (reason.isTripleFault && config.rebootOnTripleFault) {
                 do {
                     bootFormat = try loadImage()
                     serial.reset()

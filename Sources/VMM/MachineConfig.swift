@@ -18,6 +18,9 @@ public struct MachineConfig: Sendable {
     public var serialOutput: any SerialOutput = NullOutput()
     /// Restart the guest on reset (i8042 0xFE, ACPI reset); otherwise the machine stops with `.reset`.
     public var rebootOnReset: Bool = true
+    /// Treat a triple fault as a reset and reboot (a PC's behaviour); otherwise the machine
+    /// stops with `.tripleFault` (the default: a triple fault is usually a bug to look at).
+    public var rebootOnTripleFault: Bool = false
     /// Use KVM's in-kernel PIC/IOAPIC/LAPIC and PIT. Without it, `hlt` exits to the VMM
     /// (and ends the machine as `.halt`, since nothing could wake the vCPU).
     public var inKernelIRQChip: Bool = true

@@ -21,6 +21,9 @@ public enum APIRoute: Sendable, Equatable {
     /// `POST .../console`: the body goes to the guest's serial port.
     case consoleInput(name: String, owner: OwnerSelector?)
     case stats(name: String, owner: OwnerSelector?)
+    /// Test hook, answered only by a daemon started with `--test-hooks`: the worker makes
+    /// a system call its sandbox forbids.
+    case testForbiddenSyscall(name: String, owner: OwnerSelector?)
 
     /// Parses `method` and `uri` (path and query). Unknown paths, methods and query
     /// parameters are errors, never ignored.
@@ -71,6 +74,8 @@ public enum APIRoute: Sendable, Equatable {
             return try expect(["GET", "POST"], .console(name: name, follow: follow, owner: owner), params: ["owner", "follow"])
         case ["stats"]:
             return try expect(["GET"], .stats(name: name, owner: owner), params: ["owner"])
+        case ["test", "forbidden-syscall"]:
+            return try expect(["POST"], .testForbiddenSyscall(name: name, owner: owner), params: ["owner"])
         default:
             throw APIError(.noRoute, "no such endpoint: \(path)")
         }

@@ -13,6 +13,11 @@ public enum Lifetime: String, Codable, Sendable, CaseIterable {
     case system
 }
 
+/// What a triple fault does to a VM.
+public enum TripleFaultPolicy: String, Codable, Sendable, CaseIterable {
+    case stop, reboot
+}
+
 /// `POST /v1/vms`: what to create. Every field the server does not know, every reserved
 /// field or flag that is not zero, is refused (ABI rule: room to grow, nothing ignored).
 public struct CreateVMRequest: Codable, Sendable, Equatable {
@@ -28,6 +33,8 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
     public var hypercalls: Bool
     /// End the guest with `reset` instead of rebooting it.
     public var noReboot: Bool
+    /// What a triple fault does: stop the VM (default) or reboot it.
+    public var tripleFault: TripleFaultPolicy
     public var lifetime: Lifetime
     /// Start the guest right away.
     public var start: Bool
@@ -38,7 +45,9 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
 
     public init(name: String, memoryMiB: UInt64 = 128, vcpus: Int = 1, kernel: String, initrd: String? = nil,
                 cmdline: String = "", debugExit: Bool = false, hypercalls: Bool = false, noReboot: Bool = false,
-                lifetime: Lifetime = .persistent, start: Bool = true, flags: UInt64 = 0, reserved: UInt64 = 0) {
+                tripleFault: TripleFaultPolicy = .stop, lifetime: Lifetime = .persistent, start: Bool = true,
+                flags: UInt64 = 0, reserved: UInt64 = 0) {
+        self.tripleFault = tripleFault
         self.name = name; self.memoryMiB = memoryMiB; self.vcpus = vcpus; self.kernel = kernel; self.initrd = initrd
         self.cmdline = cmdline; self.debugExit = debugExit; self.hypercalls = hypercalls; self.noReboot = noReboot
         self.lifetime = lifetime; self.start = start; self.flags = flags; self.reserved = reserved
@@ -46,7 +55,7 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, memoryMiB = "memory_mib", vcpus, kernel, initrd, cmdline, debugExit = "debug_exit"
-        case hypercalls, noReboot = "no_reboot", lifetime, start, flags, reserved
+        case hypercalls, noReboot = "no_reboot", tripleFault = "triple_fault", lifetime, start, flags, reserved
     }
 
     public init(from decoder: Decoder) throws {
@@ -61,6 +70,7 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
         debugExit = try c.decodeIfPresent(Bool.self, forKey: .debugExit) ?? false
         hypercalls = try c.decodeIfPresent(Bool.self, forKey: .hypercalls) ?? false
         noReboot = try c.decodeIfPresent(Bool.self, forKey: .noReboot) ?? false
+        tripleFault = try c.decodeIfPresent(TripleFaultPolicy.self, forKey: .tripleFault) ?? .stop
         lifetime = try c.decodeIfPresent(Lifetime.self, forKey: .lifetime) ?? .persistent
         start = try c.decodeIfPresent(Bool.self, forKey: .start) ?? true
         flags = try c.decodeIfPresent(UInt64.self, forKey: .flags) ?? 0

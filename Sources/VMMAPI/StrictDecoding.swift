@@ -6,7 +6,7 @@ struct AnyCodingKey: CodingKey {
     init?(intValue: Int) { return nil }
 }
 
-extension Decoder {
+public extension Decoder {
     /// Refuses an object carrying a key outside `Keys`: an ABI that silently ignores
     /// what it does not understand can never give that name a meaning later.
     func rejectUnknownKeys<Keys: CodingKey & CaseIterable>(_ keys: Keys.Type) throws {

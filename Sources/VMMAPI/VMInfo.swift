@@ -10,6 +10,9 @@ public enum VMState: String, Codable, Sendable, CaseIterable {
     case stopped
     /// The worker process died (see `last_exit.signal`); `start` starts a new one.
     case crashed
+    /// The VM runs in its owner's own process through a brokered /dev/kvm handle; the
+    /// daemon keeps its name and quota until the handle's connection closes.
+    case external
 }
 
 /// How the guest or its worker last ended.
@@ -50,12 +53,15 @@ public struct VMInfo: Codable, Sendable, Equatable {
     public var debugExit: Bool
     public var hypercalls: Bool
     public var noReboot: Bool
+    public var tripleFault: TripleFaultPolicy
     public var bootFormat: String?
     public var lastExit: ExitInfo?
 
     public init(name: String, ownerUID: UInt32?, state: VMState, lifetime: Lifetime, workerPID: Int32?,
                 createdAt: String, memoryMiB: UInt64, vcpus: Int, kernel: String, initrd: String?, cmdline: String,
-                debugExit: Bool, hypercalls: Bool, noReboot: Bool, bootFormat: String?, lastExit: ExitInfo?) {
+                debugExit: Bool, hypercalls: Bool, noReboot: Bool, tripleFault: TripleFaultPolicy,
+                bootFormat: String?, lastExit: ExitInfo?) {
+        self.tripleFault = tripleFault
         self.name = name; self.ownerUID = ownerUID; self.state = state; self.lifetime = lifetime
         self.workerPID = workerPID; self.createdAt = createdAt; self.memoryMiB = memoryMiB; self.vcpus = vcpus
         self.kernel = kernel; self.initrd = initrd; self.cmdline = cmdline; self.debugExit = debugExit
@@ -65,7 +71,7 @@ public struct VMInfo: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case name, ownerUID = "owner_uid", state, lifetime, workerPID = "worker_pid", createdAt = "created_at"
         case memoryMiB = "memory_mib", vcpus, kernel, initrd, cmdline, debugExit = "debug_exit", hypercalls
-        case noReboot = "no_reboot", bootFormat = "boot_format", lastExit = "last_exit"
+        case noReboot = "no_reboot", tripleFault = "triple_fault", bootFormat = "boot_format", lastExit = "last_exit"
     }
 
     /// Encodes every key, nulls included, so the shape is the same for every VM.
@@ -78,6 +84,7 @@ public struct VMInfo: Codable, Sendable, Equatable {
         try c.encode(kernel, forKey: .kernel); try c.encode(initrd, forKey: .initrd)
         try c.encode(cmdline, forKey: .cmdline); try c.encode(debugExit, forKey: .debugExit)
         try c.encode(hypercalls, forKey: .hypercalls); try c.encode(noReboot, forKey: .noReboot)
+        try c.encode(tripleFault, forKey: .tripleFault)
         try c.encode(bootFormat, forKey: .bootFormat); try c.encode(lastExit, forKey: .lastExit)
     }
 }

@@ -29,9 +29,16 @@ final class ManagedVM: Sendable {
     let opener: Caller
     let createdAt: String
     let console = ConsoleLog()
-    let memory: GuestMemoryFiles
-    /// The kernel (and initrd) as opened at creation, kept for later workers.
-    let imageFDs: [Int32]
+    /// What runs the VM.
+    enum Backing: Sendable {
+        /// A worker process of the daemon's, on guest memory the daemon holds, with the
+        /// kernel (and initrd) as opened at creation, kept for later workers.
+        case worker(memory: GuestMemoryFiles, images: [Int32])
+        /// The owner's own process, through a brokered /dev/kvm descriptor: the daemon
+        /// keeps only the name, the quota and the handle connection.
+        case handle(connection: Int32, clientPID: Int32)
+    }
+    let backing: Backing
 
     struct State {
         var phase: VMState = .creating
@@ -52,17 +59,26 @@ final class ManagedVM: Sendable {
     }
     let state = Mutex(State())
 
-    init(key: VMKey, request: CreateVMRequest, lifetime: Lifetime, opener: Caller, memory: GuestMemoryFiles,
-         imageFDs: [Int32], createdAt: String = Timestamp.now()) {
+    init(key: VMKey, request: CreateVMRequest, lifetime: Lifetime, opener: Caller, backing: Backing,
+         createdAt: String = Timestamp.now()) {
         self.key = key; self.request = request; self.lifetime = lifetime; self.opener = opener
-        self.memory = memory; self.imageFDs = imageFDs; self.createdAt = createdAt
+        self.backing = backing; self.createdAt = createdAt
+        if case .handle = backing { state.withLock { $0.phase = .external } }
     }
 
-    /// What the worker needs to build this VM.
-    var setup: WorkerSetup {
+    /// The guest memory and images of a worker-backed VM.
+    var workerResources: (memory: GuestMemoryFiles, images: [Int32])? {
+        if case .worker(let memory, let images) = backing { return (memory, images) }
+        return nil
+    }
+
+    /// What the worker needs to build this VM, and whom it runs as once sandboxed.
+    func setup(memory: GuestMemoryFiles, sandboxUID: UInt32, sandboxGID: UInt32) -> WorkerSetup {
         WorkerSetup(name: key.name, memoryMiB: request.memoryMiB, cpus: UInt32(request.vcpus),
                     commandLine: request.cmdline, debugExit: request.debugExit, hypercalls: request.hypercalls,
-                    rebootOnReset: !request.noReboot, hasInitrd: request.initrd != nil, memory: memory.segments)
+                    rebootOnReset: !request.noReboot, hasInitrd: request.initrd != nil, memory: memory.segments,
+                    sandboxUID: sandboxUID, sandboxGID: sandboxGID,
+                    rebootOnTripleFault: request.tripleFault == .reboot)
     }
 
     var phase: VMState { state.withLock { $0.phase } }
@@ -70,10 +86,10 @@ final class ManagedVM: Sendable {
     func info() -> VMInfo {
         state.withLock { s in
             VMInfo(name: key.name, ownerUID: key.owner.uid, state: s.phase, lifetime: lifetime,
-                   workerPID: s.worker?.pid, createdAt: createdAt, memoryMiB: request.memoryMiB,
+                   workerPID: s.worker?.pid ?? handleClientPID, createdAt: createdAt, memoryMiB: request.memoryMiB,
                    vcpus: request.vcpus, kernel: request.kernel, initrd: request.initrd, cmdline: request.cmdline,
                    debugExit: request.debugExit, hypercalls: request.hypercalls, noReboot: request.noReboot,
-                   bootFormat: s.bootFormat, lastExit: s.lastExit)
+                   tripleFault: request.tripleFault, bootFormat: s.bootFormat, lastExit: s.lastExit)
         }
     }
 
@@ -126,7 +142,7 @@ final class ManagedVM: Sendable {
             guard s.worker === worker else { return ExitWaiters() }
             s.worker = nil
             if s.phase != .creating && s.readyWaiter == nil && !s.destroying {
-                let what = signal.map { "the worker was killed by signal \($0)" } ?? "the worker exited with status \(status ?? -1)"
+                let what = signal.map(Self.describeSignal) ?? "the worker exited with status \(status ?? -1)"
                 s.lastExit = ExitInfo(kind: "crashed", status: signal.map { 128 + $0 } ?? status ?? -1,
                                       message: what, signal: signal, at: Timestamp.now())
                 setPhase(.crashed, &s)
@@ -140,13 +156,29 @@ final class ManagedVM: Sendable {
             w.changes = takeChangeWaiters(&s)
             return w
         }
-        let reason = waiters.failure ?? signal.map { "the worker was killed by signal \($0)" }
+        let reason = waiters.failure ?? signal.map(Self.describeSignal)
             ?? "the worker exited with status \(status ?? -1)"
         let readyError = waiters.failure != nil ? APIError(.imageRejected, reason, field: "kernel") : APIError(.internalError, reason)
         waiters.ready?.resume(throwing: readyError)
         for w in waiters.stats { w.resume(throwing: APIError(.invalidState, "the worker exited")) }
         resumeChangeWaiters(waiters.changes)
         for w in waiters.exits { w.resume() }
+    }
+
+    /// What a worker's death by `signal` means.
+    static func describeSignal(_ signal: Int32) -> String {
+        let what: String
+        switch signal {
+        case SIGSYS: what = "SIGSYS: it made a system call its sandbox forbids"
+        case SIGKILL: what = "SIGKILL"
+        case SIGSEGV: what = "SIGSEGV: a memory fault in the worker"
+        case SIGBUS: what = "SIGBUS"
+        case SIGABRT: what = "SIGABRT"
+        case SIGILL: what = "SIGILL"
+        case SIGTRAP: what = "SIGTRAP: a Swift runtime trap"
+        default: what = "signal \(signal)"
+        }
+        return "the worker was killed by signal \(signal) (\(what))"
     }
 
     // MARK: - Waiting
@@ -255,11 +287,22 @@ final class ManagedVM: Sendable {
         }
     }
 
+    private var handleClientPID: Int32? {
+        if case .handle(_, let pid) = backing { return pid }
+        return nil
+    }
+
     /// Frees everything the VM holds (after its worker is gone).
     func release() {
         console.end()
-        memory.close()
-        for fd in imageFDs { close(fd) }
+        switch backing {
+        case .worker(let memory, let images):
+            memory.close()
+            for fd in images { close(fd) }
+        case .handle(let connection, _):
+            // The client's /dev/kvm descriptor cannot be revoked; the connection can end.
+            shutdown(connection, Int32(SHUT_RDWR))
+        }
         if let pidfd = state.withLock({ s -> Int32? in defer { s.creatorPidfd = nil }; return s.creatorPidfd }) {
             close(pidfd)
         }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import VMMAPI
 
 /// How the service runs: where things are, and what the daemon's configuration file
@@ -7,6 +10,14 @@ public struct ServiceConfig: Sendable {
     public var stateDirectory: String
     /// The `vmm-worker` executable.
     public var workerExecutable: String
+    /// The identity workers drop to before their guest runs (see the README's security
+    /// section). Defaults to the daemon's own, which is right only for an unprivileged daemon.
+    public var workerUID: UInt32 = getuid()
+    public var workerGID: UInt32 = getgid()
+    /// Enables the test-only hooks (e.g. asking a worker to make a forbidden system call).
+    public var testHooks = false
+    /// Per-user limits.
+    public var quotas = QuotaPolicy()
     /// VMs that belong to no client: created when the daemon starts.
     public var systemVMs: [CreateVMRequest] = []
     /// How long a worker may take to build its machine.

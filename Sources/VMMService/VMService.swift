@@ -23,7 +23,20 @@ public final class VMService: Sendable {
     let watcher: ProcessWatcher
     let spawner: WorkerSpawner
     let store: StateStore
-    private let registry = Mutex<[VMKey: ManagedVM]>([:])
+    /// The VMs, and the names (with sizes) reserved by creations in progress: one lock,
+    /// so that the name check, the quota check and the reservation are one step.
+    private struct Registry {
+        var vms: [VMKey: ManagedVM] = [:]
+        var reserved: [VMKey: (memoryMiB: UInt64, vcpus: Int)] = [:]
+
+        func usage(of owner: Owner) -> Usage {
+            var u = Usage()
+            for vm in vms.values where vm.key.owner == owner { u.add(memoryMiB: vm.request.memoryMiB, vcpus: vm.request.vcpus) }
+            for (key, size) in reserved where key.owner == owner { u.add(memoryMiB: size.memoryMiB, vcpus: size.vcpus) }
+            return u
+        }
+    }
+    private let registry = Mutex(Registry())
 
     let createdCounter = Counter(label: "vmmd_vms_created_total")
     let destroyedCounter = Counter(label: "vmmd_vms_destroyed_total")
@@ -53,12 +66,12 @@ public final class VMService: Sendable {
         let notFound = APIError(.notFound, "no VM named '\(name)'")
         // Another user's VM is indistinguishable from a missing one.
         guard caller.isRoot || owner == .user(caller.uid) else { throw notFound }
-        guard let vm = registry.withLock({ $0[VMKey(owner: owner, name: name)] }) else { throw notFound }
+        guard let vm = registry.withLock({ $0.vms[VMKey(owner: owner, name: name)] }) else { throw notFound }
         return vm
     }
 
     public func list(caller: Caller) -> [VMInfo] {
-        registry.withLock { Array($0.values) }
+        registry.withLock { Array($0.vms.values) }
             .filter { caller.isRoot || $0.key.owner == .user(caller.uid) }
             .sorted { ($0.key.owner.uid ?? UInt32.max, $0.key.name) < ($1.key.owner.uid ?? UInt32.max, $1.key.name) }
             .map { $0.info() }
@@ -71,7 +84,7 @@ public final class VMService: Sendable {
     /// How many VMs are in each state (for /metrics).
     public func stateCounts() -> [VMState: Int] {
         var counts: [VMState: Int] = [:]
-        for vm in registry.withLock({ Array($0.values) }) { counts[vm.phase, default: 0] += 1 }
+        for vm in registry.withLock({ Array($0.vms.values) }) { counts[vm.phase, default: 0] += 1 }
         return counts
     }
 
@@ -89,26 +102,39 @@ public final class VMService: Sendable {
     func create(_ request: CreateVMRequest, owner: Owner, lifetime: Lifetime, opener: Caller,
                 connection: ConnectionID?, persist: Bool, createdAt: String? = nil) async throws(APIError) -> VMInfo {
         let key = VMKey(owner: owner, name: request.name)
-        var paths = [(field: "kernel", path: request.kernel)]
-        if let initrd = request.initrd { paths.append((field: "initrd", path: initrd)) }
-        let images = try CallerFiles.open(paths, as: opener)
-        let memory: GuestMemoryFiles
-        do {
-            memory = try GuestMemoryFiles(vmName: request.name, memoryMiB: request.memoryMiB)
+        // Name and quota first, before anything is opened or allocated: a refused
+        // request leaves nothing behind.
+        try registry.withLock { r throws(APIError) in
+            guard r.vms[key] == nil, r.reserved[key] == nil else {
+                throw APIError(.nameTaken, "a VM named '\(request.name)' already exists", field: "name")
+            }
+            if case .user(let uid) = owner, uid != 0 {
+                try r.usage(of: owner).check(adding: request.memoryMiB, vcpus: request.vcpus,
+                                             against: config.quotas.quota(for: uid), uid: uid)
+            }
+            r.reserved[key] = (request.memoryMiB, request.vcpus)
+        }
+        let vm: ManagedVM
+        do throws(APIError) {
+            var paths = [(field: "kernel", path: request.kernel)]
+            if let initrd = request.initrd { paths.append((field: "initrd", path: initrd)) }
+            let images = try CallerFiles.open(paths, as: opener)
+            let memory: GuestMemoryFiles
+            switch Result(catching: { try GuestMemoryFiles(vmName: request.name, memoryMiB: request.memoryMiB) }) {
+            case .success(let m): memory = m
+            case .failure(let e):
+                for fd in images { close(fd) }
+                throw APIError(.internalError, "cannot create \(request.memoryMiB) MiB of guest memory: \(e)")
+            }
+            vm = ManagedVM(key: key, request: request, lifetime: lifetime, opener: opener,
+                           backing: .worker(memory: memory, images: images), createdAt: createdAt ?? Timestamp.now())
         } catch {
-            for fd in images { close(fd) }
-            throw APIError(.internalError, "cannot create guest memory: \(error)")
+            registry.withLock { _ = $0.reserved.removeValue(forKey: key) }
+            throw error
         }
-        let vm = ManagedVM(key: key, request: request, lifetime: lifetime, opener: opener, memory: memory,
-                           imageFDs: images, createdAt: createdAt ?? Timestamp.now())
-        let reserved = registry.withLock { r -> Bool in
-            guard r[key] == nil else { return false }
-            r[key] = vm
-            return true
-        }
-        guard reserved else {
-            vm.release()
-            throw APIError(.nameTaken, "a VM named '\(request.name)' already exists", field: "name")
+        registry.withLock { r in
+            r.reserved[key] = nil
+            r.vms[key] = vm
         }
         do {
             if lifetime == .process { try watchCreator(of: vm, pid: opener.pid) }
@@ -133,11 +159,15 @@ public final class VMService: Sendable {
 
     /// Starts a worker for `vm` and waits until its machine is built.
     func spawnWorker(for vm: ManagedVM) async throws(APIError) {
+        guard let (memory, images) = vm.workerResources else {
+            throw APIError(.invalidState, "\(vm.key.name) runs in its owner's process, not in a worker")
+        }
         let worker: WorkerProcess
         do {
             worker = try await WorkerProcess.spawn(
-                executable: config.workerExecutable, spawner: spawner, setup: vm.setup,
-                descriptors: [kvm.rawDescriptor] + vm.memory.descriptors + vm.imageFDs, group: group,
+                executable: config.workerExecutable, spawner: spawner,
+                setup: vm.setup(memory: memory, sandboxUID: config.workerUID, sandboxGID: config.workerGID),
+                descriptors: [kvm.rawDescriptor] + memory.descriptors + images, group: group,
                 onMessage: { [weak vm] in vm?.handle($0) },
                 onClose: { [weak vm] why in
                     guard let vm else { return }
@@ -209,7 +239,7 @@ public final class VMService: Sendable {
     public func connectionClosed(_ connection: ConnectionID) async {
         let keys = connectionVMs.withLock { $0.removeValue(forKey: connection) } ?? []
         for key in keys {
-            guard let vm = registry.withLock({ $0[key] }) else { continue }
+            guard let vm = registry.withLock({ $0.vms[key] }) else { continue }
             logger.info("connection closed: destroying", metadata: ["vm": "\(key)"])
             await destroy(vm)
         }
@@ -236,8 +266,8 @@ public final class VMService: Sendable {
     @discardableResult
     private func remove(_ vm: ManagedVM) -> Bool {
         let removed = registry.withLock { r -> Bool in
-            guard r[vm.key] === vm else { return false }
-            r[vm.key] = nil
+            guard r.vms[vm.key] === vm else { return false }
+            r.vms[vm.key] = nil
             return true
         }
         guard removed else { return false }
@@ -319,6 +349,15 @@ public final class VMService: Sendable {
         return StatsInfo(name: name, scopes: scopes)
     }
 
+    /// Test hook: asks the worker to make a system call its sandbox forbids (it should
+    /// die of SIGSYS). 404 unless the daemon runs with test hooks.
+    public func testForbiddenSyscall(_ name: String, owner: OwnerSelector?, caller: Caller) throws(APIError) {
+        guard config.testHooks else { throw APIError(.noRoute, "no such endpoint (test hooks are off)") }
+        let vm = try lookup(name, owner: owner, caller: caller)
+        guard let worker = vm.state.withLock({ $0.worker }) else { throw APIError(.invalidState, "\(name) has no worker") }
+        worker.send(.attemptForbiddenCall)
+    }
+
     public func capabilities() -> CapabilitiesInfo {
         CapabilitiesInfo(kvmAPIVersion: (try? kvm.apiVersion()) ?? 0,
                          kvm: kvm.capabilities().map { .init(name: $0.0.name, value: $0.1) },
@@ -354,7 +393,7 @@ public final class VMService: Sendable {
 
     /// Stops every worker. Persistent records stay, so those VMs come back next start.
     public func shutdown() async {
-        let vms = registry.withLock { r -> [ManagedVM] in defer { r = [:] }; return Array(r.values) }
+        let vms = registry.withLock { r -> [ManagedVM] in defer { r.vms = [:] }; return Array(r.vms.values) }
         for vm in vms {
             await vm.killWorkerAndWait()
             vm.release()

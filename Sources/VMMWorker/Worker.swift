@@ -50,10 +50,13 @@ final class Worker: @unchecked Sendable {
         config.debugExit = setup.debugExit
         config.hypercalls = setup.hypercalls
         config.rebootOnReset = setup.rebootOnReset
+        config.rebootOnTripleFault = setup.rebootOnTripleFault
         config.kernel = kernel
         config.initrd = initrd
         config.serialOutput = LinkConsoleOutput(link: link)
         machine = try Machine(config: config, kvm: kvm, memory: memory)
+        // The machine is complete: from here on the worker only runs it.
+        try Sandbox.enter(uid: setup.sandboxUID, gid: setup.sandboxGID)
     }
 
     /// Obeys the daemon until the link closes.
@@ -95,7 +98,9 @@ final class Worker: @unchecked Sendable {
         case .statisticsRequest(let id):
             link.send(WorkerMessage.statistics(id: id, statisticLines(machine.statistics())).encoded())
         case .attemptForbiddenCall:
-            break
+            // Test hook (vmmd --test-hooks): a call the sandbox forbids must kill us.
+            let fd = open("/etc/hostname", O_RDONLY)
+            link.send(WorkerMessage.setupFailed("the sandbox let open(2) through (fd \(fd))").encoded())
         }
     }
 

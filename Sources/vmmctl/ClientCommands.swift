@@ -77,6 +77,7 @@ struct Create: AsyncParsableCommand {
     @Flag(help: "Attach the debug-exit port (0xf4).") var debugExit = false
     @Flag(help: "Enable the hypercall doorbell.") var hypercalls = false
     @Flag(help: "Stop on guest reset instead of rebooting.") var noReboot = false
+    @Flag(help: "Reboot on a triple fault instead of stopping.") var rebootOnTripleFault = false
     @Option(help: "connection, process or persistent.") var lifetime: String = "persistent"
     @Flag(help: "Create without starting.") var noStart = false
 
@@ -86,7 +87,8 @@ struct Create: AsyncParsableCommand {
         }
         let request = CreateVMRequest(name: name, memoryMiB: memory, vcpus: cpus, kernel: absolute(kernel),
                                       initrd: initrd.map(absolute), cmdline: cmdline, debugExit: debugExit,
-                                      hypercalls: hypercalls, noReboot: noReboot, lifetime: lifetime, start: !noStart)
+                                      hypercalls: hypercalls, noReboot: noReboot,
+                                      tripleFault: rebootOnTripleFault ? .reboot : .stop, lifetime: lifetime, start: !noStart)
         let connection = try await options.connect()
         let (info, result) = await perform(connection, .POST, "/v1/vms", body: encodeJSON(request), as: VMInfo.self)
         if options.json { printJSON(result.body) } else { printVMs([info]) }

@@ -50,6 +50,9 @@ struct Run: ParsableCommand {
     @Flag(help: "End with status 2 when the guest resets, instead of rebooting it.")
     var noReboot = false
 
+    @Flag(help: "Reboot on a triple fault, as a PC does, instead of ending with status 6.")
+    var rebootOnTripleFault = false
+
     @Flag(help: "Enable the hypercall doorbell (docs/hypercalls.md). Off by default.")
     var hypercalls = false
 
@@ -63,6 +66,7 @@ struct Run: ParsableCommand {
         config.commandLine = cmdline
         config.debugExit = debugExit
         config.rebootOnReset = !noReboot
+        config.rebootOnTripleFault = rebootOnTripleFault
         config.hypercalls = hypercalls
         config.name = name
         do {

@@ -113,6 +113,9 @@ final class APIHandler: ChannelInboundHandler {
                 try service.consoleInput(name, owner: owner, caller: caller, bytes: body)
                 return .noContent
             case .stats(let name, let owner): return .json(try await service.statistics(name, owner: owner, caller: caller))
+            case .testForbiddenSyscall(let name, let owner):
+                try service.testForbiddenSyscall(name, owner: owner, caller: caller)
+                return .noContent
             }
         } catch let error as APIError {
             return .error(error)

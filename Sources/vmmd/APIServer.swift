@@ -1,4 +1,5 @@
 import CSys
+import CUserDB
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -73,26 +74,19 @@ final class APIServer: Service {
         guard (st.st_mode & S_IFMT) == S_IFSOCK else {
             throw ServiceError.worker("\(path) exists and is not a socket")
         }
-        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        defer { close(probe) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw ServiceError.worker("socket path too long") }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (i, b) in bytes.enumerated() { raw[i] = b }
+        let probe = csys_connect_unix(path)
+        if probe >= 0 {
+            close(probe)
+            throw ServiceError.worker("another vmmd is serving \(path)")
         }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard connected != 0 else { throw ServiceError.worker("another vmmd is serving \(path)") }
         unlink(path)
     }
 
     /// Mode 0660, group `vmm` when that group exists: members of `vmm` may use the API.
     static func setSocketPermissions(_ path: String, logger: Logger) throws {
-        if let group = getgrnam("vmm") {
-            if chown(path, uid_t.max, group.pointee.gr_gid) != 0 {
+        var group: gid_t = 0
+        if csys_group_id("vmm", &group) == 0 {
+            if chown(path, uid_t.max, group) != 0 {
                 logger.warning("cannot give the socket to group vmm", metadata: ["errno": "\(errno)"])
             }
         }

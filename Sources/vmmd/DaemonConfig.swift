@@ -1,39 +1,72 @@
 import Foundation
 import VMMAPI
+import VMMService
 
 /// The daemon's configuration file (`--config`, JSON). Unknown keys are refused like
 /// everywhere else in the API.
 ///
-///     { "system_vms": [ { "name": "infra", "kernel": "/srv/vm/infra.elf", "memory_mib": 64 } ] }
+///     {
+///       "system_vms": [ { "name": "infra", "kernel": "/srv/vm/infra.elf", "memory_mib": 64 } ],
+///       "quotas": {
+///         "default": { "vms": 8, "memory_mib": 4096, "vcpus": 16 },
+///         "uids": { "1000": { "vms": 2, "memory_mib": 512 } }
+///       }
+///     }
 ///
 /// System VMs take the fields of a create request except `lifetime` (they have the
 /// `system` lifetime: no client owns them, they start with the daemon, only root may
-/// act on them).
+/// act on them). Quotas limit each non-root uid; a missing limit is no limit.
 struct DaemonConfig: Decodable {
     var systemVMs: [CreateVMRequest] = []
+    var quotas = QuotaPolicy()
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case systemVMs = "system_vms" }
+    enum CodingKeys: String, CodingKey, CaseIterable { case systemVMs = "system_vms", quotas }
 
     init() {}
 
     init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: AnyKey.self)
-        for key in c.allKeys where CodingKeys(rawValue: key.stringValue) == nil {
-            throw APIError(.unknownField, "unknown key '\(key.stringValue)' in the configuration", field: key.stringValue)
-        }
+        try decoder.rejectUnknownKeys(CodingKeys.self)
         let k = try decoder.container(keyedBy: CodingKeys.self)
         systemVMs = try k.decodeIfPresent([CreateVMRequest].self, forKey: .systemVMs) ?? []
+        quotas = try k.decodeIfPresent(QuotaSection.self, forKey: .quotas)?.policy ?? QuotaPolicy()
     }
 
     static func load(_ path: String) throws -> DaemonConfig {
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
         return try JSONDecoder().decode(DaemonConfig.self, from: data)
     }
+}
 
-    private struct AnyKey: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
+/// `"quotas": {"default": {...}, "uids": {"UID": {...}}}`.
+private struct QuotaSection: Decodable {
+    var policy: QuotaPolicy
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case standard = "default", uids }
+
+    init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let k = try decoder.container(keyedBy: CodingKeys.self)
+        let standard = try k.decodeIfPresent(QuotaEntry.self, forKey: .standard)?.quota ?? Quota()
+        var perUID: [UInt32: Quota] = [:]
+        for (key, entry) in try k.decodeIfPresent([String: QuotaEntry].self, forKey: .uids) ?? [:] {
+            guard let uid = UInt32(key) else { throw APIError(.invalidField, "quotas.uids: '\(key)' is not a uid", field: "quotas.uids") }
+            perUID[uid] = entry.quota
+        }
+        policy = QuotaPolicy(standard: standard, perUID: perUID)
+    }
+}
+
+/// `{"vms": N, "memory_mib": M, "vcpus": C}`, each optional.
+private struct QuotaEntry: Decodable {
+    var quota: Quota
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case vms, memoryMiB = "memory_mib", vcpus }
+
+    init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let k = try decoder.container(keyedBy: CodingKeys.self)
+        quota = Quota(vms: try k.decodeIfPresent(Int.self, forKey: .vms),
+                      memoryMiB: try k.decodeIfPresent(UInt64.self, forKey: .memoryMiB),
+                      vcpus: try k.decodeIfPresent(Int.self, forKey: .vcpus))
     }
 }

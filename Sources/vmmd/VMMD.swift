@@ -1,4 +1,6 @@
 import ArgumentParser
+import CSys
+import CUserDB
 import Foundation
 import KVM
 import Logging
@@ -24,7 +26,7 @@ struct VMMD: AsyncParsableCommand {
     @Option(help: "Where persistent VMs are recorded.")
     var stateDir: String = "/var/lib/vmm"
 
-    @Option(help: "Configuration file (JSON): system VMs.")
+    @Option(help: "Configuration file (JSON): system VMs and quotas (see the README).")
     var config: String?
 
     @Option(help: "The vmm-worker executable (default: next to vmmd).")
@@ -32,6 +34,12 @@ struct VMMD: AsyncParsableCommand {
 
     @Option(help: "The KVM device.")
     var device: String = "/dev/kvm"
+
+    @Option(help: "The user workers run as once sandboxed (default when root: vmm-worker if it exists, else nobody).")
+    var workerUser: String?
+
+    @Flag(help: "Enable test-only hooks (POST /v1/vms/NAME/test/forbidden-syscall). Never in production.")
+    var testHooks = false
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
@@ -61,6 +69,10 @@ struct VMMD: AsyncParsableCommand {
         let kvm = try KVMSystem(path: device)
         var serviceConfig = ServiceConfig(stateDirectory: stateDir, workerExecutable: workerPath)
         serviceConfig.systemVMs = daemonConfig.systemVMs
+        serviceConfig.quotas = daemonConfig.quotas
+        serviceConfig.testHooks = testHooks
+        (serviceConfig.workerUID, serviceConfig.workerGID) = try Self.workerIdentity(workerUser)
+        logger.info("workers run as", metadata: ["uid": "\(serviceConfig.workerUID)", "gid": "\(serviceConfig.workerGID)"])
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let service = try VMService(config: serviceConfig, kvm: kvm, group: group, logger: logger)
         let server = APIServer(socketPath: socket, service: service, group: group, metrics: metrics, logger: logger)
@@ -70,6 +82,21 @@ struct VMMD: AsyncParsableCommand {
             logger: logger))
         try await services.run()
         try await group.shutdownGracefully()
+    }
+
+    /// The uid/gid of `--worker-user`, or the default: a dedicated `vmm-worker` user, else
+    /// `nobody`, when vmmd is root; vmmd's own identity otherwise (it cannot drop further).
+    static func workerIdentity(_ name: String?) throws -> (UInt32, UInt32) {
+        var uid: uid_t = 0, gid: gid_t = 0
+        if let name {
+            guard csys_user_ids(name, &uid, &gid) == 0 else { throw ValidationError("no user named \(name)") }
+            return (uid, gid)
+        }
+        guard geteuid() == 0 else { return (getuid(), getgid()) }
+        for candidate in ["vmm-worker", "nobody"] where csys_user_ids(candidate, &uid, &gid) == 0 {
+            return (uid, gid)
+        }
+        return (65534, 65534)
     }
 
     /// `name` in the directory of this executable.

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <linux/filter.h>
 
 /// Most descriptors one message may carry (kvm + memfds + kernel + initrd + spare).
 #define CSYS_MAX_FDS 16
@@ -70,5 +71,27 @@ int csys_close_from(int first);
 /// memfd_create(2) + ftruncate + F_SEAL_SHRINK|F_SEAL_GROW: a sealed, zero-filled
 /// memfd of `size` bytes for guest memory. Returns the descriptor or -errno.
 int csys_guest_memfd(const char *name, uint64_t size);
+
+/// prctl(PR_SET_NO_NEW_PRIVS, 1): no exec can ever grant privileges again. Returns 0 or -errno.
+int csys_set_no_new_privs(void);
+
+/// Drops to `uid`/`gid` for good: no supplementary groups, real, effective and saved
+/// ids all set, then checked (and that uid 0 cannot be regained when `uid` is not 0).
+/// Returns 0 or -errno.
+int csys_drop_privileges(uid_t uid, gid_t gid);
+
+/// seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC) with `count` BPF
+/// instructions: every thread of the process gets the filter. Needs no_new_privs (or
+/// CAP_SYS_ADMIN). Returns 0, -errno, or a positive thread id that could not be synced.
+int csys_install_seccomp(const struct sock_filter *filter, unsigned short count);
+
+/// Creates a listening Unix stream socket at `path` (close-on-exec). Returns it or -errno.
+int csys_listen_unix(const char *path, int backlog);
+
+/// Connects a Unix stream socket to `path` (close-on-exec). Returns it or -errno.
+int csys_connect_unix(const char *path);
+
+/// accept4(SOCK_CLOEXEC). Returns the connection or -errno.
+int csys_accept(int listener);
 
 #endif

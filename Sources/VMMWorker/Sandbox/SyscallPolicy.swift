@@ -1,0 +1,103 @@
+import CKVM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a worker may do once sandboxed: the one list the seccomp filter is generated
+/// from. Everything not here kills the whole worker (SECCOMP_RET_KILL_PROCESS); the
+/// daemon reports it as crashed with SIGSYS.
+///
+/// The list is what a running machine needs and nothing more: no execve, no open or
+/// stat of any path, no new sockets or connections, no fork, no ptrace, no changes of
+/// identity, no executable mappings, and ioctl only with the KVM requests the machine
+/// uses. Every entry says why it is there (the README's security section prints it).
+enum SyscallPolicy {
+    /// How one system call is allowed.
+    enum Rule {
+        /// Always.
+        case allow
+        /// Only when the low 32 bits of argument `index` are one of `values`.
+        case argumentIn(index: Int, values: [UInt32])
+        /// Only when argument `index` has every bit of `mask` set.
+        case argumentHasBits(index: Int, mask: UInt32)
+        /// Only when argument `index` has none of the bits of `mask`.
+        case argumentLacksBits(index: Int, mask: UInt32)
+        /// Fails with this errno instead of running (the caller has a fallback).
+        case fail(errno: Int32)
+    }
+
+    struct Entry {
+        let name: String
+        let number: Int32
+        let rule: Rule
+        let why: String
+    }
+
+    /// The KVM requests a built machine issues: running vCPUs, their state for resets,
+    /// reboots and hypercalls, and interrupt injection. Not KVM_CREATE_VM, not
+    /// KVM_CREATE_VCPU, not KVM_SET_USER_MEMORY_REGION: the machine is complete before
+    /// the filter goes on, and a compromised worker cannot reshape it.
+    static let kvmRequests: [(String, UInt)] = [
+        ("KVM_RUN", CKVM_RUN),
+        ("KVM_GET_REGS", CKVM_GET_REGS), ("KVM_SET_REGS", CKVM_SET_REGS),
+        ("KVM_GET_SREGS", CKVM_GET_SREGS), ("KVM_SET_SREGS", CKVM_SET_SREGS),
+        ("KVM_GET_FPU", CKVM_GET_FPU), ("KVM_SET_FPU", CKVM_SET_FPU),
+        ("KVM_GET_MSRS", CKVM_GET_MSRS), ("KVM_SET_MSRS", CKVM_SET_MSRS),
+        ("KVM_GET_LAPIC", CKVM_GET_LAPIC), ("KVM_SET_LAPIC", CKVM_SET_LAPIC),
+        ("KVM_GET_VCPU_EVENTS", CKVM_GET_VCPU_EVENTS), ("KVM_SET_VCPU_EVENTS", CKVM_SET_VCPU_EVENTS),
+        ("KVM_GET_MP_STATE", CKVM_GET_MP_STATE), ("KVM_SET_MP_STATE", CKVM_SET_MP_STATE),
+        ("KVM_GET_XCRS", CKVM_GET_XCRS), ("KVM_SET_XCRS", CKVM_SET_XCRS),
+        ("KVM_GET_DEBUGREGS", CKVM_GET_DEBUGREGS), ("KVM_SET_DEBUGREGS", CKVM_SET_DEBUGREGS),
+        ("KVM_GET_CPUID2", CKVM_GET_CPUID2),
+        ("KVM_IRQ_LINE", CKVM_IRQ_LINE), ("KVM_IRQ_LINE_STATUS", CKVM_IRQ_LINE_STATUS),
+        ("KVM_SIGNAL_MSI", CKVM_SIGNAL_MSI), ("KVM_NMI", CKVM_NMI),
+    ]
+
+    /// CLONE_THREAD (<linux/sched.h>; glibc hides it without _GNU_SOURCE).
+    static let cloneThread: UInt32 = 0x0001_0000
+
+    /// The allow-list. `ownPID` pins signals to this process.
+    static func entries(ownPID: Int32) -> [Entry] {
+        [
+            Entry(name: "read", number: Int32(SYS_read), rule: .allow, why: "control messages from the daemon"),
+            Entry(name: "recvmsg", number: Int32(SYS_recvmsg), rule: .allow, why: "control message headers (descriptors arrive only with the setup)"),
+            Entry(name: "sendto", number: Int32(SYS_sendto), rule: .allow, why: "messages to the daemon: console output, state, statistics"),
+            Entry(name: "write", number: Int32(SYS_write), rule: .allow, why: "a last error line on stderr"),
+            Entry(name: "pread64", number: Int32(SYS_pread64), rule: .allow, why: "KVM binary statistics files (KVM_GET_STATS_FD, opened before)"),
+            Entry(name: "close", number: Int32(SYS_close), rule: .allow, why: "descriptors that come with stray messages; teardown"),
+            Entry(name: "ioctl", number: Int32(SYS_ioctl),
+                  rule: .argumentIn(index: 1, values: kvmRequests.map { UInt32(truncatingIfNeeded: $0.1) }),
+                  why: "KVM, limited to: " + kvmRequests.map(\.0).joined(separator: ", ")),
+            Entry(name: "mmap", number: Int32(SYS_mmap), rule: .argumentLacksBits(index: 2, mask: UInt32(PROT_EXEC)),
+                  why: "the allocator and thread stacks; never executable"),
+            Entry(name: "mprotect", number: Int32(SYS_mprotect), rule: .argumentLacksBits(index: 2, mask: UInt32(PROT_EXEC)),
+                  why: "thread stack guards; never executable"),
+            Entry(name: "munmap", number: Int32(SYS_munmap), rule: .allow, why: "the allocator"),
+            Entry(name: "mremap", number: Int32(SYS_mremap), rule: .allow, why: "the allocator (large reallocations)"),
+            Entry(name: "madvise", number: Int32(SYS_madvise), rule: .allow, why: "the allocator and glibc giving back thread stacks"),
+            Entry(name: "brk", number: Int32(SYS_brk), rule: .allow, why: "the allocator"),
+            Entry(name: "futex", number: Int32(SYS_futex), rule: .allow, why: "locks, semaphores, thread joins"),
+            Entry(name: "sched_yield", number: Int32(SYS_sched_yield), rule: .allow, why: "spinning locks"),
+            Entry(name: "nanosleep", number: Int32(SYS_nanosleep), rule: .allow, why: "the halt probe's 1 ms waits"),
+            Entry(name: "clock_nanosleep", number: Int32(SYS_clock_nanosleep), rule: .allow, why: "the halt probe's 1 ms waits"),
+            Entry(name: "clock_gettime", number: Int32(SYS_clock_gettime), rule: .allow, why: "timeouts (when the vDSO cannot answer)"),
+            Entry(name: "clone", number: Int32(SYS_clone), rule: .argumentHasBits(index: 0, mask: cloneThread),
+                  why: "vCPU and waiter threads; CLONE_THREAD required, so never a new process"),
+            Entry(name: "clone3", number: Int32(SYS_clone3), rule: .fail(errno: ENOSYS),
+                  why: "refused with ENOSYS so that glibc falls back to clone, whose flags the filter can check"),
+            Entry(name: "set_robust_list", number: Int32(SYS_set_robust_list), rule: .allow, why: "glibc thread start"),
+            Entry(name: "rseq", number: Int32(SYS_rseq), rule: .allow, why: "glibc thread start"),
+            Entry(name: "rt_sigaction", number: Int32(SYS_rt_sigaction), rule: .allow, why: "the vCPU kick signal's handler"),
+            Entry(name: "rt_sigprocmask", number: Int32(SYS_rt_sigprocmask), rule: .allow, why: "unblocking the kick signal on vCPU threads"),
+            Entry(name: "rt_sigreturn", number: Int32(SYS_rt_sigreturn), rule: .allow, why: "returning from the kick signal's handler"),
+            Entry(name: "tgkill", number: Int32(SYS_tgkill), rule: .argumentIn(index: 0, values: [UInt32(bitPattern: ownPID)]),
+                  why: "kicking this worker's own vCPU threads out of KVM_RUN (no other process)"),
+            Entry(name: "getpid", number: Int32(SYS_getpid), rule: .allow, why: "glibc (pthread_kill)"),
+            Entry(name: "gettid", number: Int32(SYS_gettid), rule: .allow, why: "glibc (pthread_kill)"),
+            Entry(name: "prctl", number: Int32(SYS_prctl), rule: .argumentIn(index: 0, values: [UInt32(PR_SET_NAME)]),
+                  why: "naming threads (PR_SET_NAME only)"),
+            Entry(name: "exit", number: Int32(SYS_exit), rule: .allow, why: "a thread ends"),
+            Entry(name: "exit_group", number: Int32(SYS_exit_group), rule: .allow, why: "the worker ends"),
+        ]
+    }
+}
