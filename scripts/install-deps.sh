@@ -2,12 +2,17 @@
 # Installs the Debian packages the tests and benchmarks use, when they are missing:
 #   binutils, gcc  - build the test guests (as, ld, cc) and the C benchmark reference
 #   qemu-system-x86 - the reference VMM the guests are compared against
+#   acpica-tools    - iasl, which disassembles the generated ACPI tables in a test
+#   cpio, lz4       - scripts/fetch-linux.sh: the initramfs and the kernel's payload
 # Needs root (or sudo) and apt; does nothing when everything is already there.
 set -eu
 need=()
 command -v as >/dev/null 2>&1 || need+=(binutils)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+command -v iasl >/dev/null 2>&1 || need+=(acpica-tools)
+command -v cpio >/dev/null 2>&1 || need+=(cpio)
+command -v lz4 >/dev/null 2>&1 || need+=(lz4)
 [ ${#need[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
     echo "install-deps: missing ${need[*]} and no apt-get; install them by hand" >&2

@@ -124,7 +124,8 @@ public final class Machine: @unchecked Sendable {
     /// Resets every vCPU to its power-on state, (re)loads the image and boot data, and
     /// points the boot vCPU at the entry.
     private func loadImage() throws -> BootImageFormat {
-        let request = BootRequest(kernel: config.kernel, initrd: config.initrd, commandLine: config.commandLine)
+        var request = BootRequest(kernel: config.kernel, initrd: config.initrd, commandLine: config.commandLine)
+        request.rsdp = try writeACPITables()
         let (format, entry) = try ImageLoader.load(request, into: memory)
         let signature = CPUIDBuilder.signature(supportedCPUID)
         for runner in vcpus {

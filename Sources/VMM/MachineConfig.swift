@@ -21,6 +21,9 @@ public struct MachineConfig: Sendable {
     /// Use KVM's in-kernel PIC/IOAPIC/LAPIC and PIT. Without it, `hlt` exits to the VMM
     /// (and ends the machine as `.halt`, since nothing could wake the vCPU).
     public var inKernelIRQChip: Bool = true
+    /// Build ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) at boot and pass the RSDP to the
+    /// kernel. Needs the in-kernel irqchip, whose IOAPIC and LAPICs the MADT describes.
+    public var acpi: Bool = true
 
     /// The VM's name: what the `vm_name` hypercall answers and what log lines carry.
     public var name: String = "vm"
