@@ -93,12 +93,15 @@ public final class Machine: @unchecked Sendable {
         supportedCPUID = try self.kvm.supportedCPUID()
         hypercalls = config.hypercalls ? config.hypercallRegistry : nil
         let handler = ExitDispatcher(portIO: portIO, mmio: mmio, machine: relay, memory: memory, hypercalls: hypercalls)
-        let cpuid = CPUIDBuilder.relocatingHypervisorLeaves(supportedCPUID, own: Self.hypercallLeaves(enabled: config.hypercalls))
+        let cpuid = config.cpuTemplate.apply(to: CPUIDBuilder.relocatingHypervisorLeaves(
+            supportedCPUID, own: Self.hypercallLeaves(enabled: config.hypercalls)))
+        let topology = try Self.topology(of: config)
         var runners: [VCPURunner] = []
         var stats: [StatisticsFile?] = []
-        for id in 0 ..< UInt32(config.cpus) {
+        for index in 0 ..< config.cpus {
+            let id = topology.apicID(ofIndex: index)  // the vCPU ID is its initial APIC ID
             let vcpu = try vm.createVCPU(id: id)
-            try vcpu.setCPUID(CPUIDBuilder.entries(supported: cpuid, apicID: id, cpuCount: config.cpus))
+            try vcpu.setCPUID(CPUIDBuilder.entries(supported: cpuid, apicID: id, topology: topology))
             vcpu.setSyncRegisters(config.hypercalls)  // the doorbell reads and writes registers
             runners.append(VCPURunner(vcpu: vcpu, handler: handler))
             stats.append(try? vcpu.openStatistics())
@@ -119,6 +122,7 @@ public final class Machine: @unchecked Sendable {
         guard (1 ... MachineConfig.maxCPUs).contains(config.cpus) else {
             throw MachineError.invalidConfig("cpus must be between 1 and \(MachineConfig.maxCPUs)")
         }
+        _ = try topology(of: config)
     }
 
     /// Resets every vCPU to its power-on state, (re)loads the image and boot data, and

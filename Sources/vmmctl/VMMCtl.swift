@@ -12,7 +12,7 @@ struct VMMCtl: ParsableCommand {
         4 halted for good; 6 triple fault; 8 KVM internal error; 10 VMM error (including an \
         image or option refused before the guest ran); 12 killed.
         """,
-        subcommands: [Run.self, Demo.self, Caps.self]
+        subcommands: [Run.self, Demo.self, Caps.self, CPUTemplates.self]
     )
 
     /// Log lines (including guests' `log` hypercalls) go to stderr.

@@ -17,3 +17,16 @@ extension Machine {
         return try ACPITables(platform: acpiPlatform).write(into: memory)
     }
 }
+
+extension Machine {
+    /// The configured topology, or one socket of `cpus` cores; its count must match `cpus`.
+    static func topology(of config: MachineConfig) throws -> CPUTopology {
+        guard let topology = config.topology ?? CPUTopology.flat(cpus: config.cpus) else {
+            throw MachineError.invalidConfig("\(config.cpus) vCPUs do not fit one socket; give a topology")
+        }
+        guard topology.cpuCount == config.cpus else {
+            throw MachineError.invalidConfig("topology \(topology) has \(topology.cpuCount) CPUs, but cpus is \(config.cpus)")
+        }
+        return topology
+    }
+}
