@@ -21,6 +21,19 @@ public enum BootImageFormat: String, Sendable {
     }
 }
 
+extension BootImageFormat {
+    /// Xen ELF note XEN_ELFNOTE_GUEST_OS, which Linux's vmlinux sets to "linux".
+    static let xenGuestOSNote: UInt32 = 6
+
+    /// Whether `bytes` is a Linux kernel: a bzImage, or an ELF whose Xen guest-OS note
+    /// says "linux" (a vmlinux built with PVH or Xen support).
+    public static func isLinux(_ bytes: [UInt8]) -> Bool {
+        if SetupHeader.matches(bytes) { return true }
+        guard let elf = try? ELFImage(bytes: bytes) else { return false }
+        return elf.notes.contains { $0.owner == "Xen" && $0.type == xenGuestOSNote && $0.descriptor.starts(with: Array("linux".utf8)) }
+    }
+}
+
 /// Loads any supported image: detects the format and runs its loader.
 public enum ImageLoader {
     public static func load(_ request: BootRequest, into memory: GuestMemory) throws -> (BootImageFormat, BootEntry) {

@@ -1,6 +1,7 @@
 import Boot
 import Devices
 import GuestMemory
+import KVM
 
 extension Machine {
     /// The platform the ACPI tables describe: a local APIC per vCPU, the IOAPIC, COM1 on
@@ -28,5 +29,29 @@ extension Machine {
             throw MachineError.invalidConfig("topology \(topology) has \(topology.cpuCount) CPUs, but cpus is \(config.cpus)")
         }
         return topology
+    }
+}
+
+extension Machine {
+    /// Reads the boot vCPU's CPUID back and logs the hidden features KVM kept.
+    static func checkTemplate(_ config: MachineConfig, on vcpu: KVMVCPU) throws -> [CPUFeature] {
+        let kept = config.cpuTemplate.featuresStillVisible(in: try vcpu.cpuid())
+        if !kept.isEmpty {
+            let names = kept.map(\.name).joined(separator: " ")
+            config.logger.warning("CPU template \(config.cpuTemplate.name): this KVM still shows the guest \(names) (KVM_SET_CPUID2 could not hide them)")
+        }
+        return kept
+    }
+}
+
+extension Machine {
+    /// The configured command line, plus the Linux parameters the CPU template needs for
+    /// features KVM would not hide (e.g. `noxsave`), for a Linux kernel only.
+    static func commandLine(_ config: MachineConfig, templateCouldNotHide kept: [CPUFeature]) -> String {
+        let extra = config.cpuTemplate.linuxParameters(for: kept)
+            .filter { !config.commandLine.split(separator: " ").contains(Substring($0)) }
+        guard !extra.isEmpty, BootImageFormat.isLinux(config.kernel) else { return config.commandLine }
+        config.logger.warning("CPU template \(config.cpuTemplate.name): added \(extra.joined(separator: " ")) to the Linux command line")
+        return ([config.commandLine] + extra).filter { !$0.isEmpty }.joined(separator: " ")
     }
 }

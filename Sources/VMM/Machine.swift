@@ -34,6 +34,13 @@ public final class Machine: @unchecked Sendable {
     /// Guest resets that were turned into reboots.
     public let reboots = Atomic<UInt64>(0)
 
+    /// Features the CPU template hides that KVM still shows the guest (read back after
+    /// KVM_SET_CPUID2); empty when the template took effect.
+    public private(set) var featuresTemplateCouldNotHide: [CPUFeature] = []
+    /// The command line the kernel gets: the configured one, plus what the CPU template
+    /// asks of a Linux kernel when KVM could not hide a feature (`Machine+Platform`).
+    public private(set) var commandLine = ""
+
     /// The hypercall table when hypercalls are enabled.
     public let hypercalls: HypercallRegistry?
     let vmStatistics: StatisticsFile?
@@ -107,6 +114,8 @@ public final class Machine: @unchecked Sendable {
             stats.append(try? vcpu.openStatistics())
         }
         vcpus = runners
+        featuresTemplateCouldNotHide = try Self.checkTemplate(config, on: runners[0].vcpu)
+        commandLine = Self.commandLine(config, templateCouldNotHide: featuresTemplateCouldNotHide)
         vcpuStatistics = stats
         vmStatistics = try? vm.openStatistics()
         bootFormat = .pvhELF
@@ -128,7 +137,7 @@ public final class Machine: @unchecked Sendable {
     /// Resets every vCPU to its power-on state, (re)loads the image and boot data, and
     /// points the boot vCPU at the entry.
     private func loadImage() throws -> BootImageFormat {
-        var request = BootRequest(kernel: config.kernel, initrd: config.initrd, commandLine: config.commandLine)
+        var request = BootRequest(kernel: config.kernel, initrd: config.initrd, commandLine: commandLine)
         request.rsdp = try writeACPITables()
         let (format, entry) = try ImageLoader.load(request, into: memory)
         let signature = CPUIDBuilder.signature(supportedCPUID)

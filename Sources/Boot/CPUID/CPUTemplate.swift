@@ -12,8 +12,28 @@ public struct CPUTemplate: Sendable, Equatable {
     /// Leaves removed entirely (e.g. 0DH, which enumerates XSAVE state components).
     public let hiddenLeaves: [UInt32]
 
-    public init(name: String, summary: String, hiddenFeatures: [CPUFeature] = [], hiddenLeaves: [UInt32] = []) {
+    /// Linux parameters that turn a feature off in the kernel, for when KVM cannot hide
+    /// it from CPUID: `noxsave` clears X86_FEATURE_XSAVE (and with it AVX*) at boot.
+    public let linuxParameters: [(feature: CPUFeature, parameter: String)]
+
+    public init(name: String, summary: String, hiddenFeatures: [CPUFeature] = [], hiddenLeaves: [UInt32] = [],
+                linuxParameters: [(feature: CPUFeature, parameter: String)] = []) {
         self.name = name; self.summary = summary; self.hiddenFeatures = hiddenFeatures; self.hiddenLeaves = hiddenLeaves
+        self.linuxParameters = linuxParameters
+    }
+
+    public static func == (a: CPUTemplate, b: CPUTemplate) -> Bool {
+        a.name == b.name && a.hiddenFeatures == b.hiddenFeatures && a.hiddenLeaves == b.hiddenLeaves
+            && a.linuxParameters.map(\.parameter) == b.linuxParameters.map(\.parameter)
+    }
+
+    /// The Linux parameters needed because `stillVisible` features could not be hidden.
+    public func linuxParameters(for stillVisible: [CPUFeature]) -> [String] {
+        var result: [String] = []
+        for (feature, parameter) in linuxParameters where stillVisible.contains(feature) && !result.contains(parameter) {
+            result.append(parameter)
+        }
+        return result
     }
 
     /// `entries` with this template's features and leaves hidden.
@@ -39,6 +59,11 @@ public struct CPUTemplate: Sendable, Equatable {
     /// whose state only XSAVE can manage: AVX, AVX2, FMA, F16C, AVX-512, AVX-VNNI, VAES,
     /// VPCLMULQDQ, AMX, PKU, XOP, FMA4. Linux then uses FXSAVE and the locked SLUB path,
     /// and boots.
+    ///
+    /// A KVM may refuse to hide some of them: PVM passes CPUID leaf 1's XSAVE and the AVX
+    /// bits through from the host whatever KVM_SET_CPUID2 says (`vmmctl cpu-templates`
+    /// shows which). For a Linux kernel the machine then adds `noxsave` to the command
+    /// line, which makes Linux drop XSAVE and everything built on it, and logs that it did.
     public static let emulationSafe = CPUTemplate(
         name: "emulation-safe",
         summary: "host without cmpxchg16b and the XSAVE family (and AVX*, which need XSAVE): for KVMs that emulate guest CPL 0",
@@ -49,7 +74,15 @@ public struct CPUTemplate: Sendable, Equatable {
             .avx512fp16, .avx512bf16, .avxVNNI, .vaes, .vpclmulqdq, .amxBF16, .amxTile, .amxInt8,
             .pku, .ospke, .xop, .fma4,
         ],
-        hiddenLeaves: [0xD])
+        hiddenLeaves: [0xD],
+        linuxParameters: [(.xsave, "noxsave"), (.osxsave, "noxsave"), (.avx, "noxsave")])
+
+    /// The hidden features that are still set in `readback`, what `KVM_GET_CPUID2`
+    /// returns after `KVM_SET_CPUID2`: a KVM that passes some leaves through from the
+    /// host (PVM does, for XSAVE and AVX*) cannot hide them, and a caller should say so.
+    public func featuresStillVisible(in readback: [CPUIDEntry]) -> [CPUFeature] {
+        hiddenFeatures.filter { f in readback.contains { f.isSet(in: $0) } }
+    }
 
     /// Every template, in the order `vmmctl cpu-templates` lists them.
     public static let all: [CPUTemplate] = [.host, .emulationSafe]
