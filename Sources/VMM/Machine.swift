@@ -200,7 +200,16 @@ public final class Machine: @unchecked Sendable {
                     bootFormat = try loadImage()
                     serial.reset()
                     reboots.add(1, ordering: .relaxed)
-                    stopState.withLock { $0 = nil }
+                    // An owner's kill that arrived while the reset was handled wins.
+                    let killed = stopState.withLock { s -> Bool in
+                        guard s != .killed else { return true }
+                        s = nil
+                        return false
+                    }
+                    if killed {
+                        running.withLock { $0 = false }
+                        return .killed
+                    }
                     try startVCPUs(paused: false)
                     continue
                 } catch {
@@ -240,6 +249,9 @@ public final class Machine: @unchecked Sendable {
     /// out of the guest. Safe from any thread, including a vCPU's own.
     public func stop(_ reason: StopReason) {
         let first = stopState.withLock { current -> Bool in
+            // A kill overrides a reset not yet turned into a reboot (see waitForStop), so
+            // a guest that keeps resetting can still be stopped; the waiter is already awake.
+            if reason == .killed && current == .reset { current = reason; return false }
             guard current == nil else { return false }
             current = reason
             return true

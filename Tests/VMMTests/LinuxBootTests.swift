@@ -95,6 +95,8 @@ struct LinuxBootTests {
                                  expecting: LinuxKernel.expectations(commandLine: Self.commandLine), deadline: 240)
         print("PVH vmlinux: \(String(format: "%.1f", boot.seconds)) s to the last expected line; \(boot.reason)")
         #expect(boot.format == .pvhELF)
+        #expect(BootImageFormat.isLinux(try [UInt8](Data(contentsOf: URL(fileURLWithPath: LinuxKernel.path("vmlinux"))))))
+        #expect(boot.log.contains("noxsave") || !boot.log.contains("x86/fpu: Supporting XSAVE"))
         #expect(boot.missing.isEmpty, "never shown: \(boot.missing)\n--- log tail ---\n\(boot.log.suffix(4000))")
         #expect(boot.reason == .killed)
     }
