@@ -144,6 +144,7 @@ public final class Machine: @unchecked Sendable {
         for runner in vcpus {
             try runner.vcpu.resetToPowerOnState(isBootstrap: runner.id == 0, cpuSignature: signature,
                                                 hasIRQChip: config.inKernelIRQChip)
+            try FirmwareMSRs.apply(to: runner.vcpu)
         }
         try entry.apply(to: vcpus[0].vcpu)
         return format

@@ -157,6 +157,10 @@ struct FakeBzImage {
         let ramdisk = UInt64(try zeroPage(0x218, UInt32.self))
         #expect(ramdisk + 3 <= 0x200_0000 && ramdisk >= 0x140_0000)
 
+        var early = FakeBzImage()
+        early.preferred = 0                     // below 1 MiB: loaded at 1 MiB rounded up to the alignment
+        #expect(try BzImageLoader.load(BootRequest(kernel: early.bytes()), into: memory).rip == 0x20_0200)
+
         var fixed = FakeBzImage()
         fixed.relocatable = 0                 // a kernel that cannot relocate loads at 1 MiB
         #expect(try BzImageLoader.load(BootRequest(kernel: fixed.bytes()), into: memory).rip == 0x10_0200)

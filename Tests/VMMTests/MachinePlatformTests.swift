@@ -100,3 +100,17 @@ struct MachinePlatformTests {
         #expect(CPUTemplate.host.linuxParameters(for: [.xsave]) == [])
     }
 }
+
+@Suite(.enabled(if: KVMGate.shouldRun, KVMGate.skipReason), .serialized)
+struct FirmwareStateTests {
+    @Test func everyVCPUStartsWithTheFirmwareMSRs() throws {
+        var config = MachineConfig()
+        config.memoryMiB = 16
+        config.cpus = 2
+        config.kernel = rawGuest([])
+        let m = try Machine(config: config)
+        for runner in m.vcpus {
+            #expect(try runner.vcpu.msrs([FirmwareMSRs.miscEnable, FirmwareMSRs.mtrrDefaultType]) == [1, 0x806])
+        }
+    }
+}

@@ -29,7 +29,10 @@ public enum BzImageLoader {
 
     public static func load(_ header: SetupHeader, request: BootRequest, into memory: GuestMemory) throws -> BootEntry {
         let kernel = request.kernel[header.setupSize...]
-        let address = header.relocatable ? max(header.preferredAddress, defaultLoadAddress) : defaultLoadAddress
+        let alignment = UInt64(header.kernelAlignment)
+        let address = header.relocatable
+            ? (max(header.preferredAddress, defaultLoadAddress) + alignment - 1) & ~(alignment - 1)
+            : defaultLoadAddress
         // The kernel decompresses into [runtime address, + init_size), the runtime address
         // being pref_address for a relocatable kernel at or below it and for any other.
         let runtime = max(address, header.preferredAddress)
