@@ -8,10 +8,16 @@ let package = Package(
         .library(name: "VMM", targets: ["VMM"]),
         .executable(name: "vmmctl", targets: ["vmmctl"]),
         .executable(name: "vmm-bench", targets: ["VMMBench"]),
+        .executable(name: "vmmd", targets: ["vmmd"]),
+        .executable(name: "vmm-worker", targets: ["VMMWorker"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // Re-exports <linux/kvm.h>, ioctl request numbers and a non-variadic ioctl().
@@ -31,10 +37,48 @@ let package = Package(
             "KVM", "GuestMemory", "Devices", "Boot", "Hypercalls",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Small Linux helpers for the daemon and workers: SCM_RIGHTS, peer credentials,
+        // pidfds, per-thread fs identity, spawning a worker.
+        .target(name: "CSys"),
+        // The daemon <-> worker messages and their framing (no Foundation: workers stay small).
+        .target(name: "WorkerProtocol", dependencies: ["CSys"]),
+        // The HTTP API's models, errors and routes, shared by vmmd and its clients.
+        .target(name: "VMMAPI"),
+        // Everything vmmd knows: named VMs, owners, lifetimes, workers, persistence.
+        .target(name: "VMMService", dependencies: [
+            "VMMAPI", "WorkerProtocol", "CSys", "KVM", "GuestMemory",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
+        // An HTTP client for the daemon's Unix socket (vmmctl, tests, benchmark).
+        .target(name: "VMMClient", dependencies: [
+            "VMMAPI",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
+        .executableTarget(
+            name: "vmmd",
+            dependencies: [
+                "VMMService", "VMMAPI", "KVM", "CSys",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+        // One VM per process, started by vmmd. Deliberately without Foundation.
+        .executableTarget(name: "VMMWorker", dependencies: ["VMM", "KVM", "GuestMemory", "Devices", "WorkerProtocol", "CSys"]),
         .executableTarget(
             name: "vmmctl",
             dependencies: [
-                "VMM", "KVM", "Boot", "Devices",
+                "VMM", "KVM", "Boot", "Devices", "VMMAPI", "VMMClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -54,7 +98,8 @@ let package = Package(
         ),
         .testTarget(
             name: "VMMTests",
-            dependencies: ["KVM", "GuestMemory", "Devices", "Boot", "VMM", "Hypercalls"],
+            dependencies: ["KVM", "GuestMemory", "Devices", "Boot", "VMM", "Hypercalls", "VMMAPI", "VMMService",
+                           "VMMClient", "WorkerProtocol"],
             path: "Tests/VMMTests"
         ),
     ],

@@ -34,7 +34,7 @@ run() {
 LDFLAGS="--fatal-warnings --no-warn-rwx-segments -z noexecstack"
 
 # 32-bit assembly guests, all with the shared pvh.ld except smp.
-for g in hello exit triple int3 reset halt hostile bench smp hypercall hypercall-ring3 uart-irq; do
+for g in hello exit triple int3 reset halt hostile bench smp hypercall hypercall-ring3 echo idle uart-irq; do
     current=$g
     script=pvh.ld
     [ "$g" = smp ] && script=pvh-smp.ld

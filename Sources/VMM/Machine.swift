@@ -49,6 +49,8 @@ public final class Machine: @unchecked Sendable {
     private let stopState = Mutex<StopReason?>(nil)
     private let stopped = DispatchSemaphore(value: 0)
     private let running = Mutex(false)
+    /// Set by `reboot()`: the next `.reset` stop reboots even when `rebootOnReset` is off.
+    private let rebootRequested = Atomic<Bool>(false)
 
     deinit {
         for runner in vcpus { runner.terminate() }
@@ -60,16 +62,23 @@ public final class Machine: @unchecked Sendable {
 
     /// Builds the machine and loads the image; nothing runs until `run()` or `start()`.
     ///
-    /// - Parameter kvm: an open `/dev/kvm` (e.g. handed over by a daemon); opened here if nil.
-    public init(config: MachineConfig, kvm: KVMSystem? = nil) throws {
+    /// - Parameters:
+    ///   - kvm: an open `/dev/kvm` (e.g. handed over by a daemon); opened here if nil.
+    ///   - memory: guest memory built by the caller, e.g. from memfds a supervisor owns so
+    ///     that they outlive this machine; its RAM must be `config.memoryMiB`. Created
+    ///     here if nil.
+    public init(config: MachineConfig, kvm: KVMSystem? = nil, memory providedMemory: GuestMemory? = nil) throws {
         try Self.validate(config)
+        if let providedMemory, providedMemory.ramSize != config.memoryMiB << 20 {
+            throw MachineError.invalidConfig("the memory handed in holds \(providedMemory.ramSize >> 20) MiB of RAM, the config asks for \(config.memoryMiB) MiB")
+        }
         self.config = config
         self.kvm = try kvm ?? KVMSystem()
         vm = try self.kvm.createVM()
         try vm.setIdentityMapAddress(Self.identityMapAddress)
         try vm.setTSSAddress(Self.tssAddress)
 
-        memory = try GuestMemory.create(ramSize: config.memoryMiB << 20)
+        memory = try providedMemory ?? GuestMemory.create(ramSize: config.memoryMiB << 20)
         for (slot, segment) in memory.segments.enumerated() {
             try vm.setMemoryRegion(slot: UInt32(slot), guestAddress: segment.guestBase.raw, size: segment.size,
                                    hostAddress: segment.hostAddress, flags: segment.readOnly ? .readOnly : [])
@@ -196,7 +205,8 @@ public final class Machine: @unchecked Sendable {
             let reason = stopState.withLock { $0 } ?? .vmmError("stopped without a reason")
             for runner in vcpus { runner.requestStop() }
             for runner in vcpus { runner.waitStopped() }
-            if reason == .reset && config.rebootOnReset {
+            let forced = rebootRequested.exchange(false, ordering: .acquiringAndReleasing)
+            if reason == .reset && (config.rebootOnReset || forced) {
                 do {
                     bootFormat = try loadImage()
                     serial.reset()
@@ -265,6 +275,13 @@ public final class Machine: @unchecked Sendable {
     /// Forcibly stops the guest (`.killed`).
     public func kill() { stop(.killed) }
 
+    /// Restarts a running guest from power-on (the owner's hard reset), whatever
+    /// `rebootOnReset` says; guest memory is kept.
+    public func reboot() {
+        rebootRequested.store(true, ordering: .releasing)
+        stop(.reset)
+    }
+
     /// Pauses every vCPU and returns once all are out of the guest.
     public func pause() { for runner in vcpus { runner.pause() } }
 
@@ -283,8 +300,11 @@ public final class Machine: @unchecked Sendable {
         vcpus[id].resume()
     }
 
-    /// Asks the guest to power off as a power button would. Without ACPI in the guest this
-    /// cannot be delivered yet, so it stops the machine as a power-off.
+    /// Asks the guest to power off, as a power button would. This machine has no ACPI
+    /// power-button event source yet, so the request cannot reach the guest's OS: it
+    /// stops the machine as a power-off (what the guest would have ended with).
+    public func requestPowerOff() { stop(.powerOff) }
+
     func platformEvent(_ event: PlatformEvent) {
         switch event {
         case .powerOff: stop(.powerOff)

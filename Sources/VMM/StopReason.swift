@@ -34,6 +34,20 @@ public enum StopReason: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// A stable one-word name for APIs and logs.
+    public var kind: String {
+        switch self {
+        case .powerOff: return "poweroff"
+        case .reset: return "reset"
+        case .halt: return "halt"
+        case .tripleFault: return "triple_fault"
+        case .internalError: return "internal_error"
+        case .debugExit: return "debug_exit"
+        case .vmmError: return "vmm_error"
+        case .killed: return "killed"
+        }
+    }
+
     public var description: String {
         switch self {
         case .powerOff: return "guest powered off"

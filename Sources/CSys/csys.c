@@ -1,0 +1,252 @@
+// Implementation of include/CSys.h. Kept deliberately small: every function is one
+// system call or one well-known sequence, and reports failure as -errno.
+#define _GNU_SOURCE
+#include "CSys.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef SO_PEERGROUPS
+#define SO_PEERGROUPS 59
+#endif
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#ifndef F_ADD_SEALS
+#define F_ADD_SEALS 1033
+#define F_SEAL_SHRINK 0x0002
+#define F_SEAL_GROW 0x0004
+#endif
+
+ssize_t csys_send_with_fds(int sock, const void *data, size_t len, const int *fds, int nfds)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * CSYS_MAX_FDS)];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = { .iov_base = (void *)data, .iov_len = len };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+    if (nfds < 0 || nfds > CSYS_MAX_FDS)
+        return -EINVAL;
+    if (nfds > 0) {
+        memset(&control, 0, sizeof control);
+        msg.msg_control = control.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    }
+    for (;;) {
+        ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+        if (n >= 0)
+            return n;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+ssize_t csys_recv_with_fds(int sock, void *data, size_t len, int *fds, int maxfds, int *nfds)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * CSYS_MAX_FDS)];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = { .iov_base = data, .iov_len = len };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+                          .msg_control = control.buf, .msg_controllen = sizeof control.buf };
+    ssize_t n;
+
+    *nfds = 0;
+    for (;;) {
+        n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+        if (n >= 0)
+            break;
+        if (errno != EINTR)
+            return -errno;
+    }
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        int *in = (int *)CMSG_DATA(c);
+        for (size_t i = 0; i < count; i++) {
+            int fd;
+            memcpy(&fd, in + i, sizeof fd);
+            if (*nfds < maxfds)
+                fds[(*nfds)++] = fd;
+            else
+                close(fd);   /* more than we asked for: never leak them */
+        }
+    }
+    if (msg.msg_flags & MSG_CTRUNC) {
+        for (int i = 0; i < *nfds; i++)
+            close(fds[i]);
+        *nfds = 0;
+        return -EMSGSIZE;
+    }
+    return n;
+}
+
+int csys_peer_credentials(int sock, pid_t *pid, uid_t *uid, gid_t *gid)
+{
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+        return -errno;
+    *pid = cred.pid;
+    *uid = cred.uid;
+    *gid = cred.gid;
+    return 0;
+}
+
+int csys_peer_groups(int sock, gid_t *groups, int max)
+{
+    socklen_t len = (socklen_t)(sizeof(gid_t) * (size_t)(max > 0 ? max : 0));
+
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERGROUPS, groups, &len) != 0)
+        return -errno;
+    return (int)(len / sizeof(gid_t));
+}
+
+int csys_pidfd_open(pid_t pid)
+{
+    long fd = syscall(SYS_pidfd_open, pid, 0);
+    return fd < 0 ? -errno : (int)fd;
+}
+
+int csys_pidfd_send_signal(int pidfd, int sig)
+{
+    return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) == 0 ? 0 : -errno;
+}
+
+int csys_pidfd_wait(int pidfd, int options, int *code, int *status)
+{
+    siginfo_t info;
+
+    memset(&info, 0, sizeof info);
+    for (;;) {
+        if (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | options) == 0)
+            break;
+        if (errno != EINTR)
+            return -errno;
+    }
+    if (info.si_pid == 0)
+        return 0;
+    *code = info.si_code;
+    *status = info.si_status;
+    return 1;
+}
+
+pid_t csys_spawn_worker(const char *path, int control_fd, int log_fd)
+{
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    sigset_t none, all;
+    char parent[24];
+    char *argv[] = { (char *)path, (char *)"--parent", parent, NULL };
+    char *envp[] = { NULL };
+    pid_t pid = -1;
+    int rc;
+
+    int moved = -1;
+
+    /* dup2(3, 3) would leave close-on-exec set (older glibc): move it out of the way. */
+    if (control_fd <= 3) {
+        moved = fcntl(control_fd, F_DUPFD_CLOEXEC, 10);
+        if (moved < 0)
+            return -errno;
+        control_fd = moved;
+    }
+    snprintf(parent, sizeof parent, "%d", (int)getpid());
+    posix_spawn_file_actions_init(&actions);
+    posix_spawnattr_init(&attr);
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    /* dup2 onto another number clears close-on-exec on the copy. */
+    posix_spawn_file_actions_adddup2(&actions, control_fd, 3);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDWR, 0);
+    if (log_fd >= 0) {
+        posix_spawn_file_actions_adddup2(&actions, log_fd, 1);
+        posix_spawn_file_actions_adddup2(&actions, log_fd, 2);
+    } else {
+        posix_spawn_file_actions_adddup2(&actions, 0, 1);
+        posix_spawn_file_actions_adddup2(&actions, 0, 2);
+    }
+    rc = posix_spawn(&pid, path, &actions, &attr, argv, envp);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    if (moved >= 0)
+        close(moved);
+    return rc == 0 ? pid : -rc;
+}
+
+int csys_thread_assume_fs_identity(uid_t uid, gid_t gid, const gid_t *groups, int ngroups)
+{
+    /* Raw system calls: glibc's setgroups() would change every thread of the daemon. */
+    if (syscall(SYS_setgroups, (size_t)ngroups, groups) != 0)
+        return -errno;
+    syscall(SYS_setfsgid, gid);
+    syscall(SYS_setfsuid, uid);
+    /* setfsuid/setfsgid cannot report failure; read the values back instead. */
+    if ((uid_t)syscall(SYS_setfsuid, (uid_t)-1) != uid || (gid_t)syscall(SYS_setfsgid, (gid_t)-1) != gid)
+        return -EPERM;
+    return 0;
+}
+
+int csys_set_parent_death_signal(int sig)
+{
+    return prctl(PR_SET_PDEATHSIG, (unsigned long)sig, 0, 0, 0) == 0 ? 0 : -errno;
+}
+
+int csys_close_from(int first)
+{
+    if (syscall(SYS_close_range, (unsigned)first, ~0U, 0) == 0)
+        return 0;
+    return -errno;
+}
+
+int csys_guest_memfd(const char *name, uint64_t size)
+{
+    int fd = (int)syscall(SYS_memfd_create, name, 0x0001U | 0x0002U /* CLOEXEC | ALLOW_SEALING */);
+
+    if (fd < 0)
+        return -errno;
+    if (ftruncate(fd, (off_t)size) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+_Static_assert(sizeof(struct csys_ucred) == sizeof(struct ucred), "csys_ucred must match struct ucred");

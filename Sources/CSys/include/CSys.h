@@ -1,0 +1,74 @@
+// CSys: the small Linux system helpers the daemon and its workers need and that
+// Swift cannot express without raw pointer work: descriptor passing (SCM_RIGHTS),
+// peer credentials, pidfds, per-thread file-system identity and spawning a worker.
+// Each function is a thin, documented wrapper; errors are returned as -errno.
+#ifndef CSYS_H
+#define CSYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/// Most descriptors one message may carry (kvm + memfds + kernel + initrd + spare).
+#define CSYS_MAX_FDS 16
+
+/// sendmsg(2) of `len` bytes with `nfds` descriptors as one SCM_RIGHTS message.
+/// Returns the bytes sent, or -errno.
+ssize_t csys_send_with_fds(int sock, const void *data, size_t len, const int *fds, int nfds);
+
+/// recvmsg(2) of at most `len` bytes; descriptors that arrive (MSG_CMSG_CLOEXEC) are
+/// stored in `fds` (at most `maxfds`, extra ones are closed) and counted in `*nfds`.
+/// Returns the bytes read (0 at end of stream), or -errno.
+ssize_t csys_recv_with_fds(int sock, void *data, size_t len, int *fds, int maxfds, int *nfds);
+
+/// The layout of `struct ucred` (SO_PEERCRED), which glibc only declares with
+/// _GNU_SOURCE: for callers that get the option through a generic getsockopt.
+struct csys_ucred {
+    pid_t pid;
+    uid_t uid;
+    gid_t gid;
+};
+
+/// SO_PEERCRED of a connected Unix socket. Returns 0 or -errno.
+int csys_peer_credentials(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
+
+/// SO_PEERGROUPS (Linux 4.13+): the peer's supplementary groups at connect time.
+/// Returns the number of groups stored (at most `max`), or -errno.
+int csys_peer_groups(int sock, gid_t *groups, int max);
+
+/// pidfd_open(2). Returns the descriptor (O_CLOEXEC) or -errno.
+int csys_pidfd_open(pid_t pid);
+
+/// pidfd_send_signal(2). Returns 0 or -errno.
+int csys_pidfd_send_signal(int pidfd, int sig);
+
+/// waitid(P_PIDFD, WEXITED | options): reaps the child behind `pidfd`.
+/// Returns 1 when it was reaped (`*code` is CLD_EXITED/CLD_KILLED/CLD_DUMPED and
+/// `*status` the exit status or signal), 0 if it has not exited (WNOHANG), or -errno.
+int csys_pidfd_wait(int pidfd, int options, int *code, int *status);
+
+/// Spawns the worker executable `path` as `path --parent <this pid>` with an empty
+/// environment, its descriptor 3 a duplicate of `control_fd`, stdin /dev/null, stdout
+/// and stderr duplicates of `log_fd` (or /dev/null when it is -1), every signal at its
+/// default disposition and none blocked. Every other descriptor the caller holds must
+/// be close-on-exec (the worker closes any stray one too); `log_fd` must not be 3.
+/// Returns the pid or -errno.
+pid_t csys_spawn_worker(const char *path, int control_fd, int log_fd);
+
+/// On the calling thread only (raw system calls, not glibc's process-wide versions):
+/// file-system uid/gid and supplementary groups, so that open(2) checks the caller's
+/// permissions. Needs CAP_SETUID/CAP_SETGID. Returns 0 or -errno; -EPERM when the
+/// identity did not take.
+int csys_thread_assume_fs_identity(uid_t uid, gid_t gid, const gid_t *groups, int ngroups);
+
+/// prctl(PR_SET_PDEATHSIG, sig). Returns 0 or -errno.
+int csys_set_parent_death_signal(int sig);
+
+/// close_range(first, ~0U, 0): closes every descriptor from `first` up. Returns 0 or -errno.
+int csys_close_from(int first);
+
+/// memfd_create(2) + ftruncate + F_SEAL_SHRINK|F_SEAL_GROW: a sealed, zero-filled
+/// memfd of `size` bytes for guest memory. Returns the descriptor or -errno.
+int csys_guest_memfd(const char *name, uint64_t size);
+
+#endif

@@ -1,0 +1,107 @@
+/// Whose VM a root caller means (`?owner=UID` or `?owner=system`). Other callers
+/// always mean their own.
+public enum OwnerSelector: Sendable, Equatable {
+    case uid(UInt32)
+    case system
+}
+
+/// A request, parsed from method and URI before anything acts on it. The server maps
+/// each case to one service call; nothing else reaches a VM.
+public enum APIRoute: Sendable, Equatable {
+    case version
+    case capabilities
+    case metrics
+    case listVMs
+    case createVM
+    case info(name: String, owner: OwnerSelector?)
+    case destroy(name: String, owner: OwnerSelector?)
+    case action(name: String, VMAction, owner: OwnerSelector?)
+    /// `GET .../console`: the output so far, or (`follow`) a stream that goes on.
+    case console(name: String, follow: Bool, owner: OwnerSelector?)
+    /// `POST .../console`: the body goes to the guest's serial port.
+    case consoleInput(name: String, owner: OwnerSelector?)
+    case stats(name: String, owner: OwnerSelector?)
+
+    /// Parses `method` and `uri` (path and query). Unknown paths, methods and query
+    /// parameters are errors, never ignored.
+    public static func parse(method: String, uri: String) throws(APIError) -> APIRoute {
+        let (path, query) = try splitQuery(uri)
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard parts.first == "", parts.count >= 2 else { throw APIError(.noRoute, "no such endpoint: \(path)") }
+        let segments = Array(parts.dropFirst())
+
+        func expect(_ allowed: [String], _ route: APIRoute, params: Set<String> = []) throws(APIError) -> APIRoute {
+            guard allowed.contains(method) else {
+                throw APIError(.methodNotAllowed, "\(method) is not allowed on \(path); use \(allowed.joined(separator: " or "))")
+            }
+            for key in query.keys where !params.contains(key) {
+                throw APIError(.invalidField, "unknown query parameter '\(key)'", field: key)
+            }
+            return route
+        }
+
+        switch segments {
+        case ["metrics"]: return try expect(["GET"], .metrics)
+        case ["v1", "version"]: return try expect(["GET"], .version)
+        case ["v1", "capabilities"]: return try expect(["GET"], .capabilities)
+        case ["v1", "vms"]:
+            return try expect(["GET", "POST"], method == "POST" ? .createVM : .listVMs)
+        default: break
+        }
+        guard segments.count >= 3, segments[0] == "v1", segments[1] == "vms" else {
+            throw APIError(.noRoute, "no such endpoint: \(path)")
+        }
+        let name = segments[2]
+        try CreateVMRequest.validateName(name)
+        let owner = try ownerSelector(query["owner"])
+        let rest = Array(segments.dropFirst(3))
+        if rest.count == 2, rest[0] == "actions" {
+            guard let action = VMAction(rawValue: rest[1]) else {
+                throw APIError(.noRoute, "unknown action '\(rest[1])'; actions: \(VMAction.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return try expect(["POST"], .action(name: name, action, owner: owner), params: ["owner"])
+        }
+        switch rest {
+        case []:
+            return try expect(["GET", "DELETE"], method == "DELETE" ? .destroy(name: name, owner: owner) : .info(name: name, owner: owner),
+                              params: ["owner"])
+        case ["console"]:
+            if method == "POST" { return try expect(["POST"], .consoleInput(name: name, owner: owner), params: ["owner"]) }
+            let follow = try flag(query["follow"], name: "follow")
+            return try expect(["GET", "POST"], .console(name: name, follow: follow, owner: owner), params: ["owner", "follow"])
+        case ["stats"]:
+            return try expect(["GET"], .stats(name: name, owner: owner), params: ["owner"])
+        default:
+            throw APIError(.noRoute, "no such endpoint: \(path)")
+        }
+    }
+
+    static func splitQuery(_ uri: String) throws(APIError) -> (String, [String: String]) {
+        guard let mark = uri.firstIndex(of: "?") else { return (uri, [:]) }
+        var query: [String: String] = [:]
+        for pair in uri[uri.index(after: mark)...].split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let key = String(kv[0])
+            guard query[key] == nil else { throw APIError(.invalidField, "query parameter '\(key)' given twice", field: key) }
+            query[key] = kv.count > 1 ? String(kv[1]) : ""
+        }
+        return (String(uri[..<mark]), query)
+    }
+
+    static func ownerSelector(_ value: String?) throws(APIError) -> OwnerSelector? {
+        guard let value else { return nil }
+        if value == "system" { return .system }
+        guard let uid = UInt32(value) else {
+            throw APIError(.invalidField, "owner must be a uid or 'system'", field: "owner")
+        }
+        return .uid(uid)
+    }
+
+    static func flag(_ value: String?, name: String) throws(APIError) -> Bool {
+        switch value {
+        case nil, "0", "false": return false
+        case "", "1", "true": return true
+        default: throw APIError(.invalidField, "\(name) must be true or false", field: name)
+        }
+    }
+}

@@ -1,0 +1,119 @@
+/// How long a VM lives (FreeBSD's destroy-on-close and Gunyah's refcounted VM, done
+/// three ways).
+public enum Lifetime: String, Codable, Sendable, CaseIterable {
+    /// Destroyed when the API connection that created it closes.
+    case connection
+    /// Destroyed when the process that created it exits (pidfd).
+    case process
+    /// Kept until destroyed; recorded in the state directory and re-created when the
+    /// daemon starts again.
+    case persistent
+    /// A system VM from the daemon's configuration: no client owns it (not accepted in
+    /// a create request).
+    case system
+}
+
+/// `POST /v1/vms`: what to create. Every field the server does not know, every reserved
+/// field or flag that is not zero, is refused (ABI rule: room to grow, nothing ignored).
+public struct CreateVMRequest: Codable, Sendable, Equatable {
+    public var name: String
+    /// Guest RAM in MiB.
+    public var memoryMiB: UInt64
+    public var vcpus: Int
+    /// Path of the kernel image, opened with the caller's permissions.
+    public var kernel: String
+    public var initrd: String?
+    public var cmdline: String
+    public var debugExit: Bool
+    public var hypercalls: Bool
+    /// End the guest with `reset` instead of rebooting it.
+    public var noReboot: Bool
+    public var lifetime: Lifetime
+    /// Start the guest right away.
+    public var start: Bool
+    /// No flag is defined yet: must be 0.
+    public var flags: UInt64
+    /// Must be 0.
+    public var reserved: UInt64
+
+    public init(name: String, memoryMiB: UInt64 = 128, vcpus: Int = 1, kernel: String, initrd: String? = nil,
+                cmdline: String = "", debugExit: Bool = false, hypercalls: Bool = false, noReboot: Bool = false,
+                lifetime: Lifetime = .persistent, start: Bool = true, flags: UInt64 = 0, reserved: UInt64 = 0) {
+        self.name = name; self.memoryMiB = memoryMiB; self.vcpus = vcpus; self.kernel = kernel; self.initrd = initrd
+        self.cmdline = cmdline; self.debugExit = debugExit; self.hypercalls = hypercalls; self.noReboot = noReboot
+        self.lifetime = lifetime; self.start = start; self.flags = flags; self.reserved = reserved
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case name, memoryMiB = "memory_mib", vcpus, kernel, initrd, cmdline, debugExit = "debug_exit"
+        case hypercalls, noReboot = "no_reboot", lifetime, start, flags, reserved
+    }
+
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        memoryMiB = try c.decodeIfPresent(UInt64.self, forKey: .memoryMiB) ?? 128
+        vcpus = try c.decodeIfPresent(Int.self, forKey: .vcpus) ?? 1
+        kernel = try c.decode(String.self, forKey: .kernel)
+        initrd = try c.decodeIfPresent(String.self, forKey: .initrd)
+        cmdline = try c.decodeIfPresent(String.self, forKey: .cmdline) ?? ""
+        debugExit = try c.decodeIfPresent(Bool.self, forKey: .debugExit) ?? false
+        hypercalls = try c.decodeIfPresent(Bool.self, forKey: .hypercalls) ?? false
+        noReboot = try c.decodeIfPresent(Bool.self, forKey: .noReboot) ?? false
+        lifetime = try c.decodeIfPresent(Lifetime.self, forKey: .lifetime) ?? .persistent
+        start = try c.decodeIfPresent(Bool.self, forKey: .start) ?? true
+        flags = try c.decodeIfPresent(UInt64.self, forKey: .flags) ?? 0
+        reserved = try c.decodeIfPresent(UInt64.self, forKey: .reserved) ?? 0
+    }
+
+    /// Limits a request is checked against.
+    public static let maxNameLength = 64
+    public static let maxMemoryMiB: UInt64 = 1 << 20
+    public static let maxVCPUs = 254
+    public static let maxCmdlineLength = 4095
+    public static let maxPathLength = 4096
+
+    /// Checks the values (the types were checked by decoding). Throws the first problem,
+    /// naming its field.
+    public func validate() throws(APIError) {
+        try Self.validateName(name)
+        guard (2 ... Self.maxMemoryMiB).contains(memoryMiB) else {
+            throw APIError(.invalidField, "memory_mib must be between 2 and \(Self.maxMemoryMiB)", field: "memory_mib")
+        }
+        guard (1 ... Self.maxVCPUs).contains(vcpus) else {
+            throw APIError(.invalidField, "vcpus must be between 1 and \(Self.maxVCPUs)", field: "vcpus")
+        }
+        try Self.validatePath(kernel, field: "kernel")
+        if let initrd { try Self.validatePath(initrd, field: "initrd") }
+        guard cmdline.utf8.count <= Self.maxCmdlineLength, !cmdline.utf8.contains(0) else {
+            throw APIError(.invalidField, "cmdline must be at most \(Self.maxCmdlineLength) bytes with no NUL", field: "cmdline")
+        }
+        guard lifetime != .system else {
+            throw APIError(.invalidField, "lifetime 'system' is for VMs in the daemon's configuration; use connection, process or persistent", field: "lifetime")
+        }
+        guard flags == 0 else { throw APIError(.reservedNonZero, "flags: no flag is defined yet, must be 0", field: "flags") }
+        guard reserved == 0 else { throw APIError(.reservedNonZero, "reserved must be 0", field: "reserved") }
+    }
+
+    /// Names: 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-' (they
+    /// become file names in the state directory).
+    public static func validateName(_ name: String) throws(APIError) {
+        let bytes = Array(name.utf8)
+        guard (1 ... maxNameLength).contains(bytes.count) else {
+            throw APIError(.invalidField, "name must be 1 to \(maxNameLength) characters", field: "name")
+        }
+        let allowed = { (b: UInt8) in
+            (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x2E || b == 0x5F || b == 0x2D
+        }
+        guard bytes.allSatisfy(allowed), bytes[0] != 0x2E, bytes[0] != 0x2D else {
+            throw APIError(.invalidField, "name may only hold letters, digits, '.', '_' and '-', and must not start with '.' or '-'", field: "name")
+        }
+    }
+
+    static func validatePath(_ path: String, field: String) throws(APIError) {
+        guard path.hasPrefix("/"), path.utf8.count <= maxPathLength, !path.utf8.contains(0) else {
+            throw APIError(.invalidField, "\(field) must be an absolute path", field: field)
+        }
+    }
+}

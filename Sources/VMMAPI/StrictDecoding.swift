@@ -1,0 +1,21 @@
+/// A coding key for any name: used to list every key an object actually has.
+struct AnyCodingKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { return nil }
+}
+
+extension Decoder {
+    /// Refuses an object carrying a key outside `Keys`: an ABI that silently ignores
+    /// what it does not understand can never give that name a meaning later.
+    func rejectUnknownKeys<Keys: CodingKey & CaseIterable>(_ keys: Keys.Type) throws {
+        let container = try container(keyedBy: AnyCodingKey.self)
+        let known = Set(Keys.allCases.map(\.stringValue))
+        let prefix = codingPath.map(\.stringValue).joined(separator: ".")
+        for key in container.allKeys.map(\.stringValue).sorted() where !known.contains(key) {
+            let path = prefix.isEmpty ? key : prefix + "." + key
+            throw APIError(.unknownField, "unknown field '\(path)'", field: path)
+        }
+    }
+}

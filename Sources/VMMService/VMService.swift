@@ -1,0 +1,363 @@
+import CSys
+import KVM
+import Logging
+import Metrics
+import NIOCore
+import Synchronization
+import VMMAPI
+import WorkerProtocol
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Everything the daemon knows: the named VMs per owner, their lifetimes and workers.
+///
+/// The HTTP layer parses a request into a route and calls one method here with the
+/// caller's identity; nothing else reaches a VM. Every method enforces ownership: a VM
+/// of another user is reported exactly as a VM that does not exist.
+public final class VMService: Sendable {
+    let config: ServiceConfig
+    let kvm: KVMSystem
+    let group: EventLoopGroup
+    let logger: Logger
+    let watcher: ProcessWatcher
+    let store: StateStore
+    private let registry = Mutex<[VMKey: ManagedVM]>([:])
+
+    let createdCounter = Counter(label: "vmmd_vms_created_total")
+    let destroyedCounter = Counter(label: "vmmd_vms_destroyed_total")
+    let crashCounter = Counter(label: "vmmd_worker_crashes_total")
+    let failedCreates = Counter(label: "vmmd_vm_create_failures_total")
+
+    public init(config: ServiceConfig, kvm: KVMSystem, group: EventLoopGroup, logger: Logger) throws {
+        self.config = config
+        self.kvm = kvm
+        self.group = group
+        self.logger = logger
+        self.watcher = try ProcessWatcher()
+        self.store = try StateStore(directory: config.stateDirectory)
+    }
+
+    // MARK: - Lookup
+
+    /// The VM `name` as `caller` means it, or not_found.
+    func lookup(_ name: String, owner selector: OwnerSelector?, caller: Caller) throws(APIError) -> ManagedVM {
+        let owner: Owner
+        switch selector {
+        case nil: owner = .user(caller.uid)
+        case .uid(let uid)?: owner = .user(uid)
+        case .system?: owner = .system
+        }
+        let notFound = APIError(.notFound, "no VM named '\(name)'")
+        // Another user's VM is indistinguishable from a missing one.
+        guard caller.isRoot || owner == .user(caller.uid) else { throw notFound }
+        guard let vm = registry.withLock({ $0[VMKey(owner: owner, name: name)] }) else { throw notFound }
+        return vm
+    }
+
+    public func list(caller: Caller) -> [VMInfo] {
+        registry.withLock { Array($0.values) }
+            .filter { caller.isRoot || $0.key.owner == .user(caller.uid) }
+            .sorted { ($0.key.owner.uid ?? UInt32.max, $0.key.name) < ($1.key.owner.uid ?? UInt32.max, $1.key.name) }
+            .map { $0.info() }
+    }
+
+    public func info(_ name: String, owner: OwnerSelector?, caller: Caller) throws(APIError) -> VMInfo {
+        try lookup(name, owner: owner, caller: caller).info()
+    }
+
+    /// How many VMs are in each state (for /metrics).
+    public func stateCounts() -> [VMState: Int] {
+        var counts: [VMState: Int] = [:]
+        for vm in registry.withLock({ Array($0.values) }) { counts[vm.phase, default: 0] += 1 }
+        return counts
+    }
+
+    // MARK: - Create
+
+    /// `POST /v1/vms`: reserves the name, opens the images as the caller, creates the
+    /// guest memory, starts a worker and waits for its machine to be built (so a bad
+    /// image is reported here), then starts the guest if asked.
+    public func create(_ request: CreateVMRequest, caller: Caller, connection: ConnectionID?) async throws(APIError) -> VMInfo {
+        try request.validate()
+        return try await create(request, owner: .user(caller.uid), lifetime: request.lifetime, opener: caller,
+                                connection: connection, persist: request.lifetime == .persistent)
+    }
+
+    func create(_ request: CreateVMRequest, owner: Owner, lifetime: Lifetime, opener: Caller,
+                connection: ConnectionID?, persist: Bool, createdAt: String? = nil) async throws(APIError) -> VMInfo {
+        let key = VMKey(owner: owner, name: request.name)
+        var paths = [(field: "kernel", path: request.kernel)]
+        if let initrd = request.initrd { paths.append((field: "initrd", path: initrd)) }
+        let images = try CallerFiles.open(paths, as: opener)
+        let memory: GuestMemoryFiles
+        do {
+            memory = try GuestMemoryFiles(vmName: request.name, memoryMiB: request.memoryMiB)
+        } catch {
+            for fd in images { close(fd) }
+            throw APIError(.internalError, "cannot create guest memory: \(error)")
+        }
+        let vm = ManagedVM(key: key, request: request, lifetime: lifetime, opener: opener, memory: memory,
+                           imageFDs: images, createdAt: createdAt ?? Timestamp.now())
+        let reserved = registry.withLock { r -> Bool in
+            guard r[key] == nil else { return false }
+            r[key] = vm
+            return true
+        }
+        guard reserved else {
+            vm.release()
+            throw APIError(.nameTaken, "a VM named '\(request.name)' already exists", field: "name")
+        }
+        do {
+            if lifetime == .process { try watchCreator(of: vm, pid: opener.pid) }
+            try await spawnWorker(for: vm)
+            if persist { try store.save(StateStore.Record(request: request, opener: opener, createdAt: vm.createdAt)) }
+            if let connection, lifetime == .connection { bind(vm, to: connection) }
+        } catch {
+            failedCreates.increment()
+            await vm.killWorkerAndWait()
+            remove(vm)
+            throw error
+        }
+        createdCounter.increment()
+        logger.info("created VM", metadata: ["vm": "\(key)", "lifetime": "\(lifetime.rawValue)", "pid": "\(vm.info().workerPID ?? 0)"])
+        if request.start {
+            let generation = vm.generation
+            vm.state.withLock { $0.worker }?.send(.start)
+            _ = await vm.waitForChange(after: generation)
+        }
+        return vm.info()
+    }
+
+    /// Starts a worker for `vm` and waits until its machine is built.
+    func spawnWorker(for vm: ManagedVM) async throws(APIError) {
+        let worker: WorkerProcess
+        do {
+            worker = try await WorkerProcess.spawn(
+                executable: config.workerExecutable, setup: vm.setup,
+                descriptors: [kvm.rawDescriptor] + vm.memory.descriptors + vm.imageFDs, group: group,
+                onMessage: { [weak vm] in vm?.handle($0) },
+                onClose: { [weak vm] why in
+                    guard let vm else { return }
+                    // The link is gone: make sure the process is too, so the pidfd fires.
+                    if let why { vm.state.withLock { $0.setupFailure = $0.setupFailure ?? why } }
+                    vm.state.withLock { $0.worker }?.kill()
+                })
+        } catch {
+            throw APIError(.internalError, "cannot start a worker: \(error)")
+        }
+        vm.state.withLock { s in
+            s.worker = worker
+            s.phase = .creating
+            s.setupFailure = nil
+            s.workersStarted += 1
+        }
+        watcher.watch(worker.pidfd) { [weak self, weak vm] in
+            // The process is gone, but its last messages (a setup failure, the final
+            // console bytes) may still sit in the socket: let the link drain to EOF
+            // first, with a bound in case it does not close by itself.
+            let channel = worker.channel
+            let drained = channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
+            channel.closeFuture.whenComplete { _ in
+                drained.cancel()
+                guard let vm else { return }
+                let wasRunning = vm.phase != .creating
+                vm.workerExited(worker)
+                if wasRunning, vm.phase == .crashed {
+                    self?.crashCounter.increment()
+                    self?.logger.warning("worker crashed", metadata: ["vm": "\(vm.key)", "exit": "\(vm.info().lastExit?.message ?? "")"])
+                }
+            }
+        }
+        let timeout = Task { [config] in
+            try await Task.sleep(nanoseconds: UInt64(config.readyTimeoutSeconds) * 1_000_000_000)
+            worker.kill()
+        }
+        defer { timeout.cancel() }
+        do {
+            try await vm.waitUntilReady()
+        } catch let error as APIError {
+            throw error
+        } catch {
+            throw APIError(.internalError, "\(error)")
+        }
+    }
+
+    private func watchCreator(of vm: ManagedVM, pid: Int32) throws(APIError) {
+        let pidfd = pid > 0 ? csys_pidfd_open(pid) : -1
+        guard pidfd >= 0 else {
+            throw APIError(.invalidState, "the creating process (pid \(pid)) cannot be watched; it may have exited", field: "lifetime")
+        }
+        vm.state.withLock { $0.creatorPidfd = pidfd }
+        watcher.watch(pidfd) { [weak self, weak vm] in
+            guard let self, let vm else { return }
+            self.logger.info("creator exited: destroying", metadata: ["vm": "\(vm.key)", "pid": "\(pid)"])
+            Task { await self.destroy(vm) }
+        }
+    }
+
+    // MARK: - Connection lifetime
+
+    private let connectionVMs = Mutex<[ConnectionID: [VMKey]]>([:])
+
+    private func bind(_ vm: ManagedVM, to connection: ConnectionID) {
+        connectionVMs.withLock { $0[connection, default: []].append(vm.key) }
+    }
+
+    /// The API connection closed: its `connection`-lifetime VMs go with it.
+    public func connectionClosed(_ connection: ConnectionID) async {
+        let keys = connectionVMs.withLock { $0.removeValue(forKey: connection) } ?? []
+        for key in keys {
+            guard let vm = registry.withLock({ $0[key] }) else { continue }
+            logger.info("connection closed: destroying", metadata: ["vm": "\(key)"])
+            await destroy(vm)
+        }
+    }
+
+    // MARK: - Destroy
+
+    /// `DELETE /v1/vms/{name}`: kills the worker, frees memory and files, forgets the VM.
+    public func destroy(_ name: String, owner: OwnerSelector?, caller: Caller) async throws(APIError) {
+        let vm = try lookup(name, owner: owner, caller: caller)
+        if vm.key.owner == .system && !caller.isRoot { throw APIError(.forbidden, "system VMs can only be changed by root") }
+        await destroy(vm)
+    }
+
+    func destroy(_ vm: ManagedVM) async {
+        await vm.killWorkerAndWait()
+        guard remove(vm) else { return }
+        if vm.lifetime == .persistent { store.delete(owner: vm.key.owner, name: vm.key.name) }
+        destroyedCounter.increment()
+        logger.info("destroyed VM", metadata: ["vm": "\(vm.key)"])
+    }
+
+    /// Forgets `vm` and frees what it holds; false if it was already gone.
+    @discardableResult
+    private func remove(_ vm: ManagedVM) -> Bool {
+        let removed = registry.withLock { r -> Bool in
+            guard r[vm.key] === vm else { return false }
+            r[vm.key] = nil
+            return true
+        }
+        guard removed else { return false }
+        if let pidfd = vm.state.withLock({ $0.creatorPidfd }) { watcher.unwatch(pidfd) }
+        connectionVMs.withLock { map in
+            for (c, keys) in map { map[c] = keys.filter { $0 != vm.key } }
+        }
+        vm.release()
+        return true
+    }
+
+    // MARK: - Actions
+
+    /// `POST /v1/vms/{name}/actions/{action}`; returns the VM's state afterwards.
+    public func perform(_ action: VMAction, on name: String, owner: OwnerSelector?, caller: Caller) async throws(APIError) -> VMInfo {
+        let vm = try lookup(name, owner: owner, caller: caller)
+        if vm.key.owner == .system && !caller.isRoot { throw APIError(.forbidden, "system VMs can only be changed by root") }
+        let phase = vm.phase
+        func refuse() -> APIError {
+            APIError(.invalidState, "cannot \(action.rawValue) \(name): it is \(phase.rawValue)")
+        }
+        let message: DaemonMessage
+        switch (action, phase) {
+        case (.start, .created), (.start, .stopped): message = .start
+        case (.start, .crashed), (.reset, .crashed):
+            try await spawnWorker(for: vm)
+            message = .start
+        case (.pause, .running): message = .pause
+        case (.resume, .paused): message = .resume
+        case (.reset, .running), (.reset, .paused), (.reset, .created), (.reset, .stopped): message = .reset
+        case (.poweroff, .running), (.poweroff, .paused): message = .powerOff
+        case (.kill, .running), (.kill, .paused): message = .kill
+        default: throw refuse()
+        }
+        let generation = vm.generation
+        guard let worker = vm.state.withLock({ $0.worker }) else { throw refuse() }
+        worker.send(message)
+        if await vm.waitForChange(after: generation) == nil, action != .reset || phase != .running {
+            throw APIError(.internalError, "the worker did not carry out \(action.rawValue) in time")
+        }
+        logger.info("action", metadata: ["vm": "\(vm.key)", "action": "\(action.rawValue)", "state": "\(vm.phase.rawValue)"])
+        return vm.info()
+    }
+
+    // MARK: - Console and statistics
+
+    /// The console output kept so far.
+    public func consoleOutput(_ name: String, owner: OwnerSelector?, caller: Caller) throws(APIError) -> [UInt8] {
+        try lookup(name, owner: owner, caller: caller).console.snapshot
+    }
+
+    /// Follows the console: `onData` gets the backlog, then new output, then nil when
+    /// the VM is destroyed. Returns a function that stops following.
+    public func followConsole(_ name: String, owner: OwnerSelector?, caller: Caller,
+                              onData: @escaping @Sendable ([UInt8]?) -> Void) throws(APIError) -> @Sendable () -> Void {
+        let vm = try lookup(name, owner: owner, caller: caller)
+        guard let (backlog, token) = vm.console.follow(onData) else { throw APIError(.notFound, "no VM named '\(name)'") }
+        if !backlog.isEmpty { onData(backlog) }
+        return { [weak vm] in vm?.console.unfollow(token) }
+    }
+
+    /// Sends `bytes` to the guest's COM1.
+    public func consoleInput(_ name: String, owner: OwnerSelector?, caller: Caller, bytes: [UInt8]) throws(APIError) {
+        let vm = try lookup(name, owner: owner, caller: caller)
+        if vm.key.owner == .system && !caller.isRoot { throw APIError(.forbidden, "system VMs can only be changed by root") }
+        guard let worker = vm.state.withLock({ $0.phase == .creating ? nil : $0.worker }) else {
+            throw APIError(.invalidState, "\(name) has no running worker (state \(vm.phase.rawValue))")
+        }
+        worker.send(.consoleInput(bytes))
+    }
+
+    /// KVM's statistics and the VMM's counters, from the worker.
+    public func statistics(_ name: String, owner: OwnerSelector?, caller: Caller) async throws(APIError) -> StatsInfo {
+        let vm = try lookup(name, owner: owner, caller: caller)
+        let lines: [StatisticLine]
+        do { lines = try await vm.statistics() } catch let e as APIError { throw e } catch { throw APIError(.internalError, "\(error)") }
+        var scopes: [String: [String: [String: UInt64]]] = [:]
+        for l in lines { scopes[l.scope, default: [:]][l.source, default: [:]][l.name] = l.value }
+        return StatsInfo(name: name, scopes: scopes)
+    }
+
+    public func capabilities() -> CapabilitiesInfo {
+        CapabilitiesInfo(kvmAPIVersion: (try? kvm.apiVersion()) ?? 0,
+                         kvm: kvm.capabilities().map { .init(name: $0.0.name, value: $0.1) },
+                         maxVCPUs: CreateVMRequest.maxVCPUs, maxMemoryMiB: CreateVMRequest.maxMemoryMiB)
+    }
+
+    // MARK: - Daemon start and stop
+
+    /// Re-creates the persistent VMs recorded in the state directory and the system VMs
+    /// of the configuration. Failures are logged, not fatal: one bad record must not
+    /// keep the daemon (and every other VM) down.
+    public func restore() async {
+        for record in store.load(logger: logger) {
+            do {
+                _ = try await create(record.request, owner: .user(record.opener.uid), lifetime: .persistent,
+                                     opener: record.opener, connection: nil, persist: false, createdAt: record.createdAt)
+                logger.info("restored persistent VM", metadata: ["vm": "\(record.request.name)", "uid": "\(record.opener.uid)"])
+            } catch {
+                logger.error("cannot restore persistent VM", metadata: ["vm": "\(record.request.name)", "error": "\(error)"])
+            }
+        }
+        for request in config.systemVMs {
+            do {
+                try request.validate()
+                _ = try await create(request, owner: .system, lifetime: .system, opener: .daemon,
+                                     connection: nil, persist: false)
+                logger.info("started system VM", metadata: ["vm": "\(request.name)"])
+            } catch {
+                logger.error("cannot start system VM", metadata: ["vm": "\(request.name)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Stops every worker. Persistent records stay, so those VMs come back next start.
+    public func shutdown() async {
+        let vms = registry.withLock { r -> [ManagedVM] in defer { r = [:] }; return Array(r.values) }
+        for vm in vms {
+            await vm.killWorkerAndWait()
+            vm.release()
+        }
+        watcher.shutdown()
+    }
+}

@@ -1,0 +1,105 @@
+import CSys
+import Logging
+import NIOCore
+import NIOPosix
+import WorkerProtocol
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One running `vmm-worker` process: its pid, a pidfd to wait on and signal it without
+/// pid-reuse races, and the NIO channel of the control link.
+final class WorkerProcess: Sendable {
+    let pid: Int32
+    let pidfd: Int32
+    let channel: Channel
+
+    private init(pid: Int32, pidfd: Int32, channel: Channel) {
+        self.pid = pid; self.pidfd = pidfd; self.channel = channel
+    }
+
+    /// Starts a worker, sends it `setup` with `descriptors` (SCM_RIGHTS) and wires its
+    /// link into `group`. The descriptors stay the caller's (the kernel duplicates them
+    /// into the worker).
+    static func spawn(executable: String, setup: WorkerSetup, descriptors: [Int32], group: EventLoopGroup,
+                      onMessage: @escaping @Sendable (WorkerMessage) -> Void,
+                      onClose: @escaping @Sendable (String?) -> Void) async throws -> WorkerProcess {
+        var pair: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+            throw ServiceError.system("socketpair", errno)
+        }
+        let pid = csys_spawn_worker(executable, pair[1], STDERR_FILENO)
+        close(pair[1])
+        guard pid > 0 else {
+            close(pair[0])
+            throw ServiceError.system("spawning \(executable)", -pid)
+        }
+        let pidfd = csys_pidfd_open(pid)
+        guard pidfd >= 0 else {
+            // Without a pidfd we cannot supervise it: make sure it does not run on.
+            Glibc.kill(pid, SIGKILL)
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+            close(pair[0])
+            throw ServiceError.system("pidfd_open", -pidfd)
+        }
+        func abandon() {
+            _ = csys_pidfd_send_signal(pidfd, SIGKILL)
+            var code: Int32 = 0, status: Int32 = 0
+            _ = csys_pidfd_wait(pidfd, 0, &code, &status)
+            close(pidfd)
+        }
+        let frame = WorkerFrame.frame(DaemonMessage.setup(setup).encoded())
+        var sent = 0
+        while sent < frame.count {
+            // Descriptors ride on the first chunk only.
+            let chunk = Array(frame[sent...])
+            let fds = sent == 0 ? descriptors : []
+            let n = csys_send_with_fds(pair[0], chunk, chunk.count, fds, Int32(fds.count))
+            guard n > 0 else {
+                close(pair[0])
+                abandon()
+                throw ServiceError.system("sending the setup to the worker", Int32(-n))
+            }
+            sent += n
+        }
+        let channel: Channel
+        do {
+            channel = try await ClientBootstrap(group: group)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(WorkerFrameDecoder()))
+                        try channel.pipeline.syncOperations.addHandler(WorkerLinkHandler(onMessage: onMessage, onClose: onClose))
+                    }
+                }
+                .withConnectedSocket(pair[0]).get()
+        } catch {
+            close(pair[0])
+            abandon()
+            throw error
+        }
+        return WorkerProcess(pid: pid, pidfd: pidfd, channel: channel)
+    }
+
+    /// Sends a message; a dead link is noticed through `onClose` and the pidfd.
+    func send(_ message: DaemonMessage) {
+        let frame = WorkerFrame.frame(message.encoded())
+        channel.writeAndFlush(ByteBuffer(bytes: frame), promise: nil)
+    }
+
+    func kill() { _ = csys_pidfd_send_signal(pidfd, SIGKILL) }
+
+    /// Reaps the exited worker: (exit status, nil) or (nil, signal).
+    func reap() -> (status: Int32?, signal: Int32?) {
+        var code: Int32 = 0, status: Int32 = 0
+        let rc = csys_pidfd_wait(pidfd, Int32(WNOHANG), &code, &status)
+        guard rc == 1 else { return (nil, nil) }
+        return code == CLD_EXITED ? (status, nil) : (nil, status)
+    }
+
+    /// Closes the link and the pidfd (after `reap`).
+    func release() {
+        channel.close(promise: nil)
+        close(pidfd)
+    }
+}

@@ -1,0 +1,171 @@
+import Devices
+import GuestMemory
+import KVM
+import Synchronization
+import VMM
+import WorkerProtocol
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// COM1's output, sent to the daemon as console messages.
+struct LinkConsoleOutput: SerialOutput {
+    let link: FramedSocket
+    func write(_ byte: UInt8) { link.send(WorkerMessage.console([byte]).encoded()) }
+}
+
+/// The worker's machine and the loop that obeys the daemon.
+final class Worker: @unchecked Sendable {
+    // @unchecked: `machine` and `link` are immutable and thread-safe; `phase` is behind a Mutex.
+    let machine: Machine
+    let link: FramedSocket
+
+    /// Where the guest is, from the worker's side: `waiter` runs while it is started.
+    enum Phase { case fresh, started, stopped }
+    private let phase = Mutex(Phase.fresh)
+    private var waiter: HostThread?
+
+    init(setup: WorkerSetup, descriptors: [Int32], link: FramedSocket) throws {
+        self.link = link
+        var fds = descriptors[...]
+        func next() -> Int32 { fds.popFirst() ?? -1 }
+        let kvm = try KVMSystem(adopting: next())
+        var segments: [MemorySegment] = []
+        for s in setup.memory {
+            segments.append(try MemorySegment(name: s.name, kind: .systemRAM, guestBase: GuestAddress(s.guestBase),
+                                              size: s.size, adoptingMemfd: next()))
+        }
+        let memory = try GuestMemory(segments: segments)
+        let kernel = try readAll(next())
+        let initrd = setup.hasInitrd ? try readAll(next()) : nil
+        guard setup.options.isEmpty else {
+            throw WorkerError("unknown options: \(setup.options.keys.sorted().joined(separator: ", "))")
+        }
+
+        var config = MachineConfig()
+        config.name = setup.name
+        config.memoryMiB = setup.memoryMiB
+        config.cpus = Int(setup.cpus)
+        config.commandLine = setup.commandLine
+        config.debugExit = setup.debugExit
+        config.hypercalls = setup.hypercalls
+        config.rebootOnReset = setup.rebootOnReset
+        config.kernel = kernel
+        config.initrd = initrd
+        config.serialOutput = LinkConsoleOutput(link: link)
+        machine = try Machine(config: config, kvm: kvm, memory: memory)
+    }
+
+    /// Obeys the daemon until the link closes.
+    func serve() {
+        while true {
+            let message: DaemonMessage
+            do {
+                guard let (payload, fds) = try link.receive() else { break }
+                for fd in fds { close(fd) }   // only the setup carries descriptors
+                message = try DaemonMessage.decode(payload)
+            } catch {
+                break   // a broken link is the end: the daemon will see us exit
+            }
+            handle(message)
+        }
+        machine.kill()
+    }
+
+    private func handle(_ message: DaemonMessage) {
+        switch message {
+        case .setup: break
+        case .start: start(fromPowerOn: true)
+        case .pause:
+            machine.pause()
+            report(.paused)
+        case .resume:
+            machine.resume()
+            report(.running)
+        case .reset:
+            if phase.withLock({ $0 }) == .started {
+                machine.reboot()   // also wakes paused vCPUs: the guest runs again
+                report(.running)
+            } else {
+                start(fromPowerOn: true)
+            }
+        case .powerOff: machine.requestPowerOff()
+        case .kill: machine.kill()
+        case .consoleInput(let bytes): machine.serial.enqueueInput(bytes)
+        case .statisticsRequest(let id):
+            link.send(WorkerMessage.statistics(id: id, statisticLines(machine.statistics())).encoded())
+        case .attemptForbiddenCall:
+            break
+        }
+    }
+
+    private func report(_ state: GuestRunState) { link.send(WorkerMessage.state(state).encoded()) }
+
+    /// Boots the guest unless it is running; after a stop it starts again from power-on.
+    private func start(fromPowerOn: Bool) {
+        let previous = phase.withLock { p -> Phase in
+            let old = p
+            if p != .started { p = .started }
+            return old
+        }
+        guard previous != .started else { return }
+        waiter?.join()
+        do {
+            if previous == .stopped { try machine.reset() }
+            try machine.start()
+        } catch {
+            phase.withLock { $0 = .stopped }
+            let reason = StopReason.vmmError("\(error)")
+            link.send(WorkerMessage.stopped(kind: reason.kind, status: reason.exitStatus, message: reason.description).encoded())
+            return
+        }
+        report(.running)
+        waiter = try? HostThread(name: "waiter") { [self] in
+            let reason = (try? machine.waitForStop()) ?? .vmmError("waiting for the guest failed")
+            phase.withLock { $0 = .stopped }
+            link.send(WorkerMessage.stopped(kind: reason.kind, status: reason.exitStatus, message: reason.description).encoded())
+        }
+    }
+}
+
+struct WorkerError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Reads a whole file from a descriptor handed over by the daemon, and closes it.
+/// pread from 0: the daemon keeps the same open file for later workers, so the shared
+/// file offset must not matter.
+func readAll(_ fd: Int32) throws -> [UInt8] {
+    guard fd >= 0 else { throw WorkerError("a descriptor is missing") }
+    defer { close(fd) }
+    var result: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 1 << 20)
+    while true {
+        let n = pread(fd, &chunk, chunk.count, off_t(result.count))
+        if n < 0 && errno == EINTR { continue }
+        guard n >= 0 else { throw WorkerError("reading an image failed: \(String(cString: strerror(errno)))") }
+        if n == 0 { return result }
+        result += chunk[0 ..< n]
+        guard result.count <= 1 << 30 else { throw WorkerError("image larger than 1 GiB") }
+    }
+}
+
+/// Flattens machine statistics into lines for the daemon.
+func statisticLines(_ s: MachineStatistics) -> [StatisticLine] {
+    var lines = s.kvm.filter { $0.values.count == 1 }.map { StatisticLine(scope: "vm", source: "kvm", name: $0.name, value: $0.value) }
+    lines += [
+        StatisticLine(scope: "vm", source: "vmm", name: "unclaimed_port_reads", value: s.unclaimedPortReads),
+        StatisticLine(scope: "vm", source: "vmm", name: "unclaimed_port_writes", value: s.unclaimedPortWrites),
+        StatisticLine(scope: "vm", source: "vmm", name: "unclaimed_mmio_reads", value: s.unclaimedMMIOReads),
+        StatisticLine(scope: "vm", source: "vmm", name: "unclaimed_mmio_writes", value: s.unclaimedMMIOWrites),
+        StatisticLine(scope: "vm", source: "vmm", name: "reboots", value: s.reboots),
+    ]
+    lines += s.hypercalls.map { StatisticLine(scope: "vm", source: "hypercall", name: $0.name, value: $0.count) }
+    for v in s.vcpus {
+        let scope = "vcpu\(v.id)"
+        lines += v.kvm.filter { $0.values.count == 1 }.map { StatisticLine(scope: scope, source: "kvm", name: $0.name, value: $0.value) }
+        lines += v.exits.map { StatisticLine(scope: scope, source: "vmm", name: "exits_" + $0.kind, value: $0.count) }
+    }
+    return lines
+}

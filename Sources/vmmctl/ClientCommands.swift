@@ -1,0 +1,245 @@
+import ArgumentParser
+import Foundation
+import NIOHTTP1
+import VMMAPI
+import VMMClient
+
+/// Options every daemon command takes.
+struct ClientOptions: ParsableArguments {
+    @Option(help: "vmmd's API socket.")
+    var socket: String = APIConnection.defaultSocket
+
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    @Option(help: "Root only: act on another owner's VM (a uid, or 'system').")
+    var owner: String?
+
+    /// `?owner=...` for a VM path.
+    var query: String { owner.map { "?owner=\($0)" } ?? "" }
+
+    func connect() async throws -> APIConnection {
+        do { return try await APIConnection.connect(socketPath: socket) } catch { clientFail("\(error)") }
+    }
+}
+
+/// Prints an API error and exits 1 (the daemon answered no), or 2 (no daemon).
+func clientFail(_ message: String, status: Int32 = 1) -> Never {
+    printError("vmmctl: \(message)")
+    exit(status)
+}
+
+func vmPath(_ name: String, _ options: ClientOptions, _ suffix: String = "") -> String {
+    "/v1/vms/\(name)\(suffix)\(options.query)"
+}
+
+func encodeJSON<T: Encodable>(_ value: T) -> [UInt8] {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    return (try? [UInt8](encoder.encode(value))) ?? []
+}
+
+func printJSON(_ bytes: [UInt8]) {
+    print(String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+}
+
+/// Runs one request, handling errors the same way everywhere.
+func perform<T: Decodable>(_ connection: APIConnection, _ method: HTTPMethod, _ path: String, body: [UInt8]? = nil,
+                           as type: T.Type) async -> (T, APIResult) {
+    let result: APIResult
+    do { result = try await connection.request(method, path, body: body) } catch { clientFail("\(error)", status: 2) }
+    do {
+        try result.throwIfError()
+        return (try JSONDecoder().decode(T.self, from: Data(result.body)), result)
+    } catch let error as APIError {
+        clientFail("\(error.message) (\(error.code.rawValue))")
+    } catch {
+        clientFail("\(error)")
+    }
+}
+
+struct Create: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create a named VM in vmmd (and start it, unless --no-start).",
+        discussion: """
+        With --lifetime connection, vmmctl stays attached: the guest's console streams to the \
+        terminal and keystrokes go to the guest; when vmmctl ends (Ctrl-] or a signal), the \
+        connection closes and the VM is destroyed with it.
+        """)
+
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The VM's name: letters, digits, '.', '_', '-'.") var name: String
+    @Option(help: "Kernel image path (opened by vmmd with your permissions).") var kernel: String
+    @Option(help: "Initial ramdisk path.") var initrd: String?
+    @Option(help: "Kernel command line.") var cmdline: String = ""
+    @Option(help: "Guest RAM in MiB.") var memory: UInt64 = 128
+    @Option(help: "Number of vCPUs.") var cpus: Int = 1
+    @Flag(help: "Attach the debug-exit port (0xf4).") var debugExit = false
+    @Flag(help: "Enable the hypercall doorbell.") var hypercalls = false
+    @Flag(help: "Stop on guest reset instead of rebooting.") var noReboot = false
+    @Option(help: "connection, process or persistent.") var lifetime: String = "persistent"
+    @Flag(help: "Create without starting.") var noStart = false
+
+    func run() async throws {
+        guard let lifetime = Lifetime(rawValue: lifetime), lifetime != .system else {
+            clientFail("--lifetime must be connection, process or persistent")
+        }
+        let request = CreateVMRequest(name: name, memoryMiB: memory, vcpus: cpus, kernel: absolute(kernel),
+                                      initrd: initrd.map(absolute), cmdline: cmdline, debugExit: debugExit,
+                                      hypercalls: hypercalls, noReboot: noReboot, lifetime: lifetime, start: !noStart)
+        let connection = try await options.connect()
+        let (info, result) = await perform(connection, .POST, "/v1/vms", body: encodeJSON(request), as: VMInfo.self)
+        if options.json { printJSON(result.body) } else { printVMs([info]) }
+        guard lifetime == .connection else { return }
+        printError("vmmctl: attached to \(name); it is destroyed when vmmctl ends (Ctrl-] detaches)")
+        await ConsoleSession(options: options, name: name).attach(over: connection)
+    }
+
+    private func absolute(_ path: String) -> String {
+        path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+    }
+}
+
+struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List your VMs in vmmd (root: all VMs).")
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        let connection = try await options.connect()
+        let (list, result) = await perform(connection, .GET, "/v1/vms", as: VMList.self)
+        if options.json { printJSON(result.body) } else { printVMs(list.vms) }
+    }
+}
+
+struct Info: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show one VM.")
+    @OptionGroup var options: ClientOptions
+    @Argument var name: String
+
+    func run() async throws {
+        let connection = try await options.connect()
+        let (info, result) = await perform(connection, .GET, vmPath(name, options), as: VMInfo.self)
+        guard !options.json else { return printJSON(result.body) }
+        let rows: [(String, String)] = [
+            ("name", info.name), ("owner", info.ownerUID.map { "uid \($0)" } ?? "system"), ("state", info.state.rawValue),
+            ("lifetime", info.lifetime.rawValue), ("worker pid", info.workerPID.map(String.init) ?? "-"),
+            ("created", info.createdAt), ("memory", "\(info.memoryMiB) MiB"), ("vcpus", "\(info.vcpus)"),
+            ("kernel", info.kernel), ("initrd", info.initrd ?? "-"), ("cmdline", info.cmdline),
+            ("boot format", info.bootFormat ?? "-"),
+            ("last exit", info.lastExit.map { "\($0.kind) (status \($0.status)): \($0.message) at \($0.at)" } ?? "-"),
+        ]
+        for (k, v) in rows { print(k.padding(toLength: 12, withPad: " ", startingAt: 0) + v) }
+    }
+}
+
+/// start, pause, resume, reset, poweroff, kill.
+struct ActionCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "action", abstract: "Act on a VM (the same as `vmmctl start NAME` and friends).")
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "start, pause, resume, reset, poweroff or kill.") var action: String
+    @Argument var name: String
+
+    func run() async throws {
+        guard let verb = VMAction(rawValue: action) else { clientFail("unknown action '\(action)'") }
+        try await Self.run(verb, name, options)
+    }
+
+    static func run(_ action: VMAction, _ name: String, _ options: ClientOptions) async throws {
+        let connection = try await options.connect()
+        let (info, result) = await perform(connection, .POST, vmPath(name, options, "/actions/\(action.rawValue)"), as: VMInfo.self)
+        if options.json { printJSON(result.body) } else { printVMs([info]) }
+    }
+}
+
+struct Start: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Boot a created or stopped VM (a crashed one gets a new worker).")
+    @OptionGroup var options: ClientOptions
+    @Argument var name: String
+    func run() async throws { try await ActionCommand.run(.start, name, options) }
+}
+
+struct Pause: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Pause every vCPU of a running VM.")
+    @OptionGroup var options: ClientOptions
+    @Argument var name: String
+    func run() async throws { try await ActionCommand.run(.pause, name, options) }
+}
+
+struct Resume: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Resume a paused VM.")
+    @OptionGroup var options: ClientOptions
+    @Argument var name: String
+    func run() async throws { try await ActionCommand.run(.resume, name, options) }
+}
+
+struct Reset: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Restart a VM's guest from power-on (memory kept).")
+    @OptionGroup var options: ClientOptions
+    @Argument var name: String
+    func run() async throws { try await ActionCommand.run(.reset, name, options) }
+}
+
+struct PowerOff: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "poweroff", abstract: "Ask a VM's guest to power off.")
+    @OptionGroup var options: ClientOptions
+    @Argument var name: String
+    func run() async throws { try await ActionCommand.run(.poweroff, name, options) }
+}
+
+struct Kill: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop a VM's guest now (the VM stays, stopped).")
+    @OptionGroup var options: ClientOptions
+    @Argument var name: String
+    func run() async throws { try await ActionCommand.run(.kill, name, options) }
+}
+
+struct Destroy: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Destroy a VM: its worker, memory and record are gone.")
+    @OptionGroup var options: ClientOptions
+    @Argument var name: String
+
+    func run() async throws {
+        let connection = try await options.connect()
+        let result: APIResult
+        do { result = try await connection.request(.DELETE, vmPath(name, options)) } catch { clientFail("\(error)", status: 2) }
+        do { try result.throwIfError() } catch let error as APIError {
+            clientFail("\(error.message) (\(error.code.rawValue))")
+        }
+        if !options.json { print("destroyed \(name)") }
+    }
+}
+
+struct Stats: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "KVM's statistics and the VMM's counters for a VM.")
+    @OptionGroup var options: ClientOptions
+    @Argument var name: String
+
+    func run() async throws {
+        let connection = try await options.connect()
+        let (stats, result) = await perform(connection, .GET, vmPath(name, options, "/stats"), as: StatsInfo.self)
+        guard !options.json else { return printJSON(result.body) }
+        for scope in stats.scopes.keys.sorted() {
+            for (source, values) in (stats.scopes[scope] ?? [:]).sorted(by: { $0.key < $1.key }) {
+                for (name, value) in values.sorted(by: { $0.key < $1.key }) where value != 0 {
+                    print("\(scope.padding(toLength: 7, withPad: " ", startingAt: 0)) \(source.padding(toLength: 9, withPad: " ", startingAt: 0)) \(name.padding(toLength: 32, withPad: " ", startingAt: 0)) \(value)")
+                }
+            }
+        }
+    }
+}
+
+/// The human table of VMs.
+func printVMs(_ vms: [VMInfo]) {
+    let header = ["NAME", "OWNER", "STATE", "LIFETIME", "PID", "MEMORY", "VCPUS", "LAST EXIT"]
+    let rows = vms.map { vm in
+        [vm.name, vm.ownerUID.map(String.init) ?? "system", vm.state.rawValue, vm.lifetime.rawValue,
+         vm.workerPID.map(String.init) ?? "-", "\(vm.memoryMiB)M", "\(vm.vcpus)",
+         vm.lastExit.map { "\($0.kind) (\($0.status))" } ?? "-"]
+    }
+    let widths = header.indices.map { i in ([header[i]] + rows.map { $0[i] }).map(\.count).max() ?? 0 }
+    for row in [header] + rows {
+        print(row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+            .joined(separator: "  "))
+    }
+}

@@ -1,0 +1,173 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import VMMAPI
+import VMMService
+
+/// One API connection: gathers each request, parses it into a route, hands it to the
+/// service with the connection's caller, and writes the answer. A console follow turns
+/// the response into a stream that lasts until the VM goes or the client leaves.
+final class APIHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// Largest request body accepted (a create request is well under 4 KiB).
+    static let maxBody = 1 << 20
+
+    let service: VMService
+    let caller: Caller
+    let connection: ConnectionID
+    let metrics: DaemonMetrics
+    let logger: Logger
+
+    private var head: HTTPRequestHead?
+    private var body: [UInt8] = []
+    private var tooLarge = false
+    /// Stops a console follow running on this connection.
+    private var stopFollowing: (@Sendable () -> Void)?
+
+    init(service: VMService, caller: Caller, connection: ConnectionID, metrics: DaemonMetrics, logger: Logger) {
+        self.service = service; self.caller = caller; self.connection = connection
+        self.metrics = metrics; self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+            body = []
+            tooLarge = false
+        case .body(var chunk):
+            if body.count + chunk.readableBytes > Self.maxBody {
+                tooLarge = true
+            } else if let bytes = chunk.readBytes(length: chunk.readableBytes) {
+                body += bytes
+            }
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            if tooLarge {
+                respond(context: context, head: head, .error(APIError(.payloadTooLarge, "request bodies are limited to \(Self.maxBody) bytes")))
+                return
+            }
+            dispatch(context: context, head: head, body: body)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        stopFollowing?()
+        stopFollowing = nil
+        let service = self.service, connection = self.connection
+        Task { await service.connectionClosed(connection) }
+        context.fireChannelInactive()
+    }
+
+    private func dispatch(context: ChannelHandlerContext, head: HTTPRequestHead, body: [UInt8]) {
+        let route: APIRoute
+        do {
+            route = try APIRoute.parse(method: head.method.rawValue, uri: head.uri)
+        } catch {
+            respond(context: context, head: head, .error(error))
+            return
+        }
+        if case .console(let name, true, let owner) = route {
+            follow(context: context, head: head, name: name, owner: owner)
+            return
+        }
+        let service = self.service, caller = self.caller, connection = self.connection, metrics = self.metrics
+        let promise = context.eventLoop.makePromise(of: APIResponse.self)
+        promise.completeWithTask {
+            await Self.answer(route, body: body, service: service, caller: caller, connection: connection, metrics: metrics)
+        }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        promise.futureResult.whenSuccess { response in
+            let (handler, context) = bound.value
+            handler.respond(context: context, head: head, response)
+        }
+    }
+
+    /// Maps a route to one service call. Runs off the event loop.
+    static func answer(_ route: APIRoute, body: [UInt8], service: VMService, caller: Caller,
+                       connection: ConnectionID, metrics: DaemonMetrics) async -> APIResponse {
+        do {
+            switch route {
+            case .version: return .json(VersionInfo.current)
+            case .capabilities: return .json(service.capabilities())
+            case .metrics: return .bytes(metrics.scrape(service), contentType: "text/plain; version=0.0.4")
+            case .listVMs: return .json(VMList(vms: service.list(caller: caller)))
+            case .createVM:
+                let request = try decodeBody(CreateVMRequest.self, from: body)
+                return .json(try await service.create(request, caller: caller, connection: connection), status: .created)
+            case .info(let name, let owner): return .json(try service.info(name, owner: owner, caller: caller))
+            case .destroy(let name, let owner):
+                try await service.destroy(name, owner: owner, caller: caller)
+                return .noContent
+            case .action(let name, let action, let owner):
+                guard body.isEmpty || body == Array("{}".utf8) else {
+                    throw APIError(.unknownField, "actions take no body (or an empty JSON object)")
+                }
+                return .json(try await service.perform(action, on: name, owner: owner, caller: caller))
+            case .console(let name, _, let owner):
+                return .bytes(try service.consoleOutput(name, owner: owner, caller: caller))
+            case .consoleInput(let name, let owner):
+                try service.consoleInput(name, owner: owner, caller: caller, bytes: body)
+                return .noContent
+            case .stats(let name, let owner): return .json(try await service.statistics(name, owner: owner, caller: caller))
+            }
+        } catch let error as APIError {
+            return .error(error)
+        } catch {
+            return .error(APIError(.internalError, "\(error)"))
+        }
+    }
+
+    private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, _ response: APIResponse) {
+        metrics.countRequest(method: head.method.rawValue, status: Int(response.status.code))
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: response.contentType)
+        headers.add(name: "Content-Length", value: String(response.body.count))
+        let keepAlive = head.isKeepAlive
+        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))), promise: nil)
+        if !response.body.isEmpty {
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)
+        }
+        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if !keepAlive {
+            let channel = context.channel
+            done.whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+
+    /// `GET .../console?follow=true`: a chunked stream of the backlog and then of new
+    /// output; it ends when the VM is destroyed.
+    private func follow(context: ChannelHandlerContext, head: HTTPRequestHead, name: String, owner: OwnerSelector?) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/octet-stream")
+        headers.add(name: "Transfer-Encoding", value: "chunked")
+        do {
+            // Followers call from other threads and hop onto this loop; the backlog is
+            // delivered the same way, so the head written below still goes out first.
+            stopFollowing = try service.followConsole(name, owner: owner, caller: caller) { bytes in
+                eventLoop.execute {
+                    let (handler, context) = bound.value
+                    guard context.channel.isActive else { return }
+                    if let bytes {
+                        let buffer = context.channel.allocator.buffer(bytes: bytes)
+                        context.writeAndFlush(handler.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+                    } else {
+                        handler.stopFollowing = nil
+                        context.writeAndFlush(handler.wrapOutboundOut(.end(nil)), promise: nil)
+                    }
+                }
+            }
+        } catch {
+            respond(context: context, head: head, .error(error))
+            return
+        }
+        metrics.countRequest(method: head.method.rawValue, status: 200)
+        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: headers))), promise: nil)
+    }
+}

@@ -1,0 +1,107 @@
+import CSys
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+import VMMAPI
+import VMMService
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The HTTP/JSON API on a Unix socket, as a ServiceLifecycle service: it serves until
+/// graceful shutdown (SIGTERM/SIGINT), then stops accepting, stops every worker and
+/// removes the socket.
+final class APIServer: Service {
+    let socketPath: String
+    let service: VMService
+    let group: EventLoopGroup
+    let metrics: DaemonMetrics
+    let logger: Logger
+    private let connections = ConnectionCounter()
+
+    init(socketPath: String, service: VMService, group: EventLoopGroup, metrics: DaemonMetrics, logger: Logger) {
+        self.socketPath = socketPath; self.service = service; self.group = group
+        self.metrics = metrics; self.logger = logger
+    }
+
+    func run() async throws {
+        try Self.removeStaleSocket(socketPath)
+        let service = self.service, metrics = self.metrics, logger = self.logger
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .childChannelInitializer { [connections] channel in
+                let id = connections.next()
+                return Self.peerCaller(of: channel).flatMap { caller in
+                    channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMapThrowing {
+                        try channel.pipeline.syncOperations.addHandler(
+                            APIHandler(service: service, caller: caller, connection: id, metrics: metrics, logger: logger))
+                    }
+                }
+            }
+            .bind(unixDomainSocketPath: socketPath).get()
+        try Self.setSocketPermissions(socketPath, logger: logger)
+        logger.info("vmmd listening", metadata: ["socket": "\(socketPath)", "pid": "\(getpid())"])
+        await service.restore()
+
+        try? await gracefulShutdown()
+        logger.info("vmmd shutting down")
+        try? await channel.close().get()
+        await service.shutdown()
+        unlink(socketPath)
+        logger.info("vmmd stopped")
+    }
+
+    /// SO_PEERCRED of the new connection, and the peer's groups from /proc.
+    static func peerCaller(of channel: Channel) -> EventLoopFuture<Caller> {
+        guard let provider = channel as? SocketOptionProvider else {
+            return channel.eventLoop.makeFailedFuture(ServiceError.worker("no socket options on this channel"))
+        }
+        return provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
+            .map { (cred: csys_ucred) in
+                Caller(uid: cred.uid, gid: cred.gid, pid: cred.pid,
+                       groups: Caller.supplementaryGroups(pid: cred.pid, uid: cred.uid))
+            }
+    }
+
+    /// A socket file left by a daemon that died is removed; a live one is an error.
+    static func removeStaleSocket(_ path: String) throws {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        guard (st.st_mode & S_IFMT) == S_IFSOCK else {
+            throw ServiceError.worker("\(path) exists and is not a socket")
+        }
+        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        defer { close(probe) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw ServiceError.worker("socket path too long") }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected != 0 else { throw ServiceError.worker("another vmmd is serving \(path)") }
+        unlink(path)
+    }
+
+    /// Mode 0660, group `vmm` when that group exists: members of `vmm` may use the API.
+    static func setSocketPermissions(_ path: String, logger: Logger) throws {
+        if let group = getgrnam("vmm") {
+            if chown(path, uid_t.max, group.pointee.gr_gid) != 0 {
+                logger.warning("cannot give the socket to group vmm", metadata: ["errno": "\(errno)"])
+            }
+        }
+        guard chmod(path, 0o660) == 0 else { throw ServiceError.system("chmod(\(path))", errno) }
+    }
+}
+
+/// Numbers API connections, for the `connection` lifetime.
+final class ConnectionCounter: Sendable {
+    private let counter = Atomic<UInt64>(0)
+    func next() -> ConnectionID { ConnectionID(counter.wrappingAdd(1, ordering: .relaxed).newValue) }
+}

@@ -1,0 +1,289 @@
+import Foundation
+import Testing
+import VMMClient
+import VMMAPI
+
+/// vmmd as real processes: the daemon on a temporary socket, curl and vmmctl as clients,
+/// workers on /dev/kvm.
+@Suite(.enabled(if: KVMGate.shouldRun, KVMGate.skipReason), .serialized)
+struct DaemonTests {
+    @Test func createListInfoConsoleDestroy() throws {
+        let d = try DaemonFixture()
+        let created = d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("web", guest: "hello", extra: #","cmdline":"from vmmd""#))
+        #expect(created.status == 201, "\(created.body)")
+        #expect(d.vmNames() == ["web"])
+        #expect(d.eventually { (d.vm("web")?["state"] as? String) == "stopped" })
+        let info = try #require(d.vm("web"))
+        #expect(info["owner_uid"] as? Int == 0 && info["lifetime"] as? String == "persistent")
+        #expect((info["worker_pid"] as? Int ?? 0) > 0 && info["boot_format"] as? String == "PVH ELF")
+        let exit = try #require(info["last_exit"] as? [String: Any])
+        #expect(exit["kind"] as? String == "poweroff" && exit["status"] as? Int == 0)
+        #expect(d.api("GET", "/v1/vms/web/console").body == "Hello from a swift-vmm guest!\ncmdline: from vmmd\n")
+
+        // vmmctl sees the same.
+        let list = d.ctl(["list"])
+        #expect(list.status == 0 && list.stdout.contains("web") && list.stdout.contains("poweroff (0)"))
+        #expect(d.ctl(["console", "web", "--no-follow"]).stdout.contains("cmdline: from vmmd"))
+
+        #expect(d.api("DELETE", "/v1/vms/web").status == 204)
+        #expect(d.vmNames().isEmpty)
+        #expect(d.api("GET", "/v1/vms/web").status == 404)
+        #expect(d.stop() == 0)
+    }
+
+    @Test func actionsMoveTheVMThroughItsStates() throws {
+        let d = try DaemonFixture()
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("box", guest: "idle", extra: #","start":false"#)).status == 201)
+        #expect(d.vm("box")?["state"] as? String == "created")
+        func act(_ a: String) -> (Int, String?) {
+            let r = d.api("POST", "/v1/vms/box/actions/\(a)")
+            let state = (try? JSONSerialization.jsonObject(with: Data(r.body.utf8)) as? [String: Any])?["state"] as? String
+            return (r.status, state)
+        }
+        #expect(act("start") == (200, "running"))
+        #expect(act("pause") == (200, "paused"))
+        #expect(act("pause").0 == 409)
+        #expect(act("resume") == (200, "running"))
+        #expect(act("reset") == (200, "running"))
+        #expect(d.eventually { d.api("GET", "/v1/vms/box/console").body == "idle\nidle\n" })
+        #expect(act("kill") == (200, "stopped"))
+        #expect((d.vm("box")?["last_exit"] as? [String: Any])?["kind"] as? String == "killed")
+        #expect(act("start") == (200, "running"))
+        #expect(act("poweroff") == (200, "stopped"))
+        #expect((d.vm("box")?["last_exit"] as? [String: Any])?["kind"] as? String == "poweroff")
+        #expect(d.api("POST", "/v1/vms/box/actions/fly").status == 404)
+        #expect(d.api("GET", "/v1/vms/box/actions/start").status == 405)
+        let stats = d.api("GET", "/v1/vms/box/stats")
+        #expect(stats.status == 200 && stats.body.contains(#""kvm""#) && stats.body.contains("exits_io"))
+    }
+
+    @Test func connectionLifetimeEndsWithTheConnection() async throws {
+        let d = try DaemonFixture()
+        let connection = try await APIConnection.connect(socketPath: d.socket)
+        let body = Array(try DaemonFixture.createBody("conn", guest: "idle", lifetime: "connection").utf8)
+        let created = try await connection.request(.POST, "/v1/vms", body: body)
+        #expect(created.status == 201, "\(created.text)")
+        // Still there while the connection stays open, across other requests on it.
+        try await Task.sleep(nanoseconds: 300_000_000)
+        #expect(d.vmNames() == ["conn"])
+        #expect(try await connection.request(.GET, "/v1/vms/conn").status == 200)
+        await connection.close()
+        #expect(d.eventually(1) { d.vmNames().isEmpty }, "the VM outlived its connection")
+    }
+
+    @Test func processLifetimeEndsWithTheProcess() throws {
+        let d = try DaemonFixture()
+        // curl is the creating process: it exits right after the answer.
+        let r = d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("proc", guest: "idle", lifetime: "process"))
+        #expect(r.status == 201, "\(r.body)")
+        #expect(d.eventually(1) { d.vmNames().isEmpty }, "the VM outlived its creator")
+        #expect(d.log.contains("creator exited"))
+    }
+
+    @Test func persistentVMSurvivesADaemonRestart() throws {
+        let d = try DaemonFixture()
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("keep", guest: "idle")).status == 201)
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("gone", guest: "idle", lifetime: "connection")).status == 201)
+        let record = d.stateDirectory + "/vms/0/keep.json"
+        #expect(FileManager.default.fileExists(atPath: record))
+        #expect(d.stop() == 0)
+        // The workers died with the daemon.
+        #expect(runProcess("/usr/bin/pgrep", ["-f", "vmm-worker --parent \(d.pid)"]).stdout.isEmpty)
+        try d.start()
+        #expect(d.eventually { d.vmNames() == ["keep"] })
+        #expect(d.eventually { (d.vm("keep")?["state"] as? String) == "running" })
+        #expect(d.api("DELETE", "/v1/vms/keep").status == 204)
+        #expect(!FileManager.default.fileExists(atPath: record))
+    }
+
+    @Test func anotherUserCanNeitherSeeNorTouchMyVM() throws {
+        let d = try DaemonFixture()
+        chmod(d.socket, 0o666)
+        let other: UInt32 = 4242
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("mine", guest: "idle")).status == 201)
+        #expect(d.vmNames(asUID: other).isEmpty)
+        for (method, path) in [("GET", "/v1/vms/mine"), ("DELETE", "/v1/vms/mine"), ("POST", "/v1/vms/mine/actions/kill"),
+                               ("GET", "/v1/vms/mine/console"), ("GET", "/v1/vms/mine?owner=0")] {
+            let r = d.api(method, path, asUID: other)
+            #expect(r.status == 404 && r.body.contains("not_found"), "\(method) \(path) as uid \(other): \(r.status)")
+        }
+        #expect(d.vm("mine")?["state"] as? String == "running")
+        // The other user's own VM, with the same name: names are per owner. Root sees both.
+        let theirs = d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("mine", guest: "hello"), asUID: other)
+        #expect(theirs.status == 201, "\(theirs.body)")
+        #expect(d.vmNames() == ["mine", "mine"])
+        #expect(d.vm("mine", query: "?owner=\(other)")?["owner_uid"] as? Int == Int(other))
+        // Files are opened with the caller's permissions.
+        let secret = d.directory.appendingPathComponent("secret.elf").path
+        _ = FileManager.default.createFile(atPath: secret, contents: Data(try TestGuests.image("hello")), attributes: [.posixPermissions: 0o600])
+        let denied = d.api("POST", "/v1/vms", json: #"{"name":"steal","kernel":"\#(secret)"}"#, asUID: other)
+        #expect(denied.status == 422 && denied.body.contains("Permission denied") && denied.body.contains("image_rejected"))
+        // vmmctl as that user.
+        #expect(d.ctl(["destroy", "mine", "--owner", "0"], asUID: other).status == 1)
+        #expect(d.ctl(["destroy", "mine"], asUID: other).status == 0)
+        #expect(d.vmNames() == ["mine"])
+    }
+
+    @Test(arguments: [
+        (#"{"name":"a","kernel":"/k","bogus":1}"#, 400, "unknown_field", "bogus"),
+        (#"{"name":"a","kernel":"/k","flags":4}"#, 400, "reserved_nonzero", "flags"),
+        (#"{"name":"a","kernel":"/k","reserved":1}"#, 400, "reserved_nonzero", "reserved"),
+        (#"{"name":"a","kernel":"/k","lifetime":"forever"}"#, 400, "invalid_field", "lifetime"),
+        (#"{"name":"a","kernel":"/k","lifetime":"system"}"#, 400, "invalid_field", "lifetime"),
+        (#"{"name":"../etc","kernel":"/k"}"#, 400, "invalid_field", "name"),
+        (#"{"name":"","kernel":"/k"}"#, 400, "invalid_field", "name"),
+        (#"{"name":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","kernel":"/k"}"#, 400, "invalid_field", "name"),
+        (#"{"name":"a","kernel":"/k","memory_mib":99999999999}"#, 400, "invalid_field", "memory_mib"),
+        (#"{"name":"a","kernel":"/k","vcpus":0}"#, 400, "invalid_field", "vcpus"),
+        (#"{"name":"a","kernel":"/k","vcpus":"two"}"#, 400, "invalid_field", "vcpus"),
+        (#"{"name":"a","kernel":"relative/path"}"#, 400, "invalid_field", "kernel"),
+        (#"{"name":"a"}"#, 400, "invalid_field", "kernel"),
+        (#"{"name":"a","kernel":"/nonexistent"}"#, 422, "image_rejected", "kernel"),
+        (#"{"name":"a","kernel":"/etc/passwd"}"#, 422, "image_rejected", "kernel"),
+        (#"not json"#, 400, "invalid_json", ""),
+        (#"[1,2]"#, 400, "invalid_json", ""),
+    ])
+    func badCreateRequestsAreRefusedWithTheirCode(body: String, status: Int, code: String, field: String) throws {
+        let d = try Self.shared()
+        let r = d.api("POST", "/v1/vms", json: body, record: "/v1/vms")
+        #expect(r.status == status, "\(body) -> \(r.status) \(r.body)")
+        let error = (try? JSONSerialization.jsonObject(with: Data(r.body.utf8)) as? [String: Any])?["error"] as? [String: Any]
+        #expect(error?["code"] as? String == code, "\(body) -> \(r.body)")
+        if !field.isEmpty { #expect(error?["field"] as? String == field, "\(body) -> \(r.body)") }
+        #expect(d.vmNames().isEmpty, "a refused request left a VM behind")
+    }
+
+    @Test func badPathsMethodsAndQueries() throws {
+        let d = try Self.shared()
+        #expect(d.api("GET", "/v2/vms").status == 404)
+        #expect(d.api("PUT", "/v1/vms").status == 405)
+        #expect(d.api("GET", "/v1/vms/a/console?follow=maybe").status == 400)
+        #expect(d.api("GET", "/v1/vms/a?colour=red").status == 400)
+        #expect(d.api("GET", "/v1/vms/a?owner=nobody").status == 400)
+        let big = d.directory.appendingPathComponent("big.json")
+        try Data(repeating: 0x20, count: 2 << 20).write(to: big)
+        #expect(d.api("POST", "/v1/vms", data: "@" + big.path).status == 413)
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("dup", guest: "idle")).status == 201)
+        let again = d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("dup", guest: "idle"))
+        #expect(again.status == 409 && again.body.contains("name_taken"))
+        #expect(d.api("DELETE", "/v1/vms/dup").status == 204)
+    }
+
+    @Test func killedWorkerLeavesACrashedVMAndNoLeaks() throws {
+        let d = try DaemonFixture()
+        // Warm up (NIO opens its own descriptors lazily), then take the baseline.
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("warm", guest: "hello")).status == 201)
+        #expect(d.api("DELETE", "/v1/vms/warm").status == 204)
+        let baseline = d.descriptorCount
+
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("victim", guest: "idle")).status == 201)
+        let pid = try #require(d.vm("victim")?["worker_pid"] as? Int)
+        kill(Int32(pid), SIGKILL)
+        #expect(d.eventually { (d.vm("victim")?["state"] as? String) == "crashed" })
+        let exit = try #require(d.vm("victim")?["last_exit"] as? [String: Any])
+        #expect(exit["kind"] as? String == "crashed" && exit["signal"] as? Int == 9 && exit["status"] as? Int == 137)
+        // No zombie: the worker was reaped.
+        #expect(!FileManager.default.fileExists(atPath: "/proc/\(pid)"))
+        // start brings up a new worker on the same guest memory.
+        let restarted = d.api("POST", "/v1/vms/victim/actions/start")
+        #expect(restarted.status == 200 && restarted.body.contains(#""state":"running""#), "\(restarted.body)")
+        #expect(d.api("DELETE", "/v1/vms/victim").status == 204)
+        #expect(d.eventually { d.descriptorCount == baseline }, "descriptors: \(d.descriptorCount), baseline \(baseline)")
+    }
+
+    @Test func consoleFollowStreamsAndInputReachesTheGuest() async throws {
+        let d = try DaemonFixture()
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("echo", guest: "echo")).status == 201)
+        let connection = try await APIConnection.connect(socketPath: d.socket)
+        let seen = Collected()
+        let follower = Task { try await connection.stream(.GET, "/v1/vms/echo/console?follow=true") { seen.add($0) } }
+        #expect(d.eventually { seen.text.contains("echo ready") })
+        #expect(d.api("POST", "/v1/vms/echo/console", data: "hi!").status == 204)
+        #expect(d.eventually { seen.text.contains("echo ready\nhi!") }, "streamed: \(seen.text)")
+        #expect(d.api("POST", "/v1/vms/echo/console", data: "q").status == 204)
+        #expect(d.eventually { (d.vm("echo")?["state"] as? String) == "stopped" })
+        #expect(d.api("DELETE", "/v1/vms/echo").status == 204)
+        // Destroying the VM ends the stream.
+        let result = try await follower.value
+        #expect(result.status == 200 && seen.text.hasSuffix("q\nbye\n"))
+    }
+
+    @Test func systemVMsComeFromTheConfigAndOnlyRootTouchesThem() throws {
+        let config = FileManager.default.temporaryDirectory.appendingPathComponent("vmmd-config-\(getpid()).json")
+        defer { try? FileManager.default.removeItem(at: config) }
+        try Data(#"{"system_vms":[{"name":"infra","kernel":"\#(try TestGuests.path("idle"))","memory_mib":16}]}"#.utf8).write(to: config)
+        let d = try DaemonFixture(config: config.path)
+        chmod(d.socket, 0o666)
+        #expect(d.eventually { d.vm("infra", query: "?owner=system")?["state"] as? String == "running" })
+        let info = try #require(d.vm("infra", query: "?owner=system"))
+        #expect(info["owner_uid"] is NSNull && info["lifetime"] as? String == "system")
+        #expect(d.vmNames(asUID: 4242).isEmpty)
+        #expect(d.api("DELETE", "/v1/vms/infra?owner=system", asUID: 4242).status == 404)
+        #expect(d.api("POST", "/v1/vms/infra/actions/pause?owner=system").status == 200)
+        #expect(d.api("DELETE", "/v1/vms/infra?owner=system").status == 204)
+    }
+
+    @Test func sigtermShutsDownCleanly() throws {
+        let d = try DaemonFixture()
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("a", guest: "idle", lifetime: "persistent")).status == 201)
+        let worker = try #require(d.vm("a")?["worker_pid"] as? Int)
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("b", guest: "idle")).status == 201)
+        #expect(d.stop() == 0)
+        #expect(!FileManager.default.fileExists(atPath: d.socket))
+        #expect(!FileManager.default.fileExists(atPath: "/proc/\(worker)"))
+        #expect(d.log.contains("vmmd stopped"))
+    }
+
+    @Test func metricsVersionAndCapabilities() throws {
+        let d = try Self.shared()
+        #expect(d.api("GET", "/v1/version").body.contains(#""api":"v1""#))
+        let caps = d.api("GET", "/v1/capabilities")
+        #expect(caps.status == 200 && caps.body.contains("USER_MEMORY"))
+        let metrics = d.api("GET", "/metrics")
+        #expect(metrics.status == 200 && metrics.body.contains("vmmd_http_requests_total") && metrics.body.contains("vmmd_vms{state=\"running\"}"))
+    }
+
+    /// Every endpoint's answers, checked against docs/api/openapi.yaml by a real
+    /// validator (openapi-spec-validator / openapi-schema-validator).
+    @Test func responsesMatchTheOpenAPIContract() throws {
+        let d = try DaemonFixture()
+        _ = ContractRecorder.shared.drain()
+        d.api("GET", "/v1/version", record: "/v1/version")
+        d.api("GET", "/v1/capabilities", record: "/v1/capabilities")
+        d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("c1", guest: "idle", extra: #","start":false"#), record: "/v1/vms")
+        d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("c1", guest: "idle"), record: "/v1/vms")
+        d.api("POST", "/v1/vms", json: #"{"name":"c2","kernel":"/etc/passwd"}"#, record: "/v1/vms")
+        d.api("POST", "/v1/vms", json: #"{"name":"c2","kernel":"/k","x":1}"#, record: "/v1/vms")
+        d.api("GET", "/v1/vms", record: "/v1/vms")
+        d.api("GET", "/v1/vms/c1", record: "/v1/vms/{name}")
+        d.api("GET", "/v1/vms/nope", record: "/v1/vms/{name}")
+        for action in ["start", "pause", "resume", "reset", "kill", "kill"] {
+            d.api("POST", "/v1/vms/c1/actions/\(action)", record: "/v1/vms/{name}/actions/{action}")
+        }
+        d.api("POST", "/v1/vms/c1/actions/start", record: "/v1/vms/{name}/actions/{action}")
+        d.api("GET", "/v1/vms/c1/stats", record: "/v1/vms/{name}/stats")
+        d.api("POST", "/v1/vms/c1/console", data: "x", record: "/v1/vms/{name}/console")
+        d.api("GET", "/v1/vms/c1", record: "/v1/vms/{name}")
+        d.api("GET", "/v1/vms", record: "/v1/vms")
+        d.api("DELETE", "/v1/vms/c1", record: "/v1/vms/{name}")
+        d.api("DELETE", "/v1/vms/c1", record: "/v1/vms/{name}")
+        let responses = d.directory.appendingPathComponent("responses.jsonl")
+        try Data(ContractRecorder.shared.drain().utf8).write(to: responses)
+        let r = runProcess("/usr/bin/env", ["python3", packageRoot.appendingPathComponent("scripts/check-openapi.py").path,
+                                            packageRoot.appendingPathComponent("docs/api/openapi.yaml").path, responses.path])
+        #expect(r.status == 0, "\(r.output)")
+        #expect(r.output.contains("valid OpenAPI") && r.output.contains("0 problems"))
+    }
+
+    /// One daemon for the tests that leave nothing behind.
+    private static let sharedDaemon = Result { try DaemonFixture() }
+    static func shared() throws -> DaemonFixture { try sharedDaemon.get() }
+}
+
+/// Bytes gathered from a stream on another thread.
+final class Collected: @unchecked Sendable {
+    private let lock = NSLock()
+    private var bytes: [UInt8] = []
+    func add(_ chunk: [UInt8]) { lock.lock(); bytes += chunk; lock.unlock() }
+    var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: bytes, as: UTF8.self) }
+}
