@@ -40,10 +40,11 @@ public enum BootLayout {
     public static let highMemoryStart: UInt64 = 0x100000
     /// The smallest RAM a guest can be booted with here: boot data below 1 MiB, kernel above.
     public static let minimumRAM: UInt64 = 2 << 20
-    /// Boot data ranges a kernel segment must not overlap.
+    /// Boot data ranges an ELF kernel segment must not overlap. (The bzImage page tables
+    /// are not among them: only the bzImage loader writes them, and its kernel sits at
+    /// 1 MiB or above.)
     static let reserved: [(String, UInt64, UInt64)] = [
         ("GDT", gdt.raw, 0x28), ("boot info and memory map", bootInfo.raw, 0x2000),
-        ("page tables", pageTables.raw, UInt64(IdentityPageTables.size)),
         ("command line", commandLine.raw, UInt64(commandLineLimit)),
     ]
 }
