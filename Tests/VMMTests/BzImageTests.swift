@@ -170,7 +170,10 @@ struct FakeBzImage {
         let small = try GuestMemory.create(ramSize: 16 << 20)
         var big = FakeBzImage()
         big.initSize = 0x100_0000             // 16 MiB from pref_address 16 MiB: beyond RAM
-        #expect(throws: BootError.self) { try BzImageLoader.load(BootRequest(kernel: big.bytes()), into: small) }
+        #expect(throws: BootError.notEnoughRAM(address: 0x100_0000, size: 0x100_0000)) {
+            try BzImageLoader.load(BootRequest(kernel: big.bytes()), into: small)
+        }
+        #expect(BootError.notEnoughRAM(address: 0x100_0000, size: 0x3378000).description.hasSuffix("at least 68 MiB"))
 
         var short = FakeBzImage()
         short.commandLineSize = 10

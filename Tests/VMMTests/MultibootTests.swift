@@ -88,6 +88,10 @@ func multibootHeader(flags: UInt32, checksum: UInt32? = nil, header: UInt32 = 0x
         #expect(throws: BootError.self) { try MultibootLoader.load(BootRequest(kernel: high), into: memory) }
         let lowData = multibootHeader(flags: 1 << 16, header: 0x6000, load: 0x6000, entry: 0x6020)  // over the boot info
         #expect(throws: BootError.self) { try MultibootLoader.load(BootRequest(kernel: lowData), into: memory) }
+        // No a.out kludge and not an ELF: says both.
+        #expect(throws: BootError.badFormat("a multiboot kernel without the a.out kludge (flag 16) must be an ELF; image is truncated: ELF identification extends past the end of the file")) {
+            try MultibootLoader.load(BootRequest(kernel: multibootHeader(flags: 0).prefix(12) + []), into: memory)
+        }
     }
 
     @Test func formatDetection() throws {

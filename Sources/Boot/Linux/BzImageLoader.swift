@@ -39,7 +39,7 @@ public enum BzImageLoader {
         let needed = runtime + UInt64(header.initSize)
         guard let (segment, _) = try? memory.resolve(GuestAddress(runtime), length: UInt64(header.initSize)),
               segment.kind == .systemRAM else {
-            throw BootError.segmentOutsideRAM(index: 0, address: runtime, size: UInt64(header.initSize))
+            throw BootError.notEnoughRAM(address: runtime, size: UInt64(header.initSize))
         }
         try BootData.checkLoadable(index: 0, address: address, size: UInt64(kernel.count), in: memory)
         try BootError.memory { try memory.load(Array(kernel), at: GuestAddress(address)) }

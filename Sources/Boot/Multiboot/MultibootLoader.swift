@@ -27,8 +27,8 @@ public enum MultibootLoader {
             kernelEnd = layout.bssEnd
         } else {
             let image: ELFImage
-            do { image = try ELFImage(bytes: request.kernel) } catch BootError.badFormat(let why) {
-                throw BootError.badFormat("multiboot kernel without the a.out kludge must be an ELF: \(why)")
+            do { image = try ELFImage(bytes: request.kernel) } catch let error as BootError {
+                throw BootError.badFormat("a multiboot kernel without the a.out kludge (flag 16) must be an ELF; \(error)")
             }
             kernelEnd = try BootData.loadSegments(of: image, into: memory)
             entry = image.physicalEntry
