@@ -73,8 +73,14 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
-        // One VM per process, started by vmmd. Deliberately without Foundation.
-        .executableTarget(name: "VMMWorker", dependencies: ["VMM", "KVM", "GuestMemory", "Devices", "WorkerProtocol", "CSys"]),
+        // One VM per process, started by vmmd. Deliberately without Foundation, and
+        // linked statically: no shared Swift runtime to map and relocate per worker,
+        // which keeps its resident size (the per-VM overhead) small.
+        .executableTarget(
+            name: "VMMWorker",
+            dependencies: ["VMM", "KVM", "GuestMemory", "Devices", "WorkerProtocol", "CSys"],
+            linkerSettings: [.unsafeFlags(["-static-executable"])]
+        ),
         .executableTarget(
             name: "vmmctl",
             dependencies: [
@@ -94,7 +100,8 @@ let package = Package(
         ),
         .executableTarget(
             name: "VMMBench",
-            dependencies: ["VMM", "KVM", "Boot", "Devices", "Hypercalls", "GuestMemory", "KVMRef"]
+            dependencies: ["VMM", "KVM", "Boot", "Devices", "Hypercalls", "GuestMemory", "KVMRef", "VMMAPI", "VMMClient",
+                           .product(name: "NIOHTTP1", package: "swift-nio")]
         ),
         .testTarget(
             name: "VMMTests",

@@ -4,6 +4,10 @@
 #   qemu-system-x86 - the reference VMM the guests are compared against
 #   acpica-tools    - iasl, which disassembles the generated ACPI tables in a test
 #   cpio, lz4       - scripts/fetch-linux.sh: the initramfs and the kernel's payload
+#   curl           - the daemon tests talk to vmmd with `curl --unix-socket`
+#   util-linux     - setpriv, to run a client as a second user
+# and, with pip, the OpenAPI validators the contract test uses
+# (openapi-spec-validator, which brings openapi-schema-validator, and PyYAML).
 # Needs root (or sudo) and apt; does nothing when everything is already there.
 set -eu
 need=()
@@ -13,7 +17,17 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 command -v iasl >/dev/null 2>&1 || need+=(acpica-tools)
 command -v cpio >/dev/null 2>&1 || need+=(cpio)
 command -v lz4 >/dev/null 2>&1 || need+=(lz4)
-[ ${#need[@]} -eq 0 ] && exit 0
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
+
+python_deps() {
+    python3 -c 'import yaml, openapi_spec_validator, openapi_schema_validator, referencing' 2>/dev/null && return 0
+    echo "install-deps: installing the OpenAPI validators with pip" >&2
+    python3 -m pip install --quiet openapi-spec-validator pyyaml 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages openapi-spec-validator pyyaml
+}
+if [ ${#need[@]} -eq 0 ]; then python_deps; exit 0; fi
 if ! command -v apt-get >/dev/null 2>&1; then
     echo "install-deps: missing ${need[*]} and no apt-get; install them by hand" >&2
     exit 1
@@ -23,3 +37,4 @@ sudo=""
 echo "install-deps: installing ${need[*]}" >&2
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+python_deps

@@ -35,6 +35,8 @@ struct Options {
     var vms = 20
     var pairs = 40
     var batch: UInt32 = 5000
+    var daemonVMs = 300
+    var concurrency = 8
 
     init(_ args: [String]) {
         var i = 0
@@ -45,6 +47,8 @@ struct Options {
             case "--vms": vms = max(1, Int(args[i + 1]) ?? vms)
             case "--pairs": pairs = max(1, Int(args[i + 1]) ?? pairs)
             case "--batch": batch = max(1, UInt32(args[i + 1]) ?? batch)
+            case "--daemon-vms": daemonVMs = max(1, Int(args[i + 1]) ?? daemonVMs)
+            case "--concurrency": concurrency = max(1, Int(args[i + 1]) ?? concurrency)
             default: break
             }
             i += 2
@@ -302,4 +306,40 @@ print(String(format: "  create/run/destroy (%d VMs): C %.2f ms/VM, swift-vmm %.2
              options.vms, median(cLife) / 1e6, median(swiftLife) / 1e6, lifeRatio, lifeRatio <= 1.5 ? "MET" : "MISSED"))
 print(String(format: "  paired per-round ratios (median): exit %.3f, hypercall %.3f, lifecycle %.3f",
              pairedRatio(swiftExit, cExit), pairedRatio(swiftCall, cCall), pairedRatio(swiftLife, cLife)))
+
+// MARK: - The daemon
+
+print("vmmd (\(options.daemonVMs) managed VMs, \(options.concurrency) clients at a time: create hello over the API, wait for power-off, destroy):")
+let daemonFigures: DaemonBenchmark.Figures
+do {
+    let done = DispatchSemaphore(value: 0)
+    let box = ResultBox()
+    // Detached: top-level code is main-actor code, and the main thread is about to block.
+    Task.detached {
+        do {
+            box.result = .success(try await DaemonBenchmark(work: work, vms: options.daemonVMs, concurrency: options.concurrency).run())
+        } catch {
+            box.result = .failure(error)
+        }
+        done.signal()
+    }
+    done.wait()
+    guard let result = box.result else { die("the daemon benchmark did not finish") }
+    daemonFigures = try result.get()
+} catch {
+    die("daemon benchmark: \(error)")
+}
+let cVMsPerSecond = 1e9 / median(cLife)
+print(String(format: "  %.0f VMs/s (target >= 100) %@; C reference create/run/destroy in one process, one at a time: %.0f VMs/s (ratio %.2f)",
+             daemonFigures.vmsPerSecond, daemonFigures.vmsPerSecond >= 100 ? "MET" : "MISSED", cVMsPerSecond,
+             daemonFigures.vmsPerSecond / cVMsPerSecond))
+print(String(format: "  latency create -> destroyed: p50 %.1f ms, p99 %.1f ms; the create call alone: p50 %.1f ms, p99 %.1f ms",
+             daemonFigures.p50, daemonFigures.p99, daemonFigures.createP50, daemonFigures.createP99))
+print(String(format: "  worker memory beyond guest RAM: RSS %.2f MiB (target <= 4) %@; private dirty %.2f MiB; PSS with two workers %.2f MiB",
+             Double(daemonFigures.rssOverheadKiB) / 1024, daemonFigures.rssOverheadKiB <= 4096 ? "MET" : "MISSED",
+             Double(daemonFigures.privateKiB) / 1024, Double(daemonFigures.pssKiB) / 1024))
 sh(["rm", "-rf", work])
+
+final class ResultBox: @unchecked Sendable {
+    var result: Result<DaemonBenchmark.Figures, Error>?
+}

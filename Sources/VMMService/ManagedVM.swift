@@ -47,7 +47,6 @@ final class ManagedVM: Sendable {
         var statsWaiters: [UInt32: CheckedContinuation<[StatisticLine], Error>] = [:]
         var nextStatsID: UInt32 = 0
         var exitWaiters: [CheckedContinuation<Void, Never>] = []
-        var workersStarted = 0
         /// pidfd of the creator, for the `process` lifetime.
         var creatorPidfd: Int32?
     }

@@ -7,8 +7,6 @@ public struct ServiceConfig: Sendable {
     public var stateDirectory: String
     /// The `vmm-worker` executable.
     public var workerExecutable: String
-    /// Where workers' stdout/stderr go (the daemon's stderr by default).
-    public var workerLogFD: Int32 = 2
     /// VMs that belong to no client: created when the daemon starts.
     public var systemVMs: [CreateVMRequest] = []
     /// How long a worker may take to build its machine.

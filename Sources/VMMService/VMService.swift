@@ -21,6 +21,7 @@ public final class VMService: Sendable {
     let group: EventLoopGroup
     let logger: Logger
     let watcher: ProcessWatcher
+    let spawner: WorkerSpawner
     let store: StateStore
     private let registry = Mutex<[VMKey: ManagedVM]>([:])
 
@@ -35,6 +36,7 @@ public final class VMService: Sendable {
         self.group = group
         self.logger = logger
         self.watcher = try ProcessWatcher()
+        self.spawner = try WorkerSpawner()
         self.store = try StateStore(directory: config.stateDirectory)
     }
 
@@ -134,7 +136,7 @@ public final class VMService: Sendable {
         let worker: WorkerProcess
         do {
             worker = try await WorkerProcess.spawn(
-                executable: config.workerExecutable, setup: vm.setup,
+                executable: config.workerExecutable, spawner: spawner, setup: vm.setup,
                 descriptors: [kvm.rawDescriptor] + vm.memory.descriptors + vm.imageFDs, group: group,
                 onMessage: { [weak vm] in vm?.handle($0) },
                 onClose: { [weak vm] why in
@@ -150,7 +152,6 @@ public final class VMService: Sendable {
             s.worker = worker
             s.phase = .creating
             s.setupFailure = nil
-            s.workersStarted += 1
         }
         watcher.watch(worker.pidfd) { [weak self, weak vm] in
             // The process is gone, but its last messages (a setup failure, the final
@@ -158,7 +159,7 @@ public final class VMService: Sendable {
             // first, with a bound in case it does not close by itself.
             let channel = worker.channel
             let drained = channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
-            channel.closeFuture.whenComplete { _ in
+            channel.closeFuture.whenComplete { [weak self, weak vm] _ in
                 drained.cancel()
                 guard let vm else { return }
                 let wasRunning = vm.phase != .creating
@@ -359,5 +360,6 @@ public final class VMService: Sendable {
             vm.release()
         }
         watcher.shutdown()
+        spawner.shutdown()
     }
 }

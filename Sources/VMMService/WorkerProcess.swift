@@ -21,14 +21,14 @@ final class WorkerProcess: Sendable {
     /// Starts a worker, sends it `setup` with `descriptors` (SCM_RIGHTS) and wires its
     /// link into `group`. The descriptors stay the caller's (the kernel duplicates them
     /// into the worker).
-    static func spawn(executable: String, setup: WorkerSetup, descriptors: [Int32], group: EventLoopGroup,
+    static func spawn(executable: String, spawner: WorkerSpawner, setup: WorkerSetup, descriptors: [Int32], group: EventLoopGroup,
                       onMessage: @escaping @Sendable (WorkerMessage) -> Void,
                       onClose: @escaping @Sendable (String?) -> Void) async throws -> WorkerProcess {
         var pair: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
             throw ServiceError.system("socketpair", errno)
         }
-        let pid = csys_spawn_worker(executable, pair[1], STDERR_FILENO)
+        let pid = await spawner.spawn(executable: executable, controlFD: pair[1], logFD: STDERR_FILENO)
         close(pair[1])
         guard pid > 0 else {
             close(pair[0])

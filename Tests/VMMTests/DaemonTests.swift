@@ -71,6 +71,31 @@ struct DaemonTests {
         #expect(d.eventually(1) { d.vmNames().isEmpty }, "the VM outlived its connection")
     }
 
+    @Test func vmmctlCreateWithConnectionLifetimeStaysAttached() throws {
+        let d = try DaemonFixture()
+        let ctl = Process()
+        ctl.executableURL = URL(fileURLWithPath: DaemonFixture.vmmctl)
+        ctl.arguments = ["create", "att", "--kernel", try TestGuests.path("echo"), "--memory", "16",
+                         "--lifetime", "connection", "--socket", d.socket]
+        let input = Pipe(), output = Pipe()
+        ctl.standardInput = input
+        ctl.standardOutput = output
+        ctl.standardError = FileHandle.nullDevice
+        try ctl.run()
+        let seen = Collected()
+        output.fileHandleForReading.readabilityHandler = { seen.add([UInt8]($0.availableData)) }
+        defer { output.fileHandleForReading.readabilityHandler = nil }
+        #expect(d.eventually { seen.text.contains("echo ready") }, "attached output: \(seen.text)")
+        // Keystrokes reach the guest and its echo comes back on the same terminal.
+        input.fileHandleForWriting.write(Data("abc".utf8))
+        #expect(d.eventually { seen.text.contains("echo ready\nabc") }, "attached output: \(seen.text)")
+        // Ctrl-] detaches: vmmctl ends, the connection closes, the VM goes.
+        input.fileHandleForWriting.write(Data([0x1D]))
+        ctl.waitUntilExit()
+        #expect(ctl.terminationStatus == 0)
+        #expect(d.eventually(1) { d.vmNames().isEmpty })
+    }
+
     @Test func processLifetimeEndsWithTheProcess() throws {
         let d = try DaemonFixture()
         // curl is the creating process: it exits right after the answer.
@@ -221,6 +246,15 @@ struct DaemonTests {
         #expect(d.api("DELETE", "/v1/vms/infra?owner=system", asUID: 4242).status == 404)
         #expect(d.api("POST", "/v1/vms/infra/actions/pause?owner=system").status == 200)
         #expect(d.api("DELETE", "/v1/vms/infra?owner=system").status == 204)
+    }
+
+    /// PR_SET_PDEATHSIG fires when the *thread* that spawned a worker exits; pool
+    /// threads retire after ~5 idle seconds. A worker must outlive that.
+    @Test func workersOutliveIdleDaemonThreads() throws {
+        let d = try DaemonFixture()
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("long", guest: "idle")).status == 201)
+        sleep(7)
+        #expect(d.vm("long")?["state"] as? String == "running", "\(d.vm("long") ?? [:])")
     }
 
     @Test func sigtermShutsDownCleanly() throws {

@@ -1,0 +1,134 @@
+import Foundation
+import NIOHTTP1
+import VMMAPI
+import VMMClient
+
+/// vmmd under load: `vms` managed VMs, `concurrency` at a time, each created through
+/// the API (hello guest, started), followed until the guest has powered off, then
+/// destroyed; and the resident size of one worker beyond its guest memory.
+struct DaemonBenchmark {
+    let work: String
+    let vms: Int
+    let concurrency: Int
+
+    struct Figures {
+        var vmsPerSecond: Double
+        var p50: Double, p99: Double          // ms, create → destroyed
+        var createP50: Double, createP99: Double
+        var rssOverheadKiB: Int, privateKiB: Int, pssKiB: Int
+    }
+
+    func run() async throws -> Figures {
+        let bin = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+        for tool in ["vmmd", "vmm-worker"] where !FileManager.default.isExecutableFile(atPath: bin + "/" + tool) {
+            die("\(bin)/\(tool) is missing: build everything first (swift build -c release)")
+        }
+        let socket = work + "/vmmd.sock"
+        let daemon = Process()
+        daemon.executableURL = URL(fileURLWithPath: bin + "/vmmd")
+        daemon.arguments = ["--socket", socket, "--state-dir", work + "/state", "--log-level", "warning"]
+        try daemon.run()
+        defer { daemon.terminate(); daemon.waitUntilExit() }
+        var up = false
+        for _ in 0 ..< 200 where !up {
+            if let c = try? await APIConnection.connect(socketPath: socket) { await c.close(); up = true } else { usleep(20_000) }
+        }
+        guard up else { die("vmmd did not start") }
+
+        let hello = work + "/hello.elf"
+        // Warm-up: page cache for the worker binary and the guest.
+        _ = try await lifecycle(socket: socket, name: "warm", kernel: hello)
+
+        let next = Counter()
+        let t0 = Date()
+        let results = try await withThrowingTaskGroup(of: [(Double, Double)].self) { group in
+            for _ in 0 ..< concurrency {
+                group.addTask {
+                    var mine: [(Double, Double)] = []
+                    while let i = next.take(below: vms) {
+                        mine.append(try await lifecycle(socket: socket, name: "bench-\(i)", kernel: hello))
+                    }
+                    return mine
+                }
+            }
+            var all: [(Double, Double)] = []
+            for try await part in group { all += part }
+            return all
+        }
+        let wall = Date().timeIntervalSince(t0)
+        let totals = results.map(\.0).sorted(), creates = results.map(\.1).sorted()
+        func pct(_ v: [Double], _ p: Double) -> Double { v[min(v.count - 1, Int(Double(v.count) * p))] }
+
+        let (rss, priv, pss) = try await workerMemory(socket: socket, kernel: work + "/idle.elf")
+        return Figures(vmsPerSecond: Double(results.count) / wall, p50: pct(totals, 0.5), p99: pct(totals, 0.99),
+                       createP50: pct(creates, 0.5), createP99: pct(creates, 0.99),
+                       rssOverheadKiB: rss, privateKiB: priv, pssKiB: pss)
+    }
+
+    /// One managed VM's life; returns (ms create → destroyed, ms for the create call).
+    func lifecycle(socket: String, name: String, kernel: String) async throws -> (Double, Double) {
+        let c = try await APIConnection.connect(socketPath: socket)
+        defer { Task { await c.close() } }
+        let body = Array(#"{"name":"\#(name)","kernel":"\#(kernel)","memory_mib":32,"lifetime":"connection"}"#.utf8)
+        let t0 = Date()
+        let created = try await c.request(.POST, "/v1/vms", body: body)
+        guard created.status == 201 else { die("create \(name): \(created.status) \(created.text)") }
+        let t1 = Date()
+        while true {
+            let info = try await c.call(.GET, "/v1/vms/\(name)", as: VMInfo.self)
+            if info.state == .stopped { break }
+            guard info.state == .running else { die("\(name) is \(info.state)") }
+            try await Task.sleep(nanoseconds: 1_000_000)
+        }
+        let destroyed = try await c.request(.DELETE, "/v1/vms/\(name)")
+        guard destroyed.status == 204 else { die("destroy \(name): \(destroyed.status)") }
+        let t2 = Date()
+        return (t2.timeIntervalSince(t0) * 1000, t1.timeIntervalSince(t0) * 1000)
+    }
+
+    /// RSS beyond guest memory (memfd pages) of an idle VM's worker, from smaps, with
+    /// its dirty private part (what no other worker can share: heap, stacks, written
+    /// data) and PSS (its share of pages it maps together with a second idle worker).
+    func workerMemory(socket: String, kernel: String) async throws -> (Int, Int, Int) {
+        let c = try await APIConnection.connect(socketPath: socket)
+        var pid: Int32 = 0
+        for name in ["idle-1", "idle-2"] {
+            let body = Array(#"{"name":"\#(name)","kernel":"\#(kernel)","memory_mib":64,"lifetime":"connection"}"#.utf8)
+            let info = try await c.call(.POST, "/v1/vms", json: body, as: VMInfo.self)
+            guard let p = info.workerPID else { die("no worker pid") }
+            pid = p
+        }
+        try await Task.sleep(nanoseconds: 500_000_000)
+        sh(["sync"])   // freshly built binaries have dirty page-cache pages that smaps shows as private
+        let smaps = (try? String(contentsOfFile: "/proc/\(pid)/smaps", encoding: .utf8)) ?? ""
+        var rss = 0, guest = 0, priv = 0, pss = 0, inGuest = false
+        for line in smaps.split(separator: "\n") {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            if let first = f.first, first.contains("-"), !first.hasSuffix(":") {
+                inGuest = line.contains("/memfd:vmm:")
+                continue
+            }
+            guard f.count >= 2, let kib = Int(f[1]) else { continue }
+            switch f[0] {
+            case "Rss:": rss += kib; if inGuest { guest += kib }
+            case "Private_Dirty:": if !inGuest { priv += kib }
+            case "Pss:": if !inGuest { pss += kib }
+            default: break
+            }
+        }
+        await c.close()
+        return (rss - guest, priv, pss)
+    }
+}
+
+/// Hands out VM numbers to the concurrent clients.
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    func take(below limit: Int) -> Int? {
+        lock.lock(); defer { lock.unlock() }
+        guard value < limit else { return nil }
+        value += 1
+        return value - 1
+    }
+}
