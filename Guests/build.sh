@@ -34,13 +34,22 @@ run() {
 LDFLAGS="--fatal-warnings --no-warn-rwx-segments -z noexecstack"
 
 # 32-bit assembly guests, all with the shared pvh.ld except smp.
-for g in hello exit triple int3 reset halt hostile bench smp hypercall hypercall-ring3 echo idle; do
+for g in hello exit triple int3 reset halt hostile bench smp hypercall hypercall-ring3 echo idle uart-irq; do
     current=$g
     script=pvh.ld
     [ "$g" = smp ] && script=pvh-smp.ld
     run as --32 --fatal-warnings -I "$src" -o "$obj/$g.o" "$src/$g.S"
     run ld -m elf_i386 $LDFLAGS -T "$src/$script" -o "$out/$g.elf" "$obj/$g.o"
 done
+
+# The multiboot kernel: an ELF, and a flat binary placed by the a.out kludge.
+current=multiboot
+run as --32 --fatal-warnings -I "$src" -o "$obj/multiboot.o" "$src/multiboot.S"
+run ld -m elf_i386 $LDFLAGS -T "$src/multiboot.ld" -o "$out/multiboot.elf" "$obj/multiboot.o"
+current=multiboot-aout
+run as --32 --fatal-warnings --defsym AOUT=1 -I "$src" -o "$obj/multiboot-aout.o" "$src/multiboot.S"
+run ld -m elf_i386 $LDFLAGS -T "$src/multiboot.ld" -o "$obj/multiboot-aout.elf" "$obj/multiboot-aout.o"
+run objcopy -O binary "$obj/multiboot-aout.elf" "$out/multiboot-aout.bin"
 
 # The ELF64 container with 32-bit entry code.
 current=exit64
@@ -57,4 +66,4 @@ run ld -m elf_i386 $LDFLAGS -T "$src/c-hello/link.ld" -o "$out/c-hello.elf" \
     "$obj/c-start.o" "$obj/c-hello.o"
 
 current=""
-echo "built: $(cd "$out" && ls *.elf | tr '\n' ' ')"
+echo "built: $(cd "$out" && ls *.elf *.bin | tr '\n' ' ')"

@@ -2,6 +2,8 @@
 # Installs the Debian packages the tests and benchmarks use, when they are missing:
 #   binutils, gcc  - build the test guests (as, ld, cc) and the C benchmark reference
 #   qemu-system-x86 - the reference VMM the guests are compared against
+#   acpica-tools    - iasl, which disassembles the generated ACPI tables in a test
+#   cpio, lz4       - scripts/fetch-linux.sh: the initramfs and the kernel's payload
 #   curl           - the daemon tests talk to vmmd with `curl --unix-socket`
 #   util-linux     - setpriv, to run a client as a second user
 # and, with pip, the OpenAPI validators the contract test uses
@@ -12,6 +14,9 @@ need=()
 command -v as >/dev/null 2>&1 || need+=(binutils)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+command -v iasl >/dev/null 2>&1 || need+=(acpica-tools)
+command -v cpio >/dev/null 2>&1 || need+=(cpio)
+command -v lz4 >/dev/null 2>&1 || need+=(lz4)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)

@@ -23,6 +23,8 @@ public enum BootError: Error, Equatable, Sendable, CustomStringConvertible {
     case overlap(String)
     /// A guest-memory access the loader made was refused.
     case memory(GuestMemoryError)
+    /// The kernel needs `size` bytes of RAM from `address` (a bzImage's init_size).
+    case notEnoughRAM(address: UInt64, size: UInt64)
 
     public var description: String {
         switch self {
@@ -37,6 +39,9 @@ public enum BootError: Error, Equatable, Sendable, CustomStringConvertible {
         case .implausible(let why): return "image header is implausible: \(why)"
         case .overlap(let what): return "cannot place \(what)"
         case .memory(let e): return "loading into guest memory failed: \(e)"
+        case .notEnoughRAM(let a, let size):
+            let mib = (a + size + (1 << 20) - 1) >> 20
+            return "the kernel needs 0x\(String(size, radix: 16)) bytes of RAM (init_size) from 0x\(String(a, radix: 16)); give the guest at least \(mib) MiB"
         }
     }
 }

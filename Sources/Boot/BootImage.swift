@@ -4,24 +4,44 @@ import GuestMemory
 public enum BootImageFormat: String, Sendable {
     /// ELF with a PVH entry note.
     case pvhELF = "PVH ELF"
+    /// A Linux bzImage (x86 boot protocol 2.10+).
+    case bzImage
+    /// A multiboot (v1) kernel: ELF, or any file with the a.out kludge.
+    case multiboot
 
-    /// Recognises `bytes`, or explains why none of the loaders can boot it.
+    /// Recognises `bytes`, or explains why none of the loaders can boot it. A PVH note
+    /// wins over a multiboot header (it is the more direct entry for the same kernel).
     public static func detect(_ bytes: [UInt8]) throws -> BootImageFormat {
-        guard bytes.count >= 4, bytes[0 ..< 4].elementsEqual([0x7F, 0x45, 0x4C, 0x46]) else {
-            throw BootError.badFormat("neither an ELF image nor another supported kernel format")
-        }
-        let image = try ELFImage(bytes: bytes)
-        guard image.pvhEntry != nil else { throw BootError.missingPVHNote }
-        return .pvhELF
+        if SetupHeader.matches(bytes) { return .bzImage }
+        let isELF = bytes.count >= 4 && bytes[0 ..< 4].elementsEqual([0x7F, 0x45, 0x4C, 0x46])
+        if isELF, try ELFImage(bytes: bytes).pvhEntry != nil { return .pvhELF }
+        if MultibootHeader.find(in: bytes) != nil { return .multiboot }
+        if isELF { throw BootError.missingPVHNote }
+        throw BootError.badFormat("neither a PVH ELF, a bzImage nor a multiboot kernel")
+    }
+}
+
+extension BootImageFormat {
+    /// Xen ELF note XEN_ELFNOTE_GUEST_OS, which Linux's vmlinux sets to "linux".
+    static let xenGuestOSNote: UInt32 = 6
+
+    /// Whether `bytes` is a Linux kernel: a bzImage, or an ELF whose Xen guest-OS note
+    /// says "linux" (a vmlinux built with PVH or Xen support).
+    public static func isLinux(_ bytes: [UInt8]) -> Bool {
+        if SetupHeader.matches(bytes) { return true }
+        guard let elf = try? ELFImage(bytes: bytes) else { return false }
+        return elf.notes.contains { $0.owner == "Xen" && $0.type == xenGuestOSNote && $0.descriptor.starts(with: Array("linux".utf8)) }
     }
 }
 
 /// Loads any supported image: detects the format and runs its loader.
 public enum ImageLoader {
     public static func load(_ request: BootRequest, into memory: GuestMemory) throws -> (BootImageFormat, BootEntry) {
-        switch try BootImageFormat.detect(request.kernel) {
-        case .pvhELF:
-            return (.pvhELF, try PVHLoader.load(request, into: memory))
+        let format = try BootImageFormat.detect(request.kernel)
+        switch format {
+        case .pvhELF: return (format, try PVHLoader.load(request, into: memory))
+        case .bzImage: return (format, try BzImageLoader.load(request, into: memory))
+        case .multiboot: return (format, try MultibootLoader.load(request, into: memory))
         }
     }
 }

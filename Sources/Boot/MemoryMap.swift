@@ -27,6 +27,8 @@ public enum BootLayout {
     public static let memoryMap = GuestAddress(0x6800)
     /// PVH module list.
     public static let moduleList = GuestAddress(0x7000)
+    /// Identity-mapping page tables for a 64-bit entry (`IdentityPageTables`), 24 KiB.
+    public static let pageTables = GuestAddress(0x10000)
     /// Kernel command line (NUL-terminated).
     public static let commandLine = GuestAddress(0x20000)
     /// Longest command line accepted, NUL included.
@@ -38,9 +40,11 @@ public enum BootLayout {
     public static let highMemoryStart: UInt64 = 0x100000
     /// The smallest RAM a guest can be booted with here: boot data below 1 MiB, kernel above.
     public static let minimumRAM: UInt64 = 2 << 20
-    /// Boot data ranges a kernel segment must not overlap.
+    /// Boot data ranges an ELF kernel segment must not overlap. (The bzImage page tables
+    /// are not among them: only the bzImage loader writes them, and its kernel sits at
+    /// 1 MiB or above.)
     static let reserved: [(String, UInt64, UInt64)] = [
-        ("GDT", gdt.raw, 0x20), ("boot info and memory map", bootInfo.raw, 0x2000),
+        ("GDT", gdt.raw, 0x28), ("boot info and memory map", bootInfo.raw, 0x2000),
         ("command line", commandLine.raw, UInt64(commandLineLimit)),
     ]
 }
@@ -68,5 +72,17 @@ extension MemoryMapEntry {
             map.append(MemoryMapEntry(base: BootLayout.highMemoryStart, size: size - BootLayout.highMemoryStart, kind: .ram))
         }
         return map.sorted { $0.base < $1.base }
+    }
+}
+
+extension MemoryMapEntry {
+    /// Writes `map` as { u64 base, u64 length, u32 type } records every `stride` bytes
+    /// from `offset`: the e820 record that boot_params, PVH and multiboot all use.
+    static func put(_ map: [MemoryMapEntry], into w: inout ByteWriter, at offset: Int, stride: Int) {
+        for (i, e) in map.enumerated() {
+            w.put(e.base, at: offset + i * stride)
+            w.put(e.size, at: offset + i * stride + 8)
+            w.put(e.kind.rawValue, at: offset + i * stride + 16)
+        }
     }
 }

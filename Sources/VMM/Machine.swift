@@ -34,6 +34,13 @@ public final class Machine: @unchecked Sendable {
     /// Guest resets that were turned into reboots.
     public let reboots = Atomic<UInt64>(0)
 
+    /// Features the CPU template hides that KVM still shows the guest (read back after
+    /// KVM_SET_CPUID2); empty when the template took effect.
+    public private(set) var featuresTemplateCouldNotHide: [CPUFeature] = []
+    /// The command line the kernel gets: the configured one, plus what the CPU template
+    /// asks of a Linux kernel when KVM could not hide a feature (`Machine+Platform`).
+    public private(set) var commandLine = ""
+
     /// The hypercall table when hypercalls are enabled.
     public let hypercalls: HypercallRegistry?
     let vmStatistics: StatisticsFile?
@@ -102,17 +109,22 @@ public final class Machine: @unchecked Sendable {
         supportedCPUID = try self.kvm.supportedCPUID()
         hypercalls = config.hypercalls ? config.hypercallRegistry : nil
         let handler = ExitDispatcher(portIO: portIO, mmio: mmio, machine: relay, memory: memory, hypercalls: hypercalls)
-        let cpuid = CPUIDBuilder.relocatingHypervisorLeaves(supportedCPUID, own: Self.hypercallLeaves(enabled: config.hypercalls))
+        let cpuid = config.cpuTemplate.apply(to: CPUIDBuilder.relocatingHypervisorLeaves(
+            supportedCPUID, own: Self.hypercallLeaves(enabled: config.hypercalls)))
+        let topology = try Self.topology(of: config)
         var runners: [VCPURunner] = []
         var stats: [StatisticsFile?] = []
-        for id in 0 ..< UInt32(config.cpus) {
+        for index in 0 ..< config.cpus {
+            let id = topology.apicID(ofIndex: index)  // the vCPU ID is its initial APIC ID
             let vcpu = try vm.createVCPU(id: id)
-            try vcpu.setCPUID(CPUIDBuilder.entries(supported: cpuid, apicID: id, cpuCount: config.cpus))
+            try vcpu.setCPUID(CPUIDBuilder.entries(supported: cpuid, apicID: id, topology: topology))
             vcpu.setSyncRegisters(config.hypercalls)  // the doorbell reads and writes registers
             runners.append(VCPURunner(vcpu: vcpu, handler: handler))
             stats.append(try? vcpu.openStatistics())
         }
         vcpus = runners
+        featuresTemplateCouldNotHide = try Self.checkTemplate(config, on: runners[0].vcpu)
+        commandLine = Self.commandLine(config, templateCouldNotHide: featuresTemplateCouldNotHide)
         vcpuStatistics = stats
         vmStatistics = try? vm.openStatistics()
         bootFormat = .pvhELF
@@ -128,17 +140,20 @@ public final class Machine: @unchecked Sendable {
         guard (1 ... MachineConfig.maxCPUs).contains(config.cpus) else {
             throw MachineError.invalidConfig("cpus must be between 1 and \(MachineConfig.maxCPUs)")
         }
+        _ = try topology(of: config)
     }
 
     /// Resets every vCPU to its power-on state, (re)loads the image and boot data, and
     /// points the boot vCPU at the entry.
     private func loadImage() throws -> BootImageFormat {
-        let request = BootRequest(kernel: config.kernel, initrd: config.initrd, commandLine: config.commandLine)
+        var request = BootRequest(kernel: config.kernel, initrd: config.initrd, commandLine: commandLine)
+        request.rsdp = try writeACPITables()
         let (format, entry) = try ImageLoader.load(request, into: memory)
         let signature = CPUIDBuilder.signature(supportedCPUID)
         for runner in vcpus {
             try runner.vcpu.resetToPowerOnState(isBootstrap: runner.id == 0, cpuSignature: signature,
                                                 hasIRQChip: config.inKernelIRQChip)
+            try FirmwareMSRs.apply(to: runner.vcpu)
         }
         try entry.apply(to: vcpus[0].vcpu)
         return format
@@ -196,7 +211,16 @@ public final class Machine: @unchecked Sendable {
                     bootFormat = try loadImage()
                     serial.reset()
                     reboots.add(1, ordering: .relaxed)
-                    stopState.withLock { $0 = nil }
+                    // An owner's kill that arrived while the reset was handled wins.
+                    let killed = stopState.withLock { s -> Bool in
+                        guard s != .killed else { return true }
+                        s = nil
+                        return false
+                    }
+                    if killed {
+                        running.withLock { $0 = false }
+                        return .killed
+                    }
                     try startVCPUs(paused: false)
                     continue
                 } catch {
@@ -236,6 +260,9 @@ public final class Machine: @unchecked Sendable {
     /// out of the guest. Safe from any thread, including a vCPU's own.
     public func stop(_ reason: StopReason) {
         let first = stopState.withLock { current -> Bool in
+            // A kill overrides a reset not yet turned into a reboot (see waitForStop), so
+            // a guest that keeps resetting can still be stopped; the waiter is already awake.
+            if reason == .killed && current == .reset { current = reason; return false }
             guard current == nil else { return false }
             current = reason
             return true

@@ -1,3 +1,4 @@
+import Boot
 import Devices
 import Hypercalls
 import Logging
@@ -24,6 +25,14 @@ public struct MachineConfig: Sendable {
     /// Use KVM's in-kernel PIC/IOAPIC/LAPIC and PIT. Without it, `hlt` exits to the VMM
     /// (and ends the machine as `.halt`, since nothing could wake the vCPU).
     public var inKernelIRQChip: Bool = true
+    /// How the vCPUs are arranged (CPUID leaves 1, 4, 0BH, 1FH and the MADT); nil means
+    /// one socket of `cpus` single-threaded cores. Its CPU count must equal `cpus`.
+    public var topology: CPUTopology?
+    /// Which CPUID features the guest sees (`CPUTemplate.all`).
+    public var cpuTemplate: CPUTemplate = .host
+    /// Build ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) at boot and pass the RSDP to the
+    /// kernel. Needs the in-kernel irqchip, whose IOAPIC and LAPICs the MADT describes.
+    public var acpi: Bool = true
 
     /// The VM's name: what the `vm_name` hypercall answers and what log lines carry.
     public var name: String = "vm"

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Boot
 import Devices
 import KVM
 import Logging
@@ -26,10 +27,10 @@ struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Boot a kernel in the foreground and run it until the guest stops.")
 
-    @Option(help: "Kernel image: a PVH ELF (vmlinux or a test guest).")
+    @Option(help: "Kernel image: a bzImage (/boot/vmlinuz-*), a PVH ELF (vmlinux, test guests) or a multiboot kernel; the format is detected.")
     var kernel: String
 
-    @Option(help: "Initial ramdisk, handed to the kernel as a PVH module.")
+    @Option(help: "Initial ramdisk (boot_params ramdisk for a bzImage, module 0 for PVH and multiboot).")
     var initrd: String?
 
     @Option(help: "Kernel command line.")
@@ -38,8 +39,14 @@ struct Run: ParsableCommand {
     @Option(help: "Guest RAM in MiB.")
     var memory: UInt64 = 128
 
-    @Option(help: "Number of vCPUs.")
-    var cpus: Int = 1
+    @Option(help: "Number of vCPUs (default 1, or the --topology's count).")
+    var cpus: Int?
+
+    @Option(help: "CPU topology, sockets=S,cores=C,threads=T (CPUID and MADT); the product must equal --cpus, which defaults to it.")
+    var topology: String?
+
+    @Option(help: "CPU template: which CPUID features the guest sees (see `vmmctl cpu-templates`).")
+    var cpuTemplate: String = CPUTemplate.host.name
 
     @Flag(help: "Attach the debug-exit port (0xf4): a write of V ends the VM with status (V << 1) | 1.")
     var debugExit = false
@@ -62,7 +69,18 @@ struct Run: ParsableCommand {
     func run() throws {
         var config = MachineConfig()
         config.memoryMiB = memory
-        config.cpus = cpus
+        do {
+            config.cpuTemplate = try CPUTemplate.named(cpuTemplate)
+            if let topology {
+                let parsed = try CPUTopology(parsing: topology)
+                config.topology = parsed
+                config.cpus = cpus ?? parsed.cpuCount
+            } else {
+                config.cpus = cpus ?? 1
+            }
+        } catch {
+            fail("\(error)")
+        }
         config.commandLine = cmdline
         config.debugExit = debugExit
         config.rebootOnReset = !noReboot

@@ -29,6 +29,11 @@ enum TestGuests {
         return try [UInt8](Data(contentsOf: dir.appendingPathComponent("\(name).elf")))
     }
 
+    /// The bytes of a built guest file named in full (e.g. "multiboot-aout.bin").
+    static func file(_ name: String) throws -> [UInt8] {
+        try [UInt8](Data(contentsOf: directory.get().appendingPathComponent(name)))
+    }
+
     static func path(_ name: String) throws -> String {
         try directory.get().appendingPathComponent("\(name).elf").path
     }

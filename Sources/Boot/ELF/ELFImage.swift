@@ -7,6 +7,7 @@ public struct ELFImage: Sendable {
     /// A PT_LOAD program header.
     public struct Segment: Sendable, Equatable {
         public let physicalAddress: UInt64
+        public let virtualAddress: UInt64
         public let fileOffset: UInt64
         public let fileSize: UInt64
         public let memorySize: UInt64
@@ -58,19 +59,20 @@ public struct ELFImage: Sendable {
             let at = Int(phoff) + i * phentsize
             let what = "program header \(i)"
             let type = try r.u32(at, what)
-            let offset, paddr, filesz, memsz: UInt64
+            let offset, vaddr, paddr, filesz, memsz: UInt64
             if is64 {
-                offset = try r.u64(at + 8, what); paddr = try r.u64(at + 24, what)
+                offset = try r.u64(at + 8, what); vaddr = try r.u64(at + 16, what); paddr = try r.u64(at + 24, what)
                 filesz = try r.u64(at + 32, what); memsz = try r.u64(at + 40, what)
             } else {
-                offset = UInt64(try r.u32(at + 4, what)); paddr = UInt64(try r.u32(at + 12, what))
+                offset = UInt64(try r.u32(at + 4, what)); vaddr = UInt64(try r.u32(at + 8, what))
+                paddr = UInt64(try r.u32(at + 12, what))
                 filesz = UInt64(try r.u32(at + 16, what)); memsz = UInt64(try r.u32(at + 20, what))
             }
             switch type {
             case Self.ptLoad:
                 guard filesz <= memsz else { throw BootError.badFormat("segment \(i): file size exceeds memory size") }
                 _ = try r.slice(offset, filesz, "segment \(i)")
-                if memsz > 0 { segments.append(Segment(physicalAddress: paddr, fileOffset: offset, fileSize: filesz, memorySize: memsz)) }
+                if memsz > 0 { segments.append(Segment(physicalAddress: paddr, virtualAddress: vaddr, fileOffset: offset, fileSize: filesz, memorySize: memsz)) }
             case Self.ptNote:
                 notes += try Self.parseNotes(r.slice(offset, filesz, "note segment \(i)"))
             default:
@@ -101,6 +103,15 @@ public struct ELFImage: Sendable {
             at = Int(next)
         }
         return notes
+    }
+
+    /// The entry as a physical address: e_entry translated through the segment whose
+    /// virtual range holds it (kernels linked high give a virtual entry), else as is.
+    public var physicalEntry: UInt64 {
+        guard let s = segments.first(where: { entry >= $0.virtualAddress && entry - $0.virtualAddress < $0.memorySize }) else {
+            return entry
+        }
+        return s.physicalAddress &+ (entry - s.virtualAddress)
     }
 
     /// The bytes of segment `s` present in the file.

@@ -34,11 +34,7 @@ public struct StartInfo: Sendable, Equatable {
     /// `hvm_memmap_table_entry` array.
     public static func encodeMemoryMap(_ map: [MemoryMapEntry]) -> [UInt8] {
         var w = ByteWriter(size: map.count * memoryMapEntrySize)
-        for (i, e) in map.enumerated() {
-            w.put(e.base, at: i * memoryMapEntrySize)
-            w.put(e.size, at: i * memoryMapEntrySize + 8)
-            w.put(e.kind.rawValue, at: i * memoryMapEntrySize + 16)
-        }
+        MemoryMapEntry.put(map, into: &w, at: 0, stride: memoryMapEntrySize)
         return w.bytes
     }
 

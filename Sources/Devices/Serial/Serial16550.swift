@@ -6,6 +6,13 @@ import Synchronization
 ///
 /// Transmission is instantaneous (THR is always empty), so the transmitter-empty
 /// interrupt re-arms after every write, which is what Linux's 8250 driver expects.
+///
+/// The interrupt output is a level: high while an enabled interrupt is pending, as the
+/// chip's INTR pin. On a PC, MCR.OUT2 gates that pin onto the ISA IRQ line (the line is
+/// cut while OUT2 is 0), which Linux relies on when it probes and enables the IRQ. The
+/// machine drives the in-kernel IOAPIC/PIC with it through KVM_IRQ_LINE; COM1's ISA IRQ 4
+/// is edge-triggered, so each rising edge is one interrupt and the driver's loop (read
+/// IIR until "none pending") drains every condition behind it.
 public final class Serial16550: BusDevice {
     /// COM1's conventional base port and IRQ.
     public static let com1Port: UInt16 = 0x3F8
@@ -24,7 +31,7 @@ public final class Serial16550: BusDevice {
     static let iirFIFOEnabled: UInt8 = 0xC0
     static let lcrDLAB: UInt8 = 0x80
     static let lsrDR: UInt8 = 0x01, lsrOE: UInt8 = 0x02, lsrTHRE: UInt8 = 0x20, lsrTEMT: UInt8 = 0x40
-    static let mcrLoop: UInt8 = 0x10
+    static let mcrLoop: UInt8 = 0x10, mcrOut2: UInt8 = 0x08
 
     struct State {
         var ier: UInt8 = 0
@@ -179,7 +186,7 @@ public final class Serial16550: BusDevice {
     }
 
     private func updateInterrupt(_ s: inout State) {
-        let level = identify(s) != Self.iirNone
+        let level = identify(s) != Self.iirNone && s.mcr & Self.mcrOut2 != 0
         guard level != s.lineLevel else { return }
         s.lineLevel = level
         irq?.set(level)

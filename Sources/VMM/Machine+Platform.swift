@@ -1,0 +1,57 @@
+import Boot
+import Devices
+import GuestMemory
+import KVM
+
+extension Machine {
+    /// The platform the ACPI tables describe: a local APIC per vCPU, the IOAPIC, COM1 on
+    /// IRQ 4 and the `ACPIPowerControl` registers.
+    var acpiPlatform: ACPITables.Platform {
+        ACPITables.Platform(apicIDs: vcpus.map(\.id), powerPort: ACPIPowerControl.defaultPort,
+                            resetValue: ACPIPowerControl.resetValue, s5SleepType: ACPIPowerControl.s5SleepType)
+    }
+
+    /// Writes the ACPI tables and returns the RSDP's address, or nil when the machine has
+    /// no ACPI (turned off, or no in-kernel irqchip for the MADT to describe).
+    func writeACPITables() throws -> GuestAddress? {
+        guard config.acpi, config.inKernelIRQChip else { return nil }
+        return try ACPITables(platform: acpiPlatform).write(into: memory)
+    }
+}
+
+extension Machine {
+    /// The configured topology, or one socket of `cpus` cores; its count must match `cpus`.
+    static func topology(of config: MachineConfig) throws -> CPUTopology {
+        guard let topology = config.topology ?? CPUTopology.flat(cpus: config.cpus) else {
+            throw MachineError.invalidConfig("\(config.cpus) vCPUs do not fit one socket; give a topology")
+        }
+        guard topology.cpuCount == config.cpus else {
+            throw MachineError.invalidConfig("topology \(topology) has \(topology.cpuCount) CPUs, but cpus is \(config.cpus)")
+        }
+        return topology
+    }
+}
+
+extension Machine {
+    /// Reads the boot vCPU's CPUID back and logs the hidden features KVM kept.
+    static func checkTemplate(_ config: MachineConfig, on vcpu: KVMVCPU) throws -> [CPUFeature] {
+        let kept = config.cpuTemplate.featuresStillVisible(in: try vcpu.cpuid())
+        if !kept.isEmpty {
+            let names = kept.map(\.name).joined(separator: " ")
+            config.logger.warning("CPU template \(config.cpuTemplate.name): this KVM still shows the guest \(names) (KVM_SET_CPUID2 could not hide them)")
+        }
+        return kept
+    }
+}
+
+extension Machine {
+    /// The configured command line, plus the Linux parameters the CPU template needs for
+    /// features KVM would not hide (e.g. `noxsave`), for a Linux kernel only.
+    static func commandLine(_ config: MachineConfig, templateCouldNotHide kept: [CPUFeature]) -> String {
+        let extra = config.cpuTemplate.linuxParameters(for: kept)
+            .filter { !config.commandLine.split(separator: " ").contains(Substring($0)) }
+        guard !extra.isEmpty, BootImageFormat.isLinux(config.kernel) else { return config.commandLine }
+        config.logger.warning("CPU template \(config.cpuTemplate.name): added \(extra.joined(separator: " ")) to the Linux command line")
+        return ([config.commandLine] + extra).filter { !$0.isEmpty }.joined(separator: " ")
+    }
+}
