@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "vmm-bench", targets: ["VMMBench"]),
         .executable(name: "vmmd", targets: ["vmmd"]),
         .executable(name: "vmm-worker", targets: ["VMMWorker"]),
+        .executable(name: "vmm-handle-example", targets: ["HandleExample"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -56,7 +57,7 @@ let package = Package(
         ]),
         // An HTTP client for the daemon's Unix socket (vmmctl, tests, benchmark).
         .target(name: "VMMClient", dependencies: [
-            "VMMAPI",
+            "VMMAPI", "KVM", "CSys",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -82,6 +83,13 @@ let package = Package(
             name: "VMMWorker",
             dependencies: ["VMM", "KVM", "GuestMemory", "Devices", "WorkerProtocol", "CSys"],
             linkerSettings: [.unsafeFlags(["-static-executable"])]
+        ),
+        // Example: an unprivileged program that gets a VM handle from vmmd and runs a guest
+        // in its own process.
+        .executableTarget(
+            name: "HandleExample",
+            dependencies: ["VMM", "VMMClient", "Devices", "KVM"],
+            path: "Examples/HandleExample"
         ),
         .executableTarget(
             name: "vmmctl",

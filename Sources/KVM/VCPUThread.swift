@@ -78,6 +78,14 @@ public final class HostThread: @unchecked Sendable {
         pthread_join(handle, nil)
     }
 
+    /// Lets the thread end on its own: its resources go when it returns, and it can no
+    /// longer be joined. For threads nobody waits for (one per connection, say).
+    public func detach() {
+        guard !joined else { return }
+        joined = true
+        pthread_detach(handle)
+    }
+
     /// The calling thread's handle.
     public static var current: pthread_t { pthread_self() }
 }

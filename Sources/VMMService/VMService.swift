@@ -227,6 +227,31 @@ public final class VMService: Sendable {
         }
     }
 
+    // MARK: - Brokered handles
+
+    /// Records a VM its owner will run in-process with a brokered /dev/kvm descriptor:
+    /// name and quota checked and reserved as for a create, lifetime `connection` (the
+    /// handle connection `connection`, which the broker watches).
+    func openHandle(_ request: HandleRequest, caller: Caller, connection: Int32) throws(APIError) -> ManagedVM {
+        try request.validate()
+        let create = request.asCreateRequest
+        let key = VMKey(owner: .user(caller.uid), name: request.name)
+        let vm = ManagedVM(key: key, request: create, lifetime: .connection, opener: caller,
+                           backing: .handle(connection: connection, clientPID: caller.pid))
+        try registry.withLock { r throws(APIError) in
+            guard r.vms[key] == nil, r.reserved[key] == nil else {
+                throw APIError(.nameTaken, "a VM named '\(request.name)' already exists", field: "name")
+            }
+            if caller.uid != 0 {
+                try r.usage(of: key.owner).check(adding: create.memoryMiB, vcpus: create.vcpus,
+                                                 against: config.quotas.quota(for: caller.uid), uid: caller.uid)
+            }
+            r.vms[key] = vm
+        }
+        createdCounter.increment()
+        return vm
+    }
+
     // MARK: - Connection lifetime
 
     private let connectionVMs = Mutex<[ConnectionID: [VMKey]]>([:])
@@ -255,7 +280,7 @@ public final class VMService: Sendable {
     }
 
     func destroy(_ vm: ManagedVM) async {
-        await vm.killWorkerAndWait()
+        if vm.workerResources != nil { await vm.killWorkerAndWait() }
         guard remove(vm) else { return }
         if vm.lifetime == .persistent { store.delete(owner: vm.key.owner, name: vm.key.name) }
         destroyedCounter.increment()

@@ -32,6 +32,17 @@ func workerFail(_ message: String) -> Never {
     exit(2)
 }
 
+// `vmm-worker --print-policy`: the sandbox's allow-list as a Markdown table (the README
+// carries it; a test keeps the two equal).
+if CommandLine.arguments.dropFirst().first == "--print-policy" {
+    print("| system call | allowed | why |")
+    print("|---|---|---|")
+    for entry in SyscallPolicy.entries(ownPID: 0) {
+        print("| `\(entry.name)` | \(SyscallPolicy.describe(entry.rule)) | \(entry.why) |")
+    }
+    exit(0)
+}
+
 bindToParent()
 _ = csys_close_from(controlFD + 1)   // nothing but the link may be inherited
 signal(SIGPIPE, SIG_IGN)

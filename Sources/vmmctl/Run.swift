@@ -121,7 +121,7 @@ func runMachine(_ base: MachineConfig, serial: SerialTarget) -> Int32 {
     } catch {
         fail("\(error)")
     }
-    if case .stdio = serial { forwardStandardInput(to: machine.serial) }
+    if case .stdio = serial { machine.forwardInput(fromDescriptor: STDIN_FILENO) }
     let reason: StopReason
     do {
         reason = try machine.run()
@@ -131,20 +131,6 @@ func runMachine(_ base: MachineConfig, serial: SerialTarget) -> Int32 {
     let status = reason.exitStatus
     printError("vmmctl: \(reason) (exit status \(status))")
     return status
-}
-
-/// Forwards whatever arrives on stdin to the guest's UART, on a background thread.
-func forwardStandardInput(to uart: Serial16550) {
-    // Detached for the life of the process: it ends when stdin does or the process exits.
-    _ = try? HostThread(name: "stdin") {
-        var buffer = [UInt8](repeating: 0, count: 256)
-        while true {
-            let n = read(STDIN_FILENO, &buffer, buffer.count)
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return }
-            uart.enqueueInput(Array(buffer[0 ..< n]))
-        }
-    }
 }
 
 func readFile(_ path: String) throws -> [UInt8] {

@@ -17,14 +17,16 @@ import Glibc
 /// removes the socket.
 final class APIServer: Service {
     let socketPath: String
+    let handleSocketPath: String
     let service: VMService
     let group: EventLoopGroup
     let metrics: DaemonMetrics
     let logger: Logger
     private let connections = ConnectionCounter()
 
-    init(socketPath: String, service: VMService, group: EventLoopGroup, metrics: DaemonMetrics, logger: Logger) {
-        self.socketPath = socketPath; self.service = service; self.group = group
+    init(socketPath: String, handleSocketPath: String, service: VMService, group: EventLoopGroup,
+         metrics: DaemonMetrics, logger: Logger) {
+        self.socketPath = socketPath; self.handleSocketPath = handleSocketPath; self.service = service; self.group = group
         self.metrics = metrics; self.logger = logger
     }
 
@@ -44,11 +46,15 @@ final class APIServer: Service {
             }
             .bind(unixDomainSocketPath: socketPath).get()
         try Self.setSocketPermissions(socketPath, logger: logger)
-        logger.info("vmmd listening", metadata: ["socket": "\(socketPath)", "pid": "\(getpid())"])
+        try Self.removeStaleSocket(handleSocketPath)
+        let broker = try HandleBroker(path: handleSocketPath, service: service, logger: logger)
+        try Self.setSocketPermissions(handleSocketPath, logger: logger)
+        logger.info("vmmd listening", metadata: ["socket": "\(socketPath)", "handles": "\(handleSocketPath)", "pid": "\(getpid())"])
         await service.restore()
 
         try? await gracefulShutdown()
         logger.info("vmmd shutting down")
+        broker.shutdown()
         try? await channel.close().get()
         await service.shutdown()
         unlink(socketPath)

@@ -23,6 +23,9 @@ struct VMMD: AsyncParsableCommand {
     @Option(help: "The API socket.")
     var socket: String = "/run/vmm/vmmd.sock"
 
+    @Option(help: "The socket that hands /dev/kvm descriptors to library users (default: next to --socket, vmmd-handle.sock).")
+    var handleSocket: String?
+
     @Option(help: "Where persistent VMs are recorded.")
     var stateDir: String = "/var/lib/vmm"
 
@@ -75,7 +78,9 @@ struct VMMD: AsyncParsableCommand {
         logger.info("workers run as", metadata: ["uid": "\(serviceConfig.workerUID)", "gid": "\(serviceConfig.workerGID)"])
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let service = try VMService(config: serviceConfig, kvm: kvm, group: group, logger: logger)
-        let server = APIServer(socketPath: socket, service: service, group: group, metrics: metrics, logger: logger)
+        let handles = handleSocket ?? ((socket as NSString).deletingLastPathComponent as NSString).appendingPathComponent("vmmd-handle.sock")
+        let server = APIServer(socketPath: socket, handleSocketPath: handles, service: service, group: group,
+                               metrics: metrics, logger: logger)
         let services = ServiceGroup(configuration: .init(
             services: [.init(service: server)],
             gracefulShutdownSignals: [.sigterm, .sigint],

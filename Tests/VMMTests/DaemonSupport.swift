@@ -13,7 +13,11 @@ final class DaemonFixture: @unchecked Sendable {
     let logPath: String
     private(set) var process: Process?
 
-    init(stateDirectory: String? = nil, config: String? = nil) throws {
+    /// Extra vmmd arguments (e.g. --test-hooks).
+    let extraArguments: [String]
+
+    init(stateDirectory: String? = nil, config: String? = nil, arguments: [String] = []) throws {
+        extraArguments = arguments
         try #require(FileManager.default.isExecutableFile(atPath: Self.vmmd), "vmmd is not built: run `swift build` first")
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("vmmd-test-\(getpid())-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -28,7 +32,7 @@ final class DaemonFixture: @unchecked Sendable {
     func start(config: String? = nil) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Self.vmmd)
-        p.arguments = ["--socket", socket, "--state-dir", stateDirectory] + (config.map { ["--config", $0] } ?? [])
+        p.arguments = ["--socket", socket, "--state-dir", stateDirectory] + (config.map { ["--config", $0] } ?? []) + extraArguments
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()
@@ -45,6 +49,25 @@ final class DaemonFixture: @unchecked Sendable {
     }
 
     var pid: Int32 { process?.processIdentifier ?? -1 }
+    var handleSocket: String { directory.appendingPathComponent("vmmd-handle.sock").path }
+
+    /// A config file in the fixture's directory.
+    static func writeConfig(_ json: String) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("vmmd-config-\(getpid())-\(UUID().uuidString.prefix(8)).json")
+        try Data(json.utf8).write(to: path)
+        return path.path
+    }
+
+    /// The worker of VM `name`, and the inode of its low-RAM memfd (from /proc/PID/maps).
+    func workerAndMemfd(_ name: String, query: String = "") -> (pid: Int, inode: String)? {
+        guard let pid = vm(name, query: query)?["worker_pid"] as? Int,
+              let maps = try? String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8) else { return nil }
+        for line in maps.split(separator: "\n") where line.contains("/memfd:vmm:\(name):ram-low") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            if fields.count >= 5 { return (pid, String(fields[4])) }
+        }
+        return nil
+    }
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     /// SIGTERM, then waits; returns the exit status.

@@ -100,4 +100,19 @@ enum SyscallPolicy {
             Entry(name: "exit_group", number: Int32(SYS_exit_group), rule: .allow, why: "the worker ends"),
         ]
     }
+
+    /// A rule in words, for the README's table.
+    static func describe(_ rule: Rule) -> String {
+        switch rule {
+        case .allow: return "always"
+        case .argumentIn(let index, let values) where index == 0 && values == [0]:
+            return "only for this worker's own pid"
+        case .argumentIn(let index, let values) where values.count == 1:
+            return "only with argument \(index) = \(values[0])"
+        case .argumentIn(let index, _): return "only with the listed values of argument \(index)"
+        case .argumentHasBits(let index, let mask): return "only with bits 0x\(String(mask, radix: 16)) set in argument \(index)"
+        case .argumentLacksBits(let index, let mask): return "only without bits 0x\(String(mask, radix: 16)) in argument \(index)"
+        case .fail(let e): return "fails with errno \(e)"
+        }
+    }
 }

@@ -1,0 +1,198 @@
+import Foundation
+import Testing
+import VMMClient
+import VMMAPI
+
+/// Issue "workers in a sandbox": what a worker may do, reboots that keep guest memory,
+/// quotas, and brokered /dev/kvm handles for unprivileged library users.
+@Suite(.enabled(if: KVMGate.shouldRun, KVMGate.skipReason), .serialized)
+struct SandboxTests {
+    static let otherUID: UInt32 = 4242
+
+    @Test func workerRunsUnprivilegedUnderSeccompWithOnlyItsDescriptors() throws {
+        let d = try DaemonFixture()
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("box", guest: "idle")).status == 201)
+        let pid = try #require(d.vm("box")?["worker_pid"] as? Int)
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        func field(_ name: String) -> [String] {
+            status.split(separator: "\n").first { $0.hasPrefix(name + ":") }?
+                .dropFirst(name.count + 1).split(whereSeparator: { $0 == "\t" || $0 == " " }).map(String.init) ?? []
+        }
+        #expect(field("NoNewPrivs") == ["1"])
+        #expect(field("Seccomp") == ["2"])
+        // vmmd runs as root here, so workers run as nobody (or a vmm-worker user).
+        let uid = try #require(field("Uid").first.flatMap(UInt32.init))
+        #expect(uid != 0 && Set(field("Uid")).count == 1, "Uid: \(field("Uid"))")
+        #expect(field("Groups").isEmpty)
+        // Descriptors: stdio, the control link, /dev/kvm, KVM's own, the memfd. Nothing else.
+        let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")
+        for fd in fds {
+            let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)")) ?? ""
+            let ok = ["0", "1", "2", "3"].contains(fd) || target == "/dev/kvm" || target.hasPrefix("anon_inode:kvm")
+                || target.hasPrefix("/memfd:vmm:box:")
+            #expect(ok, "fd \(fd) -> \(target)")
+        }
+        // It still does its job: pause, resume, statistics, reset.
+        #expect(d.api("POST", "/v1/vms/box/actions/pause").status == 200)
+        #expect(d.api("POST", "/v1/vms/box/actions/resume").status == 200)
+        #expect(d.api("GET", "/v1/vms/box/stats").status == 200)
+        #expect(d.api("POST", "/v1/vms/box/actions/reset").status == 200)
+        #expect(d.eventually { d.api("GET", "/v1/vms/box/console").body == "idle\nidle\n" })
+        #expect(d.vm("box")?["state"] as? String == "running")
+    }
+
+    @Test func aForbiddenSystemCallKillsTheWorkerAndIsReported() throws {
+        let d = try DaemonFixture(arguments: ["--test-hooks"])
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("bad", guest: "idle")).status == 201)
+        #expect(d.api("POST", "/v1/vms/bad/test/forbidden-syscall").status == 204)
+        #expect(d.eventually { d.vm("bad")?["state"] as? String == "crashed" })
+        let exit = try #require(d.vm("bad")?["last_exit"] as? [String: Any])
+        #expect(exit["signal"] as? Int == Int(SIGSYS))
+        #expect((exit["message"] as? String ?? "").contains("sandbox forbids"))
+        // Without --test-hooks the hook does not exist.
+        let plain = try DaemonFixture()
+        #expect(plain.api("POST", "/v1/vms", json: try DaemonFixture.createBody("bad", guest: "idle")).status == 201)
+        #expect(plain.api("POST", "/v1/vms/bad/test/forbidden-syscall").status == 404)
+    }
+
+    @Test func rebootsKeepTheSameGuestMemory() throws {
+        let d = try DaemonFixture()
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("keep", guest: "idle")).status == 201)
+        let before = try #require(d.workerAndMemfd("keep"))
+        // A reset reboots in place: same worker, same memfd, the guest runs again.
+        #expect(d.api("POST", "/v1/vms/keep/actions/reset").status == 200)
+        #expect(d.eventually { d.api("GET", "/v1/vms/keep/console").body == "idle\nidle\n" })
+        let inPlace = try #require(d.workerAndMemfd("keep"))
+        #expect(inPlace.pid == before.pid && inPlace.inode == before.inode)
+        // A new worker (after this one died) maps the memfd the daemon kept.
+        kill(Int32(before.pid), SIGKILL)
+        #expect(d.eventually { d.vm("keep")?["state"] as? String == "crashed" })
+        #expect(d.api("POST", "/v1/vms/keep/actions/start").status == 200)
+        #expect(d.eventually { d.api("GET", "/v1/vms/keep/console").body == "idle\nidle\nidle\n" })
+        let restarted = try #require(d.workerAndMemfd("keep"))
+        #expect(restarted.pid != before.pid && restarted.inode == before.inode)
+
+        // The guest's own resets reboot it too: i8042, and a triple fault under the reboot policy.
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("i8042", guest: "reset")).status == 201)
+        #expect(d.eventually { d.api("GET", "/v1/vms/i8042/console").body == "resetting\nrebooted\n" })
+        #expect(d.eventually { (d.vm("i8042")?["last_exit"] as? [String: Any])?["kind"] as? String == "poweroff" })
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("tf", guest: "triple", extra: #","triple_fault":"reboot""#)).status == 201)
+        #expect(d.eventually { d.api("GET", "/v1/vms/tf/console").body.components(separatedBy: "triple\n").count > 3 })
+        #expect(d.vm("tf")?["state"] as? String == "running")
+        #expect(d.api("DELETE", "/v1/vms/tf").status == 204)
+    }
+
+    @Test func quotasRefuseWithoutHalfCreating() throws {
+        let config = try DaemonFixture.writeConfig("""
+            {"quotas": {"default": {"vms": 1}, "uids": {"\(Self.otherUID)": {"vms": 2, "memory_mib": 40, "vcpus": 3}}}}
+            """)
+        defer { try? FileManager.default.removeItem(atPath: config) }
+        let d = try DaemonFixture(config: config)
+        chmod(d.socket, 0o666)
+        let u = Self.otherUID
+        func create(_ name: String, memory: Int = 16, cpus: Int = 1, asUID: UInt32? = u) -> (Int, String) {
+            let body = #"{"name":"\#(name)","kernel":"\#((try? TestGuests.path("idle")) ?? "")","memory_mib":\#(memory),"vcpus":\#(cpus)}"#
+            let r = d.api("POST", "/v1/vms", json: body, asUID: asUID)
+            return (r.status, r.body)
+        }
+        #expect(create("a").0 == 201)
+        #expect(create("b").0 == 201)
+        let baseline = d.descriptorCount
+        let third = create("c")
+        #expect(third.0 == 429 && third.1.contains("quota_exceeded") && third.1.contains("may hold 2 VMs"), "\(third.1)")
+        #expect(d.api("DELETE", "/v1/vms/b", asUID: u).status == 204)
+        let memory = create("c", memory: 32)
+        #expect(memory.0 == 429 && memory.1.contains(#""field":"memory_mib""#), "\(memory.1)")
+        let cpus = create("c", cpus: 3)
+        #expect(cpus.0 == 429 && cpus.1.contains(#""field":"vcpus""#), "\(cpus.1)")
+        #expect(create("c").0 == 201)
+        // Nothing half-created: exactly a and c, and no descriptor kept for the refusals.
+        #expect(d.vmNames(asUID: u) == ["a", "c"])
+        #expect(d.eventually { d.descriptorCount <= baseline + 6 }, "descriptors \(d.descriptorCount), baseline \(baseline)")
+        // Root is not limited; other users get the default quota.
+        #expect(create("r1", asUID: nil).0 == 201 && create("r2", asUID: nil).0 == 201)
+        #expect(create("x1", asUID: 4343).0 == 201)
+        #expect(create("x2", asUID: 4343).0 == 429)
+    }
+
+    @Test func unprivilegedUserRunsAVMInItsOwnProcessThroughAHandle() throws {
+        let d = try DaemonFixture()
+        chmod(d.handleSocket, 0o666)
+        chmod(d.socket, 0o666)
+        let example = packageRoot.appendingPathComponent(".build/debug/vmm-handle-example").path
+        try #require(FileManager.default.isExecutableFile(atPath: example), "vmm-handle-example is not built")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        p.arguments = ["--reuid", "\(Self.otherUID)", "--regid", "\(Self.otherUID)", "--clear-groups",
+                       example, "--kernel", try TestGuests.path("echo"), "--name", "mine", "--memory", "16",
+                       "--socket", d.handleSocket]
+        let input = Pipe(), output = Pipe()
+        p.standardInput = input
+        p.standardOutput = output
+        p.standardError = output
+        try p.run()
+        let seen = Collected()
+        output.fileHandleForReading.readabilityHandler = { seen.add([UInt8]($0.availableData)) }
+        defer { output.fileHandleForReading.readabilityHandler = nil }
+        #expect(d.eventually { seen.text.contains("echo ready") }, "\(seen.text)")
+        #expect(seen.text.contains("uid \(Self.otherUID) cannot open /dev/kvm"))
+        // The daemon has the name, under that uid, running elsewhere; its owner sees it.
+        let info = try #require(d.vm("mine", query: "?owner=\(Self.otherUID)"))
+        #expect(info["state"] as? String == "external" && info["owner_uid"] as? Int == Int(Self.otherUID))
+        #expect(info["worker_pid"] as? Int != nil && info["lifetime"] as? String == "connection")
+        #expect(d.vmNames(asUID: Self.otherUID) == ["mine"])
+        // A second handle for the same name is refused.
+        let again = d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("mine", guest: "idle"), asUID: Self.otherUID)
+        #expect(again.status == 409)
+        // The guest ends; the process exits; the name is gone.
+        input.fileHandleForWriting.write(Data("q".utf8))
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0, "\(seen.text)")
+        #expect(seen.text.contains("vm 'mine' ended: guest powered off"))
+        #expect(d.eventually(1) { d.vmNames(asUID: Self.otherUID).isEmpty })
+    }
+
+    @Test(arguments: [
+        (#"{"name":"h","bogus":1}"#, "unknown_field"),
+        (#"{"name":"h","reserved":7}"#, "reserved_nonzero"),
+        (#"{"name":"h","flags":1}"#, "reserved_nonzero"),
+        (#"{"name":"../h"}"#, "invalid_field"),
+        (#"{"name":"h","memory_mib":0}"#, "invalid_field"),
+        (#"not json"#, "invalid_json"),
+    ])
+    func handleRequestsFollowTheABIRules(line: String, code: String) throws {
+        let d = try Self.shared()
+        do {
+            _ = try VMHandle.open(requestLine: Array(line.utf8), socketPath: d.handleSocket)
+            Issue.record("\(line) was granted")
+        } catch let error as APIError {
+            #expect(error.code.rawValue == code, "\(line) -> \(error)")
+        }
+        #expect(d.vmNames().isEmpty)
+    }
+
+    @Test func handleFromTheLibraryIsHeldUntilClosed() throws {
+        let d = try Self.shared()
+        let handle = try VMHandle.open(name: "lib", memoryMiB: 16, socketPath: d.handleSocket)
+        #expect(handle.name == "lib" && handle.ownerUID == 0)
+        #expect((try? handle.kvm.apiVersion()) == 12)
+        #expect(d.vm("lib")?["state"] as? String == "external")
+        #expect(throws: APIError.self) { _ = try VMHandle.open(name: "lib", socketPath: d.handleSocket) }
+        handle.close()
+        #expect(d.eventually(1) { d.vm("lib") == nil })
+    }
+
+    private static let sharedDaemon = Result { try DaemonFixture() }
+    static func shared() throws -> DaemonFixture { try sharedDaemon.get() }
+}
+
+/// The README's table of allowed system calls is the worker's own policy.
+@Test func readmeListsTheSandboxPolicy() throws {
+    let worker = packageRoot.appendingPathComponent(".build/debug/vmm-worker").path
+    let printed = runProcess(worker, ["--print-policy"])
+    #expect(printed.status == 0)
+    let readme = try String(contentsOf: packageRoot.appendingPathComponent("README.md"), encoding: .utf8)
+    for line in printed.stdout.split(separator: "\n") {
+        #expect(readme.contains(line), "README is missing: \(line)")
+    }
+}
