@@ -12,6 +12,8 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/vfs.h>
+#include <linux/openat2.h>
 #include <grp.h>
 #include <pwd.h>
 #include <linux/seccomp.h>
@@ -347,4 +349,50 @@ int csys_accept(int listener)
         if (errno != EINTR)
             return -errno;
     }
+}
+
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+#ifndef F_GET_SEALS
+#define F_GET_SEALS 1034
+#define F_SEAL_SEAL 0x0001
+#endif
+#define CSYS_PROC_SUPER_MAGIC 0x9fa0
+#define CSYS_SYSFS_MAGIC 0x62656572
+
+int csys_open_image(const char *path)
+{
+    struct open_how how;
+    struct statfs fs;
+    int fd, seals;
+
+    memset(&how, 0, sizeof how);
+    how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+    how.resolve = RESOLVE_NO_MAGICLINKS;
+    fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
+    if (fd < 0 && errno == ENOSYS) {
+        if (strncmp(path, "/proc/", 6) == 0 || strncmp(path, "/dev/fd/", 8) == 0)
+            return -EPERM;
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    }
+    if (fd < 0)
+        return errno == ELOOP ? -EPERM : -errno;
+    if (fstatfs(fd, &fs) == 0 && (fs.f_type == CSYS_PROC_SUPER_MAGIC || fs.f_type == CSYS_SYSFS_MAGIC)) {
+        close(fd);
+        return -EPERM;
+    }
+    seals = fcntl(fd, F_GET_SEALS);
+    if (seals >= 0 && !(seals & F_SEAL_SEAL)) {
+        close(fd);
+        return -EPERM;
+    }
+    return fd;
+}
+
+int csys_set_receive_timeout(int sock, int seconds)
+{
+    struct timeval tv = { .tv_sec = seconds, .tv_usec = 0 };
+
+    return setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0 ? 0 : -errno;
 }

@@ -62,19 +62,19 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         name = try c.decode(String.self, forKey: .name)
-        memoryMiB = try c.decodeIfPresent(UInt64.self, forKey: .memoryMiB) ?? 128
-        vcpus = try c.decodeIfPresent(Int.self, forKey: .vcpus) ?? 1
+        memoryMiB = try c.decodeIfGiven(UInt64.self, forKey: .memoryMiB) ?? 128
+        vcpus = try c.decodeIfGiven(Int.self, forKey: .vcpus) ?? 1
         kernel = try c.decode(String.self, forKey: .kernel)
-        initrd = try c.decodeIfPresent(String.self, forKey: .initrd)
-        cmdline = try c.decodeIfPresent(String.self, forKey: .cmdline) ?? ""
-        debugExit = try c.decodeIfPresent(Bool.self, forKey: .debugExit) ?? false
-        hypercalls = try c.decodeIfPresent(Bool.self, forKey: .hypercalls) ?? false
-        noReboot = try c.decodeIfPresent(Bool.self, forKey: .noReboot) ?? false
-        tripleFault = try c.decodeIfPresent(TripleFaultPolicy.self, forKey: .tripleFault) ?? .stop
-        lifetime = try c.decodeIfPresent(Lifetime.self, forKey: .lifetime) ?? .persistent
-        start = try c.decodeIfPresent(Bool.self, forKey: .start) ?? true
-        flags = try c.decodeIfPresent(UInt64.self, forKey: .flags) ?? 0
-        reserved = try c.decodeIfPresent(UInt64.self, forKey: .reserved) ?? 0
+        initrd = try c.decodeIfGiven(String.self, forKey: .initrd)
+        cmdline = try c.decodeIfGiven(String.self, forKey: .cmdline) ?? ""
+        debugExit = try c.decodeIfGiven(Bool.self, forKey: .debugExit) ?? false
+        hypercalls = try c.decodeIfGiven(Bool.self, forKey: .hypercalls) ?? false
+        noReboot = try c.decodeIfGiven(Bool.self, forKey: .noReboot) ?? false
+        tripleFault = try c.decodeIfGiven(TripleFaultPolicy.self, forKey: .tripleFault) ?? .stop
+        lifetime = try c.decodeIfGiven(Lifetime.self, forKey: .lifetime) ?? .persistent
+        start = try c.decodeIfGiven(Bool.self, forKey: .start) ?? true
+        flags = try c.decodeIfGiven(UInt64.self, forKey: .flags) ?? 0
+        reserved = try c.decodeIfGiven(UInt64.self, forKey: .reserved) ?? 0
     }
 
     /// Limits a request is checked against.

@@ -24,10 +24,10 @@ public struct HandleRequest: Codable, Sendable, Equatable {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         name = try c.decode(String.self, forKey: .name)
-        memoryMiB = try c.decodeIfPresent(UInt64.self, forKey: .memoryMiB) ?? 128
-        vcpus = try c.decodeIfPresent(Int.self, forKey: .vcpus) ?? 1
-        flags = try c.decodeIfPresent(UInt64.self, forKey: .flags) ?? 0
-        reserved = try c.decodeIfPresent(UInt64.self, forKey: .reserved) ?? 0
+        memoryMiB = try c.decodeIfGiven(UInt64.self, forKey: .memoryMiB) ?? 128
+        vcpus = try c.decodeIfGiven(Int.self, forKey: .vcpus) ?? 1
+        flags = try c.decodeIfGiven(UInt64.self, forKey: .flags) ?? 0
+        reserved = try c.decodeIfGiven(UInt64.self, forKey: .reserved) ?? 0
     }
 
     /// The same value checks as a create request.

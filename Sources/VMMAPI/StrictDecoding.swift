@@ -19,3 +19,11 @@ public extension Decoder {
         }
     }
 }
+
+public extension KeyedDecodingContainer {
+    /// The value when the key is there, nil when it is absent. Unlike `decodeIfPresent`,
+    /// an explicit `null` is an error: the contract's optional fields are absent or typed.
+    func decodeIfGiven<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T? {
+        contains(key) ? try decode(T.self, forKey: key) : nil
+    }
+}

@@ -12,26 +12,39 @@ import Glibc
 /// Linux keeps credentials per thread in the kernel, so a short-lived thread takes the
 /// caller's file-system uid, gid and groups (raw setfsuid/setfsgid/setgroups, which
 /// glibc does not broadcast to the other threads), opens the files, and ends; the
-/// daemon's other threads never change identity.
+/// daemon's other threads never change identity. The thread opens with
+/// `csys_open_image`, which refuses magic links (/proc/self/fd/N would otherwise reach
+/// the daemon's own descriptors, other VMs' guest memory among them), procfs and sysfs
+/// files, and memfds.
 enum CallerFiles {
     /// Largest image accepted.
     static let maxSize: Int64 = 1 << 30
+    /// A path that does not open in this long (a hung network or FUSE mount) is refused.
+    static let timeoutSeconds: UInt64 = 10
 
     /// Opens each path read-only for `caller`. The descriptors are close-on-exec and
     /// belong to the caller of this function. Throws `image_rejected` naming the field.
-    static func open(_ paths: [(field: String, path: String)], as caller: Caller) throws(APIError) -> [Int32] {
-        let result = Mutex<Result<[Int32], APIError>>(.success([]))
-        let thread: HostThread
-        do {
-            thread = try HostThread(name: "open-as-caller") {
-                let r = openOnThisThread(paths, as: caller)
-                result.withLock { $0 = r }
+    static func open(_ paths: [(field: String, path: String)], as caller: Caller) async throws(APIError) -> [Int32] {
+        // Resumed once: by the opening thread, or by the timeout, whichever comes first.
+        let once = OnceResume()
+        let result: Result<[Int32], APIError> = await withCheckedContinuation { continuation in
+            once.set(continuation)
+            do {
+                try HostThread(name: "open-as-caller") {
+                    let r = openOnThisThread(paths, as: caller)
+                    if !once.resume(r), case .success(let fds) = r {
+                        for fd in fds { close(fd) }   // too late: nobody will use them
+                    }
+                }.detach()
+            } catch {
+                _ = once.resume(.failure(APIError(.internalError, "cannot start a thread to open files: \(error)")))
             }
-        } catch {
-            throw APIError(.internalError, "cannot start a thread to open files: \(error)")
+            Task {
+                try await Task.sleep(nanoseconds: timeoutSeconds * 1_000_000_000)
+                _ = once.resume(.failure(APIError(.imageRejected, "opening the images took longer than \(timeoutSeconds) s", field: "kernel")))
+            }
         }
-        thread.join()
-        return try result.withLock { $0 }.get()
+        return try result.get()
     }
 
     private static func openOnThisThread(_ paths: [(field: String, path: String)], as caller: Caller) -> Result<[Int32], APIError> {
@@ -45,28 +58,44 @@ enum CallerFiles {
             }
         }
         var fds: [Int32] = []
+        func refuse(_ fd: Int32, _ error: APIError) -> Result<[Int32], APIError> {
+            if fd >= 0 { close(fd) }
+            for f in fds { close(f) }
+            return .failure(error)
+        }
         for (field, path) in paths {
-            // O_NONBLOCK: a FIFO must not hang the daemon; it is refused below anyway.
-            let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
+            let fd = csys_open_image(path)
             guard fd >= 0 else {
-                let e = errno
-                for f in fds { close(f) }
-                return .failure(APIError(.imageRejected, "\(field) \(path): \(String(cString: strerror(e)))", field: field))
+                let why = -fd == EPERM ? "not something an image may be (a magic link, a procfs or sysfs file, or guest memory)"
+                    : String(cString: strerror(-fd))
+                return refuse(-1, APIError(.imageRejected, "\(field) \(path): \(why)", field: field))
             }
             var st = stat()
             guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
-                close(fd)
-                for f in fds { close(f) }
-                return .failure(APIError(.imageRejected, "\(field) \(path): not a regular file", field: field))
+                return refuse(fd, APIError(.imageRejected, "\(field) \(path): not a regular file", field: field))
             }
             guard Int64(st.st_size) <= maxSize, st.st_size > 0 else {
-                close(fd)
-                for f in fds { close(f) }
-                return .failure(APIError(.imageRejected, "\(field) \(path): \(st.st_size) bytes (must be 1 byte to 1 GiB)", field: field))
+                return refuse(fd, APIError(.imageRejected, "\(field) \(path): \(st.st_size) bytes (must be 1 byte to 1 GiB)", field: field))
             }
             _ = fcntl(fd, F_SETFL, 0)   // back to blocking for the worker's reads
             fds.append(fd)
         }
         return .success(fds)
+    }
+}
+
+/// A continuation that may be resumed from several places; only the first counts.
+final class OnceResume: Sendable {
+    private let slot = Mutex<CheckedContinuation<Result<[Int32], APIError>, Never>?>(nil)
+
+    func set(_ c: CheckedContinuation<Result<[Int32], APIError>, Never>) { slot.withLock { $0 = c } }
+
+    /// True when this call resumed it.
+    func resume(_ value: Result<[Int32], APIError>) -> Bool {
+        guard let c = slot.withLock({ s -> CheckedContinuation<Result<[Int32], APIError>, Never>? in defer { s = nil }; return s }) else {
+            return false
+        }
+        c.resume(returning: value)
+        return true
     }
 }

@@ -38,14 +38,17 @@ final class ConsoleLog: Sendable {
         state.withLock { s in Array(s.bytes[s.start...] + s.bytes[..<s.start]) }
     }
 
-    /// Adds a follower; returns what was kept so far (send it first) and a token, or nil
-    /// when the console has ended.
-    func follow(_ follower: @escaping Follower) -> (backlog: [UInt8], token: UInt64)? {
+    /// Adds a follower and gives it what was kept so far, under the lock so that no
+    /// new output can overtake the backlog (followers must only enqueue, never block).
+    /// Returns a token, or nil when the console has ended.
+    func follow(_ follower: @escaping Follower) -> UInt64? {
         state.withLock { s in
             guard !s.ended else { return nil }
             s.nextID += 1
             s.followers[s.nextID] = follower
-            return (Array(s.bytes[s.start...] + s.bytes[..<s.start]), s.nextID)
+            let backlog = Array(s.bytes[s.start...] + s.bytes[..<s.start])
+            if !backlog.isEmpty { follower(backlog) }
+            return s.nextID
         }
     }
 

@@ -31,6 +31,11 @@ public final class HandleBroker: Sendable {
 
     /// Largest request line accepted.
     static let maxRequest = 64 << 10
+    /// Handle connections served at once; more are closed at once (each holds a thread).
+    static let maxConnections = 256
+    /// How long a client may take to send its request.
+    static let requestTimeoutSeconds: Int32 = 5
+    private let connections = Atomic<Int>(0)
 
     public init(path: String, service: VMService, logger: Logger) throws {
         unlink(path)
@@ -60,18 +65,30 @@ public final class HandleBroker: Sendable {
                 usleep(10_000)   // EMFILE and friends: back off, keep serving
                 continue
             }
+            guard connections.wrappingAdd(1, ordering: .relaxed).newValue <= Self.maxConnections else {
+                connections.wrappingSubtract(1, ordering: .relaxed)
+                close(fd)
+                continue
+            }
             do {
-                try HostThread(name: "handle-conn") { [self] in serve(fd) }.detach()
+                try HostThread(name: "handle-conn") { [self] in
+                    serve(HandleConnection(fd), fd)
+                    connections.wrappingSubtract(1, ordering: .relaxed)
+                }.detach()
             } catch {
+                connections.wrappingSubtract(1, ordering: .relaxed)
                 close(fd)
             }
         }
     }
 
     /// One client: request, answer, then hold the record until the connection ends.
-    private func serve(_ fd: Int32) {
+    /// `connection` owns `fd`: every exit path closes it through `connection`.
+    private func serve(_ connection: HandleConnection, _ fd: Int32) {
+        defer { connection.close() }
         var pid: pid_t = 0, uid: uid_t = 0, gid: gid_t = 0
-        guard csys_peer_credentials(fd, &pid, &uid, &gid) == 0 else { close(fd); return }
+        guard csys_peer_credentials(fd, &pid, &uid, &gid) == 0 else { return }
+        _ = csys_set_receive_timeout(fd, Self.requestTimeoutSeconds)
         let caller = Caller(uid: uid, gid: gid, pid: pid, groups: Caller.supplementaryGroups(pid: pid, uid: uid))
         let request: HandleRequest
         do {
@@ -79,28 +96,25 @@ public final class HandleBroker: Sendable {
             request = try Self.decode(line)
         } catch let error as APIError {
             reply(fd, HandleResponse(error: error), descriptor: nil)
-            close(fd)
             return
         } catch {
-            close(fd)
             return
         }
         let kvmFD = open("/dev/kvm", O_RDWR | O_CLOEXEC)
         guard kvmFD >= 0 else {
             reply(fd, HandleResponse(error: APIError(.internalError, "vmmd cannot open /dev/kvm: \(String(cString: strerror(errno)))")), descriptor: nil)
-            close(fd)
             return
         }
         defer { close(kvmFD) }
         let vm: ManagedVM
         do {
-            vm = try service.openHandle(request, caller: caller, connection: fd)
+            vm = try service.openHandle(request, caller: caller, connection: connection)
         } catch {
             reply(fd, HandleResponse(error: error), descriptor: nil)
-            close(fd)
             return
         }
         reply(fd, HandleResponse(handle: .init(name: request.name, ownerUID: caller.uid)), descriptor: kvmFD)
+        _ = csys_set_receive_timeout(fd, 0)
         logger.info("handle opened", metadata: ["vm": "\(vm.key)", "pid": "\(pid)"])
         // The client holds the VM while the connection stays open; anything it sends
         // now is ignored, EOF (or an error) ends it.
@@ -111,8 +125,7 @@ public final class HandleBroker: Sendable {
             if n <= 0 { break }
         }
         logger.info("handle closed", metadata: ["vm": "\(vm.key)"])
-        // Close only after the record is gone: releasing it shuts this socket down,
-        // which must not hit a reused descriptor number.
+        // The socket closes (the deferred connection.close()) after the record is gone.
         let service = self.service
         let done = DispatchSemaphore(value: 0)
         Task {
@@ -120,7 +133,6 @@ public final class HandleBroker: Sendable {
             done.signal()
         }
         done.wait()
-        close(fd)
     }
 
     private func readLine(_ fd: Int32) throws -> [UInt8] {
@@ -148,6 +160,12 @@ public final class HandleBroker: Sendable {
         } catch let DecodingError.typeMismatch(_, context) where !context.codingPath.isEmpty {
             let field = context.codingPath.map(\.stringValue).joined(separator: ".")
             throw APIError(.invalidField, "field '\(field)' has the wrong type", field: field)
+        } catch let DecodingError.valueNotFound(_, context) where !context.codingPath.isEmpty {
+            let field = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw APIError(.invalidField, "field '\(field)' must not be null", field: field)
+        } catch let DecodingError.dataCorrupted(context) where !context.codingPath.isEmpty {
+            let field = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw APIError(.invalidField, "field '\(field)' has an invalid value", field: field)
         } catch {
             throw APIError(.invalidJSON, "the request is not a JSON object on one line")
         }

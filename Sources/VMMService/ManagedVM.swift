@@ -18,6 +18,16 @@ public struct ConnectionID: Hashable, Sendable {
     public init(_ raw: UInt64) { self.raw = raw }
 }
 
+/// One API connection as the service sees it: its id, and whether it has closed (set
+/// by the server before it reports the close).
+public final class ConnectionToken: Sendable {
+    public let id: ConnectionID
+    private let closed = Atomic<Bool>(false)
+    public init(_ id: ConnectionID) { self.id = id }
+    public var isClosed: Bool { closed.load(ordering: .acquiring) }
+    func markClosed() { closed.store(true, ordering: .releasing) }
+}
+
 /// One VM the daemon manages: its request, the memory it owns, its worker (when one is
 /// running) and everything the API reports about it. Worker messages and process exits
 /// arrive on other threads; all mutable state is behind `state`.
@@ -36,7 +46,7 @@ final class ManagedVM: Sendable {
         case worker(memory: GuestMemoryFiles, images: [Int32])
         /// The owner's own process, through a brokered /dev/kvm descriptor: the daemon
         /// keeps only the name, the quota and the handle connection.
-        case handle(connection: Int32, clientPID: Int32)
+        case handle(connection: HandleConnection, clientPID: Int32)
     }
     let backing: Backing
 
@@ -47,17 +57,23 @@ final class ManagedVM: Sendable {
         var lastExit: ExitInfo?
         var setupFailure: String?
         var destroying = false
+        /// How the current worker's start ended: nil while it is being built.
+        var readiness: Result<Void, APIError>?
+        var readyWaiter: CheckedContinuation<Void, Error>?
         /// Bumped on every phase change (and worker exit), for waiters.
         var generation: UInt64 = 0
-        var readyWaiter: CheckedContinuation<Void, Error>?
-        var changeWaiters: [(after: UInt64, CheckedContinuation<VMState, Never>)] = []
+        var nextWaiterID: UInt64 = 0
+        var changeWaiters: [(id: UInt64, after: UInt64, CheckedContinuation<VMState?, Never>)] = []
         var statsWaiters: [UInt32: CheckedContinuation<[StatisticLine], Error>] = [:]
         var nextStatsID: UInt32 = 0
         var exitWaiters: [CheckedContinuation<Void, Never>] = []
-        /// pidfd of the creator, for the `process` lifetime.
+        /// pidfd of the creator and its watch, for the `process` lifetime.
         var creatorPidfd: Int32?
+        var creatorWatch: UInt64?
     }
     let state = Mutex(State())
+    /// Serialises the daemon's operations on this VM (create, start, actions, destroy).
+    let operations = AsyncLock()
 
     init(key: VMKey, request: CreateVMRequest, lifetime: Lifetime, opener: Caller, backing: Backing,
          createdAt: String = Timestamp.now()) {
@@ -100,13 +116,15 @@ final class ManagedVM: Sendable {
         case .console(let bytes):
             console.append(bytes)
         case .ready(let format):
-            let waiter = state.withLock { s -> CheckedContinuation<Void, Error>? in
+            let (waiter, changes) = state.withLock { s in
                 s.bootFormat = format
                 setPhase(.created, &s)
+                s.readiness = .success(())
                 defer { s.readyWaiter = nil }
-                return s.readyWaiter
+                return (s.readyWaiter, takeChangeWaiters(&s))
             }
             waiter?.resume()
+            resumeChangeWaiters(changes)
         case .setupFailed(let why):
             // The worker exits next; the exit completes the failure.
             state.withLock { $0.setupFailure = why }
@@ -114,8 +132,12 @@ final class ManagedVM: Sendable {
             let phase: VMState = run == .paused ? .paused : run == .running ? .running : .stopped
             resumeChangeWaiters(state.withLock { s in setPhase(phase, &s); return takeChangeWaiters(&s) })
         case .stopped(let kind, let status, let message):
+            // Only the documented kinds reach clients: a worker cannot invent new ones.
+            let known = ["poweroff", "reset", "halt", "triple_fault", "internal_error", "debug_exit", "vmm_error", "killed"]
+            let exit = known.contains(kind) ? ExitInfo(kind: kind, status: status, message: message, at: Timestamp.now())
+                : ExitInfo(kind: "vmm_error", status: status, message: "unknown stop '\(kind)': \(message)", at: Timestamp.now())
             resumeChangeWaiters(state.withLock { s in
-                s.lastExit = ExitInfo(kind: kind, status: status, message: message, at: Timestamp.now())
+                s.lastExit = exit
                 setPhase(.stopped, &s)
                 return takeChangeWaiters(&s)
             })
@@ -127,39 +149,44 @@ final class ManagedVM: Sendable {
     /// What a worker's exit releases: everyone who was waiting on it.
     private struct ExitWaiters {
         var ready: CheckedContinuation<Void, Error>?
+        var readyError = APIError(.internalError, "the worker exited")
         var stats: [CheckedContinuation<[StatisticLine], Error>] = []
-        var changes: [(CheckedContinuation<VMState, Never>, VMState)] = []
+        var changes: [(CheckedContinuation<VMState?, Never>, VMState)] = []
         var exits: [CheckedContinuation<Void, Never>] = []
-        var failure: String?
     }
 
     /// The worker process has exited: reap it, and either finish a destroy, fail a
-    /// creation, or record a crash.
+    /// start, or record a crash.
     func workerExited(_ worker: WorkerProcess) {
-        let (status, signal) = worker.reap()
-        worker.release()
+        let (status, signal) = worker.reapAndRelease()
+        let what = signal.map(Self.describeSignal) ?? "the worker exited with status \(status ?? -1)"
         let waiters = state.withLock { s -> ExitWaiters in
             guard s.worker === worker else { return ExitWaiters() }
             s.worker = nil
-            if s.phase != .creating && s.readyWaiter == nil && !s.destroying {
-                let what = signal.map(Self.describeSignal) ?? "the worker exited with status \(status ?? -1)"
+            var w = ExitWaiters()
+            if s.readiness == nil {
+                // It died before it was ready: the start fails, with the worker's reason.
+                let error = s.setupFailure.map { APIError(.imageRejected, $0, field: "kernel") }
+                    ?? APIError(.internalError, what)
+                s.readiness = .failure(error)
+                w.readyError = error
+            }
+            if !s.destroying {
                 s.lastExit = ExitInfo(kind: "crashed", status: signal.map { 128 + $0 } ?? status ?? -1,
-                                      message: what, signal: signal, at: Timestamp.now())
+                                      message: s.setupFailure ?? what, signal: signal, at: Timestamp.now())
                 setPhase(.crashed, &s)
             }
             s.generation += 1
-            var w = ExitWaiters(ready: s.readyWaiter, stats: Array(s.statsWaiters.values), exits: s.exitWaiters,
-                                failure: s.setupFailure)
+            w.ready = s.readyWaiter
             s.readyWaiter = nil
+            w.stats = Array(s.statsWaiters.values)
             s.statsWaiters = [:]
+            w.exits = s.exitWaiters
             s.exitWaiters = []
             w.changes = takeChangeWaiters(&s)
             return w
         }
-        let reason = waiters.failure ?? signal.map(Self.describeSignal)
-            ?? "the worker exited with status \(status ?? -1)"
-        let readyError = waiters.failure != nil ? APIError(.imageRejected, reason, field: "kernel") : APIError(.internalError, reason)
-        waiters.ready?.resume(throwing: readyError)
+        waiters.ready?.resume(throwing: waiters.readyError)
         for w in waiters.stats { w.resume(throwing: APIError(.invalidState, "the worker exited")) }
         resumeChangeWaiters(waiters.changes)
         for w in waiters.exits { w.resume() }
@@ -188,93 +215,101 @@ final class ManagedVM: Sendable {
         s.generation += 1
     }
 
-    private func takeChangeWaiters(_ s: inout State) -> [(CheckedContinuation<VMState, Never>, VMState)] {
-        var ready: [(CheckedContinuation<VMState, Never>, VMState)] = []
+    private func takeChangeWaiters(_ s: inout State) -> [(CheckedContinuation<VMState?, Never>, VMState)] {
+        var ready: [(CheckedContinuation<VMState?, Never>, VMState)] = []
         s.changeWaiters.removeAll { w in
             guard s.generation > w.after else { return false }
-            ready.append((w.1, s.phase))
+            ready.append((w.2, s.phase))
             return true
         }
         return ready
     }
 
-    private func resumeChangeWaiters(_ waiters: [(CheckedContinuation<VMState, Never>, VMState)]) {
+    private func resumeChangeWaiters(_ waiters: [(CheckedContinuation<VMState?, Never>, VMState)]) {
         for (w, phase) in waiters { w.resume(returning: phase) }
     }
 
-    /// Waits until the ready message (or the worker's exit) after a spawn.
+    /// A new worker is about to start: its readiness is not known yet.
+    func workerStarting(_ worker: WorkerProcess) {
+        state.withLock { s in
+            s.worker = worker
+            s.phase = .creating
+            s.setupFailure = nil
+            s.readiness = nil
+            s.generation += 1
+        }
+    }
+
+    /// Waits until the current worker is ready, or has died trying.
     func waitUntilReady() async throws {
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, Error>) in
-            let resumeNow = state.withLock { s -> Bool in
-                if s.phase != .creating { return true }
+            let known = state.withLock { s -> Result<Void, APIError>? in
+                if let r = s.readiness { return r }
+                if s.readyWaiter != nil { return .failure(APIError(.invalidState, "\(key.name) is already starting")) }
                 s.readyWaiter = c
-                return false
+                return nil
             }
-            if resumeNow { c.resume() }
+            if let known { c.resume(with: known) }
         }
     }
 
     var generation: UInt64 { state.withLock { $0.generation } }
 
-    /// Waits for the next phase change after `generation`, at most `seconds`.
+    /// Waits for the next phase change after `generation`, at most `seconds`; nil when
+    /// none came in time.
     func waitForChange(after generation: UInt64, seconds: Int = 10) async -> VMState? {
+        let id = state.withLock { s -> UInt64 in s.nextWaiterID += 1; return s.nextWaiterID }
         let timeout = Task { [weak self] in
             try await Task.sleep(nanoseconds: UInt64(seconds) * 1_000_000_000)
-            self?.expireChangeWaiters(after: generation)
+            self?.expireChangeWaiter(id)
         }
         defer { timeout.cancel() }
-        let phase = await withCheckedContinuation { (c: CheckedContinuation<VMState, Never>) in
+        return await withCheckedContinuation { (c: CheckedContinuation<VMState?, Never>) in
             let now = state.withLock { s -> VMState? in
                 if s.generation > generation { return s.phase }
-                s.changeWaiters.append((generation, c))
+                s.changeWaiters.append((id, generation, c))
                 return nil
             }
             if let now { c.resume(returning: now) }
         }
-        return state.withLock { $0.generation } > generation ? phase : nil
     }
 
-    private func expireChangeWaiters(after generation: UInt64) {
-        let expired = state.withLock { s -> [(CheckedContinuation<VMState, Never>, VMState)] in
-            var out: [(CheckedContinuation<VMState, Never>, VMState)] = []
-            s.changeWaiters.removeAll { w in
-                guard w.after == generation else { return false }
-                out.append((w.1, s.phase))
-                return true
-            }
-            return out
+    private func expireChangeWaiter(_ id: UInt64) {
+        let expired = state.withLock { s -> CheckedContinuation<VMState?, Never>? in
+            guard let i = s.changeWaiters.firstIndex(where: { $0.id == id }) else { return nil }
+            return s.changeWaiters.remove(at: i).2
         }
-        resumeChangeWaiters(expired)
+        expired?.resume(returning: nil)
     }
 
     /// Asks the worker for its statistics.
     func statistics() async throws -> [StatisticLine] {
+        let id = state.withLock { s -> UInt32 in s.nextStatsID &+= 1; return s.nextStatsID }
         let timeout = Task { [weak self] in
             try await Task.sleep(nanoseconds: 5_000_000_000)
-            self?.failStatsWaiters()
+            self?.failStatsWaiter(id)
         }
         defer { timeout.cancel() }
         return try await withCheckedThrowingContinuation { (c: CheckedContinuation<[StatisticLine], Error>) in
             let worker = state.withLock { s -> WorkerProcess? in
-                guard let w = s.worker, s.phase != .creating else { return nil }
-                s.nextStatsID &+= 1
-                s.statsWaiters[s.nextStatsID] = c
-                w.send(.statisticsRequest(id: s.nextStatsID))
+                guard let w = s.worker, s.readiness != nil, s.phase != .creating else { return nil }
+                s.statsWaiters[id] = c
                 return w
             }
-            if worker == nil { c.resume(throwing: APIError(.invalidState, "\(key.name) has no running worker (state \(phase.rawValue))")) }
+            // Sent outside the lock: a failed write must never call back into it.
+            if let worker { worker.send(.statisticsRequest(id: id)) } else {
+                c.resume(throwing: APIError(.invalidState, "\(key.name) has no running worker (state \(phase.rawValue))"))
+            }
         }
     }
 
-    private func failStatsWaiters() {
-        let waiters = state.withLock { s -> [CheckedContinuation<[StatisticLine], Error>] in
-            defer { s.statsWaiters = [:] }
-            return Array(s.statsWaiters.values)
-        }
-        for w in waiters { w.resume(throwing: APIError(.internalError, "the worker did not answer")) }
+    private func failStatsWaiter(_ id: UInt32) {
+        state.withLock { $0.statsWaiters.removeValue(forKey: id) }?
+            .resume(throwing: APIError(.internalError, "the worker did not answer"))
     }
 
-    /// Kills the worker (if any) and waits until it has been reaped.
+    /// Marks the VM as going away and kills its worker (if any); waits until it has been
+    /// reaped. After this no worker can be started for it.
     func killWorkerAndWait() async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let worker = state.withLock { s -> WorkerProcess? in
@@ -286,6 +321,8 @@ final class ManagedVM: Sendable {
             if let worker { worker.kill() } else { c.resume() }
         }
     }
+
+    var isDestroying: Bool { state.withLock { $0.destroying } }
 
     private var handleClientPID: Int32? {
         if case .handle(_, let pid) = backing { return pid }
@@ -301,10 +338,31 @@ final class ManagedVM: Sendable {
             for fd in images { close(fd) }
         case .handle(let connection, _):
             // The client's /dev/kvm descriptor cannot be revoked; the connection can end.
-            shutdown(connection, Int32(SHUT_RDWR))
+            connection.shutdown()
         }
         if let pidfd = state.withLock({ s -> Int32? in defer { s.creatorPidfd = nil }; return s.creatorPidfd }) {
             close(pidfd)
+        }
+    }
+}
+
+/// The socket of one handle client. The broker's thread owns it and closes it; others
+/// may only shut it down. Both go through one lock, so a shutdown can never reach a
+/// descriptor number that was closed and reused meanwhile.
+final class HandleConnection: Sendable {
+    private let fd: Mutex<Int32?>
+    init(_ fd: Int32) { self.fd = Mutex(fd) }
+
+    var descriptor: Int32? { fd.withLock { $0 } }
+
+    func shutdown() {
+        fd.withLock { fd in if let fd { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) } }
+    }
+
+    func close() {
+        fd.withLock { fd in
+            if let open = fd { _ = Glibc.close(open) }
+            fd = nil
         }
     }
 }

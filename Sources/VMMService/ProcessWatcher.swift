@@ -10,8 +10,11 @@ import Glibc
 final class ProcessWatcher: Sendable {
     typealias Callback = @Sendable () -> Void
 
+    /// Watches are keyed by a token, not by descriptor: a pidfd that is unwatched and
+    /// closed while poll() runs may come back under the same number for another process.
     private struct State {
-        var watched: [Int32: Callback] = [:]
+        var watched: [UInt64: (fd: Int32, callback: Callback)] = [:]
+        var nextToken: UInt64 = 0
         var stopping = false
     }
     private let state = Mutex(State())
@@ -35,14 +38,20 @@ final class ProcessWatcher: Sendable {
 
     /// Calls `callback` (on the watcher thread; keep it short) once `pidfd`'s process
     /// has exited. The descriptor stays the caller's.
-    func watch(_ pidfd: Int32, _ callback: @escaping Callback) {
-        state.withLock { $0.watched[pidfd] = callback }
+    @discardableResult
+    func watch(_ pidfd: Int32, _ callback: @escaping Callback) -> UInt64 {
+        let token = state.withLock { s -> UInt64 in
+            s.nextToken += 1
+            s.watched[s.nextToken] = (pidfd, callback)
+            return s.nextToken
+        }
         wake()
+        return token
     }
 
-    /// Stops watching `pidfd` without calling back.
-    func unwatch(_ pidfd: Int32) {
-        state.withLock { _ = $0.watched.removeValue(forKey: pidfd) }
+    /// Stops a watch without calling back. Call it before closing the descriptor.
+    func unwatch(_ token: UInt64) {
+        state.withLock { _ = $0.watched.removeValue(forKey: token) }
         wake()
     }
 
@@ -62,19 +71,20 @@ final class ProcessWatcher: Sendable {
 
     private func loop() {
         while true {
-            let (fds, stopping) = state.withLock { s in (Array(s.watched.keys), s.stopping) }
+            let (watches, stopping) = state.withLock { s in (s.watched.map { ($0.key, $0.value.fd) }, s.stopping) }
             if stopping { return }
             var polls = [pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
-            polls += fds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            polls += watches.map { pollfd(fd: $0.1, events: Int16(POLLIN), revents: 0) }
             let n = poll(&polls, nfds_t(polls.count), -1)
             if n < 0 { continue }   // EINTR
             if polls[0].revents != 0 {
                 var sink = [UInt8](repeating: 0, count: 64)
                 while read(wakeRead, &sink, sink.count) > 0 {}
             }
-            for p in polls.dropFirst() where p.revents != 0 {
-                let callback = state.withLock { $0.watched.removeValue(forKey: p.fd) }
-                callback?()
+            for (p, watch) in zip(polls.dropFirst(), watches) where p.revents & Int16(POLLIN) != 0 {
+                // POLLNVAL (closed under us) is not an exit: that watch was removed.
+                let entry = state.withLock { $0.watched.removeValue(forKey: watch.0) }
+                entry?.callback()
             }
         }
     }

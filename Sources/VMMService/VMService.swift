@@ -93,14 +93,14 @@ public final class VMService: Sendable {
     /// `POST /v1/vms`: reserves the name, opens the images as the caller, creates the
     /// guest memory, starts a worker and waits for its machine to be built (so a bad
     /// image is reported here), then starts the guest if asked.
-    public func create(_ request: CreateVMRequest, caller: Caller, connection: ConnectionID?) async throws(APIError) -> VMInfo {
+    public func create(_ request: CreateVMRequest, caller: Caller, connection: ConnectionToken?) async throws(APIError) -> VMInfo {
         try request.validate()
         return try await create(request, owner: .user(caller.uid), lifetime: request.lifetime, opener: caller,
                                 connection: connection, persist: request.lifetime == .persistent)
     }
 
     func create(_ request: CreateVMRequest, owner: Owner, lifetime: Lifetime, opener: Caller,
-                connection: ConnectionID?, persist: Bool, createdAt: String? = nil) async throws(APIError) -> VMInfo {
+                connection: ConnectionToken?, persist: Bool, createdAt: String? = nil) async throws(APIError) -> VMInfo {
         let key = VMKey(owner: owner, name: request.name)
         // Name and quota first, before anything is opened or allocated: a refused
         // request leaves nothing behind.
@@ -118,7 +118,7 @@ public final class VMService: Sendable {
         do throws(APIError) {
             var paths = [(field: "kernel", path: request.kernel)]
             if let initrd = request.initrd { paths.append((field: "initrd", path: initrd)) }
-            let images = try CallerFiles.open(paths, as: opener)
+            let images = try await CallerFiles.open(paths, as: opener)
             let memory: GuestMemoryFiles
             switch Result(catching: { try GuestMemoryFiles(vmName: request.name, memoryMiB: request.memoryMiB) }) {
             case .success(let m): memory = m
@@ -132,19 +132,22 @@ public final class VMService: Sendable {
             registry.withLock { _ = $0.reserved.removeValue(forKey: key) }
             throw error
         }
+        // Everything else on this VM (a DELETE, its connection or creator going away)
+        // waits until the creation has finished, one way or the other.
+        await vm.operations.lock()
+        defer { vm.operations.unlock() }
         registry.withLock { r in
             r.reserved[key] = nil
             r.vms[key] = vm
         }
-        do {
+        do throws(APIError) {
+            if let connection, lifetime == .connection { bind(vm, to: connection) }
             if lifetime == .process { try watchCreator(of: vm, pid: opener.pid) }
             try await spawnWorker(for: vm)
             if persist { try store.save(StateStore.Record(request: request, opener: opener, createdAt: vm.createdAt)) }
-            if let connection, lifetime == .connection { bind(vm, to: connection) }
         } catch {
             failedCreates.increment()
-            await vm.killWorkerAndWait()
-            remove(vm)
+            await destroyLocked(vm)
             throw error
         }
         createdCounter.increment()
@@ -157,11 +160,15 @@ public final class VMService: Sendable {
         return vm.info()
     }
 
-    /// Starts a worker for `vm` and waits until its machine is built.
+    /// Starts a worker for `vm` and waits until its machine is built. The caller holds
+    /// `vm.operations`.
     func spawnWorker(for vm: ManagedVM) async throws(APIError) {
         guard let (memory, images) = vm.workerResources else {
             throw APIError(.invalidState, "\(vm.key.name) runs in its owner's process, not in a worker")
         }
+        guard !vm.isDestroying else { throw APIError(.notFound, "no VM named '\(vm.key.name)'") }
+        // The link's close must kill this worker, not whichever one the VM has by then.
+        let spawned = SpawnedWorker()
         let worker: WorkerProcess
         do {
             worker = try await WorkerProcess.spawn(
@@ -170,19 +177,15 @@ public final class VMService: Sendable {
                 descriptors: [kvm.rawDescriptor] + memory.descriptors + images, group: group,
                 onMessage: { [weak vm] in vm?.handle($0) },
                 onClose: { [weak vm] why in
-                    guard let vm else { return }
                     // The link is gone: make sure the process is too, so the pidfd fires.
-                    if let why { vm.state.withLock { $0.setupFailure = $0.setupFailure ?? why } }
-                    vm.state.withLock { $0.worker }?.kill()
+                    if let why, let vm { vm.state.withLock { $0.setupFailure = $0.setupFailure ?? why } }
+                    spawned.worker.withLock { $0 }?.kill()
                 })
         } catch {
             throw APIError(.internalError, "cannot start a worker: \(error)")
         }
-        vm.state.withLock { s in
-            s.worker = worker
-            s.phase = .creating
-            s.setupFailure = nil
-        }
+        spawned.worker.withLock { $0 = worker }
+        vm.workerStarting(worker)
         watcher.watch(worker.pidfd) { [weak self, weak vm] in
             // The process is gone, but its last messages (a setup failure, the final
             // console bytes) may still sit in the socket: let the link drain to EOF
@@ -191,10 +194,12 @@ public final class VMService: Sendable {
             let drained = channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
             channel.closeFuture.whenComplete { [weak self, weak vm] _ in
                 drained.cancel()
-                guard let vm else { return }
-                let wasRunning = vm.phase != .creating
+                guard let vm else {
+                    _ = worker.reapAndRelease()
+                    return
+                }
                 vm.workerExited(worker)
-                if wasRunning, vm.phase == .crashed {
+                if vm.phase == .crashed, !vm.isDestroying {
                     self?.crashCounter.increment()
                     self?.logger.warning("worker crashed", metadata: ["vm": "\(vm.key)", "exit": "\(vm.info().lastExit?.message ?? "")"])
                 }
@@ -219,11 +224,14 @@ public final class VMService: Sendable {
         guard pidfd >= 0 else {
             throw APIError(.invalidState, "the creating process (pid \(pid)) cannot be watched; it may have exited", field: "lifetime")
         }
-        vm.state.withLock { $0.creatorPidfd = pidfd }
-        watcher.watch(pidfd) { [weak self, weak vm] in
+        let token = watcher.watch(pidfd) { [weak self, weak vm] in
             guard let self, let vm else { return }
             self.logger.info("creator exited: destroying", metadata: ["vm": "\(vm.key)", "pid": "\(pid)"])
             Task { await self.destroy(vm) }
+        }
+        vm.state.withLock { s in
+            s.creatorPidfd = pidfd
+            s.creatorWatch = token
         }
     }
 
@@ -232,7 +240,7 @@ public final class VMService: Sendable {
     /// Records a VM its owner will run in-process with a brokered /dev/kvm descriptor:
     /// name and quota checked and reserved as for a create, lifetime `connection` (the
     /// handle connection `connection`, which the broker watches).
-    func openHandle(_ request: HandleRequest, caller: Caller, connection: Int32) throws(APIError) -> ManagedVM {
+    func openHandle(_ request: HandleRequest, caller: Caller, connection: HandleConnection) throws(APIError) -> ManagedVM {
         try request.validate()
         let create = request.asCreateRequest
         let key = VMKey(owner: .user(caller.uid), name: request.name)
@@ -256,13 +264,19 @@ public final class VMService: Sendable {
 
     private let connectionVMs = Mutex<[ConnectionID: [VMKey]]>([:])
 
-    private func bind(_ vm: ManagedVM, to connection: ConnectionID) {
-        connectionVMs.withLock { $0[connection, default: []].append(vm.key) }
+    /// Ties `vm` to its creating connection. If that connection has already closed (it
+    /// can while the creation runs), the VM goes as soon as the creation is over.
+    private func bind(_ vm: ManagedVM, to connection: ConnectionToken) {
+        connectionVMs.withLock { $0[connection.id, default: []].append(vm.key) }
+        // The token is marked closed before connectionClosed() takes the list: either
+        // that call sees this binding, or this check sees the mark.
+        if connection.isClosed { Task { await self.destroy(vm) } }
     }
 
     /// The API connection closed: its `connection`-lifetime VMs go with it.
-    public func connectionClosed(_ connection: ConnectionID) async {
-        let keys = connectionVMs.withLock { $0.removeValue(forKey: connection) } ?? []
+    public func connectionClosed(_ connection: ConnectionToken) async {
+        connection.markClosed()
+        let keys = connectionVMs.withLock { $0.removeValue(forKey: connection.id) } ?? []
         for key in keys {
             guard let vm = registry.withLock({ $0.vms[key] }) else { continue }
             logger.info("connection closed: destroying", metadata: ["vm": "\(key)"])
@@ -280,7 +294,14 @@ public final class VMService: Sendable {
     }
 
     func destroy(_ vm: ManagedVM) async {
-        if vm.workerResources != nil { await vm.killWorkerAndWait() }
+        await vm.operations.lock()
+        defer { vm.operations.unlock() }
+        await destroyLocked(vm)
+    }
+
+    /// `destroy` for a caller that holds `vm.operations`.
+    private func destroyLocked(_ vm: ManagedVM) async {
+        await vm.killWorkerAndWait()
         guard remove(vm) else { return }
         if vm.lifetime == .persistent { store.delete(owner: vm.key.owner, name: vm.key.name) }
         destroyedCounter.increment()
@@ -296,7 +317,8 @@ public final class VMService: Sendable {
             return true
         }
         guard removed else { return false }
-        if let pidfd = vm.state.withLock({ $0.creatorPidfd }) { watcher.unwatch(pidfd) }
+        // The watch goes before release() closes the pidfd.
+        if let token = vm.state.withLock({ $0.creatorWatch }) { watcher.unwatch(token) }
         connectionVMs.withLock { map in
             for (c, keys) in map { map[c] = keys.filter { $0 != vm.key } }
         }
@@ -310,6 +332,9 @@ public final class VMService: Sendable {
     public func perform(_ action: VMAction, on name: String, owner: OwnerSelector?, caller: Caller) async throws(APIError) -> VMInfo {
         let vm = try lookup(name, owner: owner, caller: caller)
         if vm.key.owner == .system && !caller.isRoot { throw APIError(.forbidden, "system VMs can only be changed by root") }
+        await vm.operations.lock()
+        defer { vm.operations.unlock() }
+        guard !vm.isDestroying else { throw APIError(.notFound, "no VM named '\(name)'") }
         let phase = vm.phase
         func refuse() -> APIError {
             APIError(.invalidState, "cannot \(action.rawValue) \(name): it is \(phase.rawValue)")
@@ -330,7 +355,7 @@ public final class VMService: Sendable {
         let generation = vm.generation
         guard let worker = vm.state.withLock({ $0.worker }) else { throw refuse() }
         worker.send(message)
-        if await vm.waitForChange(after: generation) == nil, action != .reset || phase != .running {
+        if await vm.waitForChange(after: generation) == nil {
             throw APIError(.internalError, "the worker did not carry out \(action.rawValue) in time")
         }
         logger.info("action", metadata: ["vm": "\(vm.key)", "action": "\(action.rawValue)", "state": "\(vm.phase.rawValue)"])
@@ -349,8 +374,7 @@ public final class VMService: Sendable {
     public func followConsole(_ name: String, owner: OwnerSelector?, caller: Caller,
                               onData: @escaping @Sendable ([UInt8]?) -> Void) throws(APIError) -> @Sendable () -> Void {
         let vm = try lookup(name, owner: owner, caller: caller)
-        guard let (backlog, token) = vm.console.follow(onData) else { throw APIError(.notFound, "no VM named '\(name)'") }
-        if !backlog.isEmpty { onData(backlog) }
+        guard let token = vm.console.follow(onData) else { throw APIError(.notFound, "no VM named '\(name)'") }
         return { [weak vm] in vm?.console.unfollow(token) }
     }
 
@@ -420,10 +444,17 @@ public final class VMService: Sendable {
     public func shutdown() async {
         let vms = registry.withLock { r -> [ManagedVM] in defer { r.vms = [:] }; return Array(r.vms.values) }
         for vm in vms {
+            await vm.operations.lock()
             await vm.killWorkerAndWait()
             vm.release()
+            vm.operations.unlock()
         }
         watcher.shutdown()
         spawner.shutdown()
     }
+}
+
+/// The worker a spawn produced, for callbacks created before it existed.
+final class SpawnedWorker: Sendable {
+    let worker = Mutex<WorkerProcess?>(nil)
 }

@@ -2,6 +2,7 @@ import CSys
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 import WorkerProtocol
 #if canImport(Glibc)
 import Glibc
@@ -11,12 +12,18 @@ import Glibc
 /// pid-reuse races, and the NIO channel of the control link.
 final class WorkerProcess: Sendable {
     let pid: Int32
-    let pidfd: Int32
     let channel: Channel
+    /// The pidfd, nil once released: a signal or wait must never reach a descriptor
+    /// number that has since been reused for another process's pidfd.
+    private let pidfdState: Mutex<Int32?>
 
     private init(pid: Int32, pidfd: Int32, channel: Channel) {
-        self.pid = pid; self.pidfd = pidfd; self.channel = channel
+        self.pid = pid; self.channel = channel
+        pidfdState = Mutex(pidfd)
     }
+
+    /// For the watcher, which is registered before anything can release it.
+    var pidfd: Int32 { pidfdState.withLock { $0 } ?? -1 }
 
     /// Starts a worker, sends it `setup` with `descriptors` (SCM_RIGHTS) and wires its
     /// link into `group`. The descriptors stay the caller's (the kernel duplicates them
@@ -74,7 +81,9 @@ final class WorkerProcess: Sendable {
                 }
                 .withConnectedSocket(pair[0]).get()
         } catch {
-            close(pair[0])
+            // NIO closes the socket when setting the channel up fails after it took
+            // it over; closing it here too could close a reused number. At worst this
+            // path (an event loop shutting down) leaks one descriptor.
             abandon()
             throw error
         }
@@ -87,19 +96,25 @@ final class WorkerProcess: Sendable {
         channel.writeAndFlush(ByteBuffer(bytes: frame), promise: nil)
     }
 
-    func kill() { _ = csys_pidfd_send_signal(pidfd, SIGKILL) }
-
-    /// Reaps the exited worker: (exit status, nil) or (nil, signal).
-    func reap() -> (status: Int32?, signal: Int32?) {
-        var code: Int32 = 0, status: Int32 = 0
-        let rc = csys_pidfd_wait(pidfd, Int32(WNOHANG), &code, &status)
-        guard rc == 1 else { return (nil, nil) }
-        return code == CLD_EXITED ? (status, nil) : (nil, status)
+    func kill() {
+        pidfdState.withLock { fd in
+            if let fd { _ = csys_pidfd_send_signal(fd, SIGKILL) }
+        }
     }
 
-    /// Closes the link and the pidfd (after `reap`).
-    func release() {
+    /// Reaps the exited worker and closes the pidfd: (exit status, nil) or (nil, signal).
+    /// Once only; later calls (and kills) do nothing.
+    func reapAndRelease() -> (status: Int32?, signal: Int32?) {
+        let result = pidfdState.withLock { fd -> (Int32?, Int32?) in
+            guard let pidfd = fd else { return (nil, nil) }
+            fd = nil
+            var code: Int32 = 0, status: Int32 = 0
+            let rc = csys_pidfd_wait(pidfd, Int32(WNOHANG), &code, &status)
+            close(pidfd)
+            guard rc == 1 else { return (nil, nil) }
+            return code == CLD_EXITED ? (status, nil) : (nil, status)
+        }
         channel.close(promise: nil)
-        close(pidfd)
+        return result
     }
 }

@@ -27,6 +27,8 @@ final class Worker: @unchecked Sendable {
 
     init(setup: WorkerSetup, descriptors: [Int32], link: FramedSocket) throws {
         self.link = link
+        // Unprivileged before the first guest-supplied byte is parsed.
+        try Sandbox.dropPrivileges(uid: setup.sandboxUID, gid: setup.sandboxGID)
         var fds = descriptors[...]
         func next() -> Int32 { fds.popFirst() ?? -1 }
         let kvm = try KVMSystem(adopting: next())
@@ -56,7 +58,7 @@ final class Worker: @unchecked Sendable {
         config.serialOutput = LinkConsoleOutput(link: link)
         machine = try Machine(config: config, kvm: kvm, memory: memory)
         // The machine is complete: from here on the worker only runs it.
-        try Sandbox.enter(uid: setup.sandboxUID, gid: setup.sandboxGID)
+        try Sandbox.restrict()
     }
 
     /// Obeys the daemon until the link closes.

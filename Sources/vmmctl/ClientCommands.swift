@@ -62,7 +62,7 @@ struct Create: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create a named VM in vmmd (and start it, unless --no-start).",
         discussion: """
-        With --lifetime connection, vmmctl stays attached: the guest's console streams to the \
+        With --lifetime connection or process, vmmctl stays attached: the guest's console streams to the \
         terminal and keystrokes go to the guest; when vmmctl ends (Ctrl-] or a signal), the \
         connection closes and the VM is destroyed with it.
         """)
@@ -92,7 +92,8 @@ struct Create: AsyncParsableCommand {
         let connection = try await options.connect()
         let (info, result) = await perform(connection, .POST, "/v1/vms", body: encodeJSON(request), as: VMInfo.self)
         if options.json { printJSON(result.body) } else { printVMs([info]) }
-        guard lifetime == .connection else { return }
+        // Both lifetimes end with this vmmctl (its connection, or its process): stay.
+        guard lifetime == .connection || lifetime == .process else { return }
         printError("vmmctl: attached to \(name); it is destroyed when vmmctl ends (Ctrl-] detaches)")
         await ConsoleSession(options: options, name: name).attach(over: connection)
     }

@@ -16,7 +16,7 @@ final class APIHandler: ChannelInboundHandler {
 
     let service: VMService
     let caller: Caller
-    let connection: ConnectionID
+    let connection: ConnectionToken
     let metrics: DaemonMetrics
     let logger: Logger
 
@@ -25,8 +25,12 @@ final class APIHandler: ChannelInboundHandler {
     private var tooLarge = false
     /// Stops a console follow running on this connection.
     private var stopFollowing: (@Sendable () -> Void)?
+    /// Console bytes not sent because the reader was not keeping up.
+    private var droppedConsoleBytes = 0
+    /// Most console bytes queued for a slow reader before output is dropped.
+    static let maxQueuedConsoleBytes = 1 << 20
 
-    init(service: VMService, caller: Caller, connection: ConnectionID, metrics: DaemonMetrics, logger: Logger) {
+    init(service: VMService, caller: Caller, connection: ConnectionToken, metrics: DaemonMetrics, logger: Logger) {
         self.service = service; self.caller = caller; self.connection = connection
         self.metrics = metrics; self.logger = logger
     }
@@ -88,7 +92,7 @@ final class APIHandler: ChannelInboundHandler {
 
     /// Maps a route to one service call. Runs off the event loop.
     static func answer(_ route: APIRoute, body: [UInt8], service: VMService, caller: Caller,
-                       connection: ConnectionID, metrics: DaemonMetrics) async -> APIResponse {
+                       connection: ConnectionToken, metrics: DaemonMetrics) async -> APIResponse {
         do {
             switch route {
             case .version: return .json(VersionInfo.current)
@@ -142,6 +146,23 @@ final class APIHandler: ChannelInboundHandler {
         }
     }
 
+    /// Writes console output to a follower, or drops it (and says so, once the reader
+    /// catches up) when the reader lets more than `maxQueuedConsoleBytes` pile up: a
+    /// client that never reads must not grow the daemon's memory.
+    private func sendConsole(_ bytes: [UInt8], context: ChannelHandlerContext) {
+        guard context.channel.isWritable else {
+            droppedConsoleBytes += bytes.count
+            return
+        }
+        var out = bytes
+        if droppedConsoleBytes > 0 {
+            out = Array("\r\n[vmmd: \(droppedConsoleBytes) bytes of console output dropped: the reader fell behind]\r\n".utf8) + out
+            droppedConsoleBytes = 0
+        }
+        let buffer = context.channel.allocator.buffer(bytes: out)
+        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+    }
+
     /// `GET .../console?follow=true`: a chunked stream of the backlog and then of new
     /// output; it ends when the VM is destroyed.
     private func follow(context: ChannelHandlerContext, head: HTTPRequestHead, name: String, owner: OwnerSelector?) {
@@ -158,8 +179,7 @@ final class APIHandler: ChannelInboundHandler {
                     let (handler, context) = bound.value
                     guard context.channel.isActive else { return }
                     if let bytes {
-                        let buffer = context.channel.allocator.buffer(bytes: bytes)
-                        context.writeAndFlush(handler.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+                        handler.sendConsole(bytes, context: context)
                     } else {
                         handler.stopFollowing = nil
                         context.writeAndFlush(handler.wrapOutboundOut(.end(nil)), promise: nil)

@@ -35,6 +35,9 @@ final class APIServer: Service {
         let service = self.service, metrics = self.metrics, logger = self.logger
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
+            // isWritable turns false past the high mark: slow console readers lose output
+            // instead of growing the daemon (see APIHandler.sendConsole).
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: APIHandler.maxQueuedConsoleBytes))
             .childChannelInitializer { [connections] channel in
                 let id = connections.next()
                 return Self.peerCaller(of: channel).flatMap { caller in
@@ -103,5 +106,5 @@ final class APIServer: Service {
 /// Numbers API connections, for the `connection` lifetime.
 final class ConnectionCounter: Sendable {
     private let counter = Atomic<UInt64>(0)
-    func next() -> ConnectionID { ConnectionID(counter.wrappingAdd(1, ordering: .relaxed).newValue) }
+    func next() -> ConnectionToken { ConnectionToken(ConnectionID(counter.wrappingAdd(1, ordering: .relaxed).newValue)) }
 }

@@ -165,6 +165,9 @@ struct DaemonTests {
         (#"{"name":"a"}"#, 400, "invalid_field", "kernel"),
         (#"{"name":"a","kernel":"/nonexistent"}"#, 422, "image_rejected", "kernel"),
         (#"{"name":"a","kernel":"/etc/passwd"}"#, 422, "image_rejected", "kernel"),
+        (#"{"name":"a","kernel":"/k","memory_mib":null}"#, 400, "invalid_field", "memory_mib"),
+        (#"{"name":"a","kernel":"/k","initrd":null}"#, 400, "invalid_field", "initrd"),
+        (#"{"name":"a","kernel":"/proc/self/fd/0"}"#, 422, "image_rejected", "kernel"),
         (#"not json"#, 400, "invalid_json", ""),
         (#"[1,2]"#, 400, "invalid_json", ""),
     ])
@@ -192,6 +195,46 @@ struct DaemonTests {
         let again = d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("dup", guest: "idle"))
         #expect(again.status == 409 && again.body.contains("name_taken"))
         #expect(d.api("DELETE", "/v1/vms/dup").status == 204)
+    }
+
+    /// The daemon holds every VM's guest memory; /proc/self/fd/N would reach it if the
+    /// image opener followed magic links.
+    @Test func imagesCannotReachTheDaemonsOwnDescriptors() throws {
+        let d = try DaemonFixture()
+        chmod(d.socket, 0o666)
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("victim", guest: "idle")).status == 201)
+        for fd in 0 ..< 64 {
+            for path in ["/proc/self/fd/\(fd)", "/dev/fd/\(fd)", "/proc/\(d.pid)/fd/\(fd)"] {
+                let body = #"{"name":"thief","kernel":"\#(try TestGuests.path("idle"))","initrd":"\#(path)","memory_mib":16}"#
+                let r = d.api("POST", "/v1/vms", json: body, asUID: 4242)
+                #expect(r.status == 422, "\(path) -> \(r.status) \(r.body)")
+            }
+        }
+        #expect(d.vmNames(asUID: 4242).isEmpty)
+    }
+
+    /// Creates and destroys racing on the same names leave no VM and no worker behind.
+    @Test func racingCreatesAndDestroysLeaveNothingBehind() throws {
+        let d = try DaemonFixture()
+        let names = (0 ..< 6).map { "race\($0)" }
+        let group = DispatchGroup()
+        for name in names {
+            for action in ["create", "delete", "delete"] {
+                DispatchQueue.global().async(group: group) {
+                    if action == "create" {
+                        d.api("POST", "/v1/vms", json: (try? DaemonFixture.createBody(name, guest: "idle")) ?? "")
+                    } else {
+                        usleep(UInt32.random(in: 0 ..< 40_000))
+                        d.api("DELETE", "/v1/vms/\(name)")
+                    }
+                }
+            }
+        }
+        group.wait()
+        for name in names where d.vm(name) != nil { d.api("DELETE", "/v1/vms/\(name)") }
+        #expect(d.vmNames().isEmpty)
+        #expect(d.eventually { runProcess("/usr/bin/pgrep", ["-f", "vmm-worker --parent \(d.pid)"]).stdout.isEmpty },
+                "workers left: \(runProcess("/usr/bin/pgrep", ["-af", "vmm-worker --parent \(d.pid)"]).stdout)")
     }
 
     @Test func killedWorkerLeavesACrashedVMAndNoLeaks() throws {

@@ -72,6 +72,13 @@ int csys_close_from(int first);
 /// memfd of `size` bytes for guest memory. Returns the descriptor or -errno.
 int csys_guest_memfd(const char *name, uint64_t size);
 
+/// Opens `path` read-only (close-on-exec, no controlling tty, non-blocking) for use
+/// as a VM image on behalf of a client, refusing what must never be handed over: magic
+/// links such as /proc/self/fd/N (openat2 RESOLVE_NO_MAGICLINKS; where openat2 is
+/// missing, any path under /proc or /dev/fd), files on procfs or sysfs, and sealable
+/// memfds (guest memory). Returns the descriptor, or -errno (-EPERM for a refusal).
+int csys_open_image(const char *path);
+
 /// prctl(PR_SET_NO_NEW_PRIVS, 1): no exec can ever grant privileges again. Returns 0 or -errno.
 int csys_set_no_new_privs(void);
 
@@ -90,6 +97,9 @@ int csys_listen_unix(const char *path, int backlog);
 
 /// Connects a Unix stream socket to `path` (close-on-exec). Returns it or -errno.
 int csys_connect_unix(const char *path);
+
+/// SO_RCVTIMEO: reads on `sock` fail with EAGAIN after `seconds` (0: wait forever).
+int csys_set_receive_timeout(int sock, int seconds);
 
 /// accept4(SOCK_CLOEXEC). Returns the connection or -errno.
 int csys_accept(int listener);

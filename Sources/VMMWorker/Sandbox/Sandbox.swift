@@ -3,24 +3,31 @@ import CSys
 import Glibc
 #endif
 
-/// The worker's sandbox, entered once the machine is built and before the guest runs
-/// its first instruction (the seed's "child in capability mode", in Linux terms):
+/// The worker's sandbox (the seed's "child in capability mode", in Linux terms), in
+/// two steps:
 ///
-/// 1. close every descriptor the machine does not use;
-/// 2. no_new_privs;
-/// 3. drop to the unprivileged uid/gid the daemon chose (when running as root);
+/// `dropPrivileges`, as soon as the setup has arrived and before any guest-supplied byte
+/// (kernel, initrd) is parsed:
+/// 1. no_new_privs;
+/// 2. drop to the unprivileged uid/gid the daemon chose (when running as root).
+///
+/// `restrict`, once the machine is built and before the guest's first instruction:
+/// 3. close every descriptor the machine does not use;
 /// 4. the seccomp allow-list of `SyscallPolicy`, on every thread (TSYNC).
 enum Sandbox {
-    static func enter(uid: UInt32, gid: UInt32) throws {
-        closeUnneededDescriptors()
+    static func dropPrivileges(uid: UInt32, gid: UInt32) throws {
         var rc = csys_set_no_new_privs()
         guard rc == 0 else { throw SandboxError("no_new_privs: \(String(cString: strerror(-rc)))") }
         if getuid() != uid || getgid() != gid || geteuid() != uid {
             rc = csys_drop_privileges(uid, gid)
             guard rc == 0 else { throw SandboxError("dropping to uid \(uid) gid \(gid): \(String(cString: strerror(-rc)))") }
         }
+    }
+
+    static func restrict() throws {
+        closeUnneededDescriptors()
         let program = try SeccompFilter.program(SyscallPolicy.entries(ownPID: getpid()))
-        rc = csys_install_seccomp(program, UInt16(program.count))
+        let rc = csys_install_seccomp(program, UInt16(program.count))
         guard rc == 0 else { throw SandboxError("seccomp: \(rc < 0 ? String(cString: strerror(-rc)) : "thread \(rc) not synced")") }
     }
 
