@@ -88,8 +88,8 @@ struct ByteWriter {
     init(size: Int) { bytes = [UInt8](repeating: 0, count: size) }
 
     mutating func put<T: FixedWidthInteger>(_ value: T, at offset: Int) {
-        withUnsafeBytes(of: value.littleEndian) { raw in
-            for (i, b) in raw.enumerated() { bytes[offset + i] = b }
+        for i in 0 ..< MemoryLayout<T>.size {
+            bytes[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * i))
         }
     }
 

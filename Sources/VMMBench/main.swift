@@ -260,52 +260,59 @@ sh(["cc", "-O2", "-Wall", "-o", reference, root + "/Benchmarks/ref/kvm_ref.c"])
 let benchImage = (try? [UInt8](Data(contentsOf: URL(fileURLWithPath: work + "/bench.elf")))) ?? []
 let hypercallImage = (try? [UInt8](Data(contentsOf: URL(fileURLWithPath: work + "/hypercall-ring3.elf")))) ?? []
 
-print("swift-vmm benchmark: \(options.rounds) alternating rounds, medians; C reference = Benchmarks/ref/kvm_ref.c")
 var cExit: [Double] = [], swiftExit: [Double] = [], cLife: [Double] = [], swiftLife: [Double] = []
-var cCall: [Double] = [], swiftCall: [Double] = []
-do {
-    // Warm-up: page cache, KVM module paths, the Swift runtime.
-    _ = try swiftExitPath(image: benchImage, exits: 1000)
-    for round in 1 ... options.rounds {
-        cExit.append(field(sh([reference, "exit-path", work + "/bench.elf", "\(options.exits)"]), "ns_per_exit"))
-        swiftExit.append(try swiftExitPath(image: benchImage, exits: options.exits))
-        cCall.append(field(sh([reference, "hypercall", work + "/hypercall-ring3.elf", "\(options.exits)"]), "ns_per_call"))
-        swiftCall.append(try swiftHypercall(image: hypercallImage, calls: options.exits))
-        cLife.append(field(sh([reference, "lifecycle", work + "/exit.elf", "\(options.vms)"]), "ns_per_vm"))
-        swiftLife.append(try swiftLifecycle(path: work + "/exit.elf", vms: options.vms))
-        print(String(format: "round %d: exit C %.0f ns, Swift %.0f ns; hypercall C %.0f ns, Swift %.0f ns; lifecycle C %.2f ms, Swift %.2f ms",
-                     round, cExit[round - 1], swiftExit[round - 1], cCall[round - 1], swiftCall[round - 1],
-                     cLife[round - 1] / 1e6, swiftLife[round - 1] / 1e6))
+/// `--daemon-only`: just the vmmd figures (with one C lifecycle run as their reference).
+let daemonOnly = CommandLine.arguments.contains("--daemon-only")
+if daemonOnly {
+    cLife.append(field(sh([reference, "lifecycle", work + "/exit.elf", "\(options.vms)"]), "ns_per_vm"))
+} else {
+    print("swift-vmm benchmark: \(options.rounds) alternating rounds, medians; C reference = Benchmarks/ref/kvm_ref.c")
+    var cCall: [Double] = [], swiftCall: [Double] = []
+    do {
+        // Warm-up: page cache, KVM module paths, the Swift runtime.
+        _ = try swiftExitPath(image: benchImage, exits: 1000)
+        for round in 1 ... options.rounds {
+            cExit.append(field(sh([reference, "exit-path", work + "/bench.elf", "\(options.exits)"]), "ns_per_exit"))
+            swiftExit.append(try swiftExitPath(image: benchImage, exits: options.exits))
+            cCall.append(field(sh([reference, "hypercall", work + "/hypercall-ring3.elf", "\(options.exits)"]), "ns_per_call"))
+            swiftCall.append(try swiftHypercall(image: hypercallImage, calls: options.exits))
+            cLife.append(field(sh([reference, "lifecycle", work + "/exit.elf", "\(options.vms)"]), "ns_per_vm"))
+            swiftLife.append(try swiftLifecycle(path: work + "/exit.elf", vms: options.vms))
+            print(String(format: "round %d: exit C %.0f ns, Swift %.0f ns; hypercall C %.0f ns, Swift %.0f ns; lifecycle C %.2f ms, Swift %.2f ms",
+                         round, cExit[round - 1], swiftExit[round - 1], cCall[round - 1], swiftCall[round - 1],
+                         cLife[round - 1] / 1e6, swiftLife[round - 1] / 1e6))
+        }
+    } catch {
+        die("\(error)")
     }
-} catch {
-    die("\(error)")
+    print("interleaved in one process (\(options.pairs) C/Swift pairs of \(options.batch) iterations):")
+    do {
+        let e = try interleaved(guest: work + "/bench.elf", hypercalls: false, pairs: options.pairs, batch: options.batch)
+        print(String(format: "  exit path: C %.0f ns/exit, swift-vmm %.0f ns/exit, ratio %.3f (paired median %.3f) (target <= 1.03) %@",
+                     e.2, e.3, e.0, e.1, e.0 <= 1.03 ? "MET" : "MISSED"))
+        let h = try interleaved(guest: work + "/hypercall-ring3.elf", hypercalls: true, pairs: options.pairs, batch: options.batch)
+        print(String(format: "  hypercall round trip: C %.0f ns/call, swift-vmm %.0f ns/call, ratio %.3f (paired median %.3f) (target <= 1.05) %@",
+                     h.2, h.3, h.0, h.1, h.0 <= 1.05 ? "MET" : "MISSED"))
+    } catch {
+        die("\(error)")
+    }
+    print("separate runs, alternating rounds (medians):")
+    let exitRatio = median(swiftExit) / median(cExit)
+    let lifeRatio = median(swiftLife) / median(cLife)
+    let callRatio = median(swiftCall) / median(cCall)
+    /// The median of the per-round Swift/C ratios: rounds run back to back, so this cancels
+    /// the host's slow drifts between "fast" and "slow" periods better than a ratio of medians.
+    func pairedRatio(_ swift: [Double], _ c: [Double]) -> Double { median(zip(swift, c).map { $0 / $1 }) }
+    print(String(format: "  exit path (port I/O, %u exits): C %.0f ns/exit, swift-vmm %.0f ns/exit, ratio %.3f (target <= 1.03) %@",
+                 options.exits, median(cExit), median(swiftExit), exitRatio, exitRatio <= 1.03 ? "MET" : "MISSED"))
+    print(String(format: "  hypercall round trip (%u calls): C %.0f ns/call, swift-vmm %.0f ns/call, ratio %.3f (target <= 1.05) %@",
+                 options.exits, median(cCall), median(swiftCall), callRatio, callRatio <= 1.05 ? "MET" : "MISSED"))
+    print(String(format: "  create/run/destroy (%d VMs): C %.2f ms/VM, swift-vmm %.2f ms/VM, ratio %.3f (target <= 1.5) %@",
+                 options.vms, median(cLife) / 1e6, median(swiftLife) / 1e6, lifeRatio, lifeRatio <= 1.5 ? "MET" : "MISSED"))
+    print(String(format: "  paired per-round ratios (median): exit %.3f, hypercall %.3f, lifecycle %.3f",
+                 pairedRatio(swiftExit, cExit), pairedRatio(swiftCall, cCall), pairedRatio(swiftLife, cLife)))
+
 }
-print("interleaved in one process (\(options.pairs) C/Swift pairs of \(options.batch) iterations):")
-do {
-    let e = try interleaved(guest: work + "/bench.elf", hypercalls: false, pairs: options.pairs, batch: options.batch)
-    print(String(format: "  exit path: C %.0f ns/exit, swift-vmm %.0f ns/exit, ratio %.3f (paired median %.3f) (target <= 1.03) %@",
-                 e.2, e.3, e.0, e.1, e.0 <= 1.03 ? "MET" : "MISSED"))
-    let h = try interleaved(guest: work + "/hypercall-ring3.elf", hypercalls: true, pairs: options.pairs, batch: options.batch)
-    print(String(format: "  hypercall round trip: C %.0f ns/call, swift-vmm %.0f ns/call, ratio %.3f (paired median %.3f) (target <= 1.05) %@",
-                 h.2, h.3, h.0, h.1, h.0 <= 1.05 ? "MET" : "MISSED"))
-} catch {
-    die("\(error)")
-}
-print("separate runs, alternating rounds (medians):")
-let exitRatio = median(swiftExit) / median(cExit)
-let lifeRatio = median(swiftLife) / median(cLife)
-let callRatio = median(swiftCall) / median(cCall)
-/// The median of the per-round Swift/C ratios: rounds run back to back, so this cancels
-/// the host's slow drifts between "fast" and "slow" periods better than a ratio of medians.
-func pairedRatio(_ swift: [Double], _ c: [Double]) -> Double { median(zip(swift, c).map { $0 / $1 }) }
-print(String(format: "  exit path (port I/O, %u exits): C %.0f ns/exit, swift-vmm %.0f ns/exit, ratio %.3f (target <= 1.03) %@",
-             options.exits, median(cExit), median(swiftExit), exitRatio, exitRatio <= 1.03 ? "MET" : "MISSED"))
-print(String(format: "  hypercall round trip (%u calls): C %.0f ns/call, swift-vmm %.0f ns/call, ratio %.3f (target <= 1.05) %@",
-             options.exits, median(cCall), median(swiftCall), callRatio, callRatio <= 1.05 ? "MET" : "MISSED"))
-print(String(format: "  create/run/destroy (%d VMs): C %.2f ms/VM, swift-vmm %.2f ms/VM, ratio %.3f (target <= 1.5) %@",
-             options.vms, median(cLife) / 1e6, median(swiftLife) / 1e6, lifeRatio, lifeRatio <= 1.5 ? "MET" : "MISSED"))
-print(String(format: "  paired per-round ratios (median): exit %.3f, hypercall %.3f, lifecycle %.3f",
-             pairedRatio(swiftExit, cExit), pairedRatio(swiftCall, cCall), pairedRatio(swiftLife, cLife)))
 
 // MARK: - The daemon
 

@@ -229,15 +229,20 @@ final class ManagedVM: Sendable {
         for (w, phase) in waiters { w.resume(returning: phase) }
     }
 
-    /// A new worker is about to start: its readiness is not known yet.
-    func workerStarting(_ worker: WorkerProcess) {
+    /// A new worker is about to start: its readiness is not known yet. Called before
+    /// the spawn, because the worker's `ready` can arrive before the spawn returns.
+    func workerStarting() {
         state.withLock { s in
-            s.worker = worker
             s.phase = .creating
             s.setupFailure = nil
             s.readiness = nil
             s.generation += 1
         }
+    }
+
+    /// The spawned worker (its messages may already have been handled).
+    func workerStarted(_ worker: WorkerProcess) {
+        state.withLock { $0.worker = worker }
     }
 
     /// Waits until the current worker is ready, or has died trying.

@@ -169,6 +169,7 @@ public final class VMService: Sendable {
         guard !vm.isDestroying else { throw APIError(.notFound, "no VM named '\(vm.key.name)'") }
         // The link's close must kill this worker, not whichever one the VM has by then.
         let spawned = SpawnedWorker()
+        vm.workerStarting()
         let worker: WorkerProcess
         do {
             worker = try await WorkerProcess.spawn(
@@ -182,10 +183,14 @@ public final class VMService: Sendable {
                     spawned.worker.withLock { $0 }?.kill()
                 })
         } catch {
+            vm.state.withLock { s in
+                s.readiness = .failure(APIError(.internalError, "cannot start a worker: \(error)"))
+                if s.lastExit == nil || s.phase == .creating { s.phase = .crashed }
+            }
             throw APIError(.internalError, "cannot start a worker: \(error)")
         }
         spawned.worker.withLock { $0 = worker }
-        vm.workerStarting(worker)
+        vm.workerStarted(worker)
         watcher.watch(worker.pidfd) { [weak self, weak vm] in
             // The process is gone, but its last messages (a setup failure, the final
             // console bytes) may still sit in the socket: let the link drain to EOF
