@@ -49,7 +49,7 @@ let package = Package(
         .target(name: "VMMAPI"),
         // Everything vmmd knows: named VMs, owners, lifetimes, workers, persistence.
         .target(name: "VMMService", dependencies: [
-            "VMMAPI", "WorkerProtocol", "CSys", "KVM", "GuestMemory",
+            "VMMAPI", "WorkerProtocol", "CSys", "KVM", "GuestMemory", "Boot",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -81,7 +81,7 @@ let package = Package(
         // which keeps its resident size (the per-VM overhead) small.
         .executableTarget(
             name: "VMMWorker",
-            dependencies: ["VMM", "KVM", "GuestMemory", "Devices", "WorkerProtocol", "CSys"],
+            dependencies: ["VMM", "KVM", "GuestMemory", "Devices", "Boot", "WorkerProtocol", "CSys"],
             linkerSettings: [.unsafeFlags(["-static-executable"])]
         ),
         // Example: an unprivileged program that gets a VM handle from vmmd and runs a guest

@@ -292,26 +292,27 @@ int csys_install_seccomp(const struct sock_filter *filter, unsigned short count)
     return (int)rc;
 }
 
-static int fill_address(struct sockaddr_un *a, const char *path)
+/* A new close-on-exec Unix stream socket and the address of `path` in `*a`. */
+static int unix_socket(struct sockaddr_un *a, const char *path)
 {
+    int fd;
+
     memset(a, 0, sizeof *a);
     a->sun_family = AF_UNIX;
     if (strlen(path) >= sizeof a->sun_path)
         return -ENAMETOOLONG;
     strcpy(a->sun_path, path);
-    return 0;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    return fd < 0 ? -errno : fd;
 }
 
 int csys_listen_unix(const char *path, int backlog)
 {
     struct sockaddr_un a;
-    int fd, rc = fill_address(&a, path);
+    int fd = unix_socket(&a, path);
 
-    if (rc != 0)
-        return rc;
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return -errno;
+        return fd;
     if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, backlog) != 0) {
         int e = errno;
         close(fd);
@@ -323,13 +324,10 @@ int csys_listen_unix(const char *path, int backlog)
 int csys_connect_unix(const char *path)
 {
     struct sockaddr_un a;
-    int fd, rc = fill_address(&a, path);
+    int fd = unix_socket(&a, path);
 
-    if (rc != 0)
-        return rc;
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return -errno;
+        return fd;
     while (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
         if (errno == EINTR)
             continue;

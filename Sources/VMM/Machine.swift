@@ -68,7 +68,7 @@ public final class Machine: @unchecked Sendable {
     ///     that they outlive this machine; its RAM must be `config.memoryMiB`. Created
     ///     here if nil.
     public init(config: MachineConfig, kvm: KVMSystem? = nil, memory providedMemory: GuestMemory? = nil) throws {
-        try Self.validate(config)
+        let topology = try Self.validate(config)
         if let providedMemory, providedMemory.ramSize != config.memoryMiB << 20 {
             throw MachineError.invalidConfig("the memory handed in holds \(providedMemory.ramSize >> 20) MiB of RAM, the config asks for \(config.memoryMiB) MiB")
         }
@@ -111,7 +111,6 @@ public final class Machine: @unchecked Sendable {
         let handler = ExitDispatcher(portIO: portIO, mmio: mmio, machine: relay, memory: memory, hypercalls: hypercalls)
         let cpuid = config.cpuTemplate.apply(to: CPUIDBuilder.relocatingHypervisorLeaves(
             supportedCPUID, own: Self.hypercallLeaves(enabled: config.hypercalls)))
-        let topology = try Self.topology(of: config)
         var runners: [VCPURunner] = []
         var stats: [StatisticsFile?] = []
         for index in 0 ..< config.cpus {
@@ -133,14 +132,15 @@ public final class Machine: @unchecked Sendable {
         if let hypercalls { try BuiltinHypercalls.register(into: hypercalls, environment: HypercallHost(machine: self)) }
     }
 
-    static func validate(_ config: MachineConfig) throws {
+    /// Checks the configuration before anything is created; returns the vCPU topology.
+    static func validate(_ config: MachineConfig) throws -> CPUTopology {
         guard config.memoryMiB << 20 >= BootLayout.minimumRAM, config.memoryMiB <= MachineConfig.maxMemoryMiB else {
             throw MachineError.invalidConfig("memory must be between \(BootLayout.minimumRAM >> 20) MiB and \(MachineConfig.maxMemoryMiB) MiB")
         }
         guard (1 ... MachineConfig.maxCPUs).contains(config.cpus) else {
             throw MachineError.invalidConfig("cpus must be between 1 and \(MachineConfig.maxCPUs)")
         }
-        _ = try topology(of: config)
+        return try topology(of: config)
     }
 
     /// Resets every vCPU to its power-on state, (re)loads the image and boot data, and
@@ -164,9 +164,26 @@ public final class Machine: @unchecked Sendable {
     /// Only while it is not running.
     public func reset() throws {
         guard !running.withLock({ $0 }) else { throw MachineError.invalidState("reset needs a stopped machine") }
+        try reloadForBoot()
+        stopState.withLock { $0 = nil }
+    }
+
+    /// The image, boot data and vCPUs back to power-on, and the devices reset: what a
+    /// reboot and `reset()` share.
+    private func reloadForBoot() throws {
         bootFormat = try loadImage()
         serial.reset()
-        stopState.withLock { $0 = nil }
+    }
+
+    /// Whether a stop for `reason` becomes a reboot: a guest reset when the config says
+    /// so or the owner asked for it (`reboot()`), a triple fault under that policy.
+    private func rebootsAfter(_ reason: StopReason) -> Bool {
+        let ownerAsked = rebootRequested.exchange(false, ordering: .acquiringAndReleasing)
+        switch reason {
+        case .reset: return config.rebootOnReset || ownerAsked
+        case .tripleFault: return config.rebootOnTripleFault
+        default: return false
+        }
     }
 
     // MARK: - Running
@@ -205,11 +222,9 @@ public final class Machine: @unchecked Sendable {
             let reason = stopState.withLock { $0 } ?? .vmmError("stopped without a reason")
             for runner in vcpus { runner.requestStop() }
             for runner in vcpus { runner.waitStopped() }
-            let forced = rebootRequested.exchange(false, ordering: .acquiringAndReleasing)
-            if (reason == .reset && (config.rebootOnReset || forced)) || (reason.isTripleFault && config.rebootOnTripleFault) {
+            if rebootsAfter(reason) {
                 do {
-                    bootFormat = try loadImage()
-                    serial.reset()
+                    try reloadForBoot()
                     reboots.add(1, ordering: .relaxed)
                     // An owner's kill that arrived while the reset was handled wins.
                     let killed = stopState.withLock { s -> Bool in

@@ -34,11 +34,6 @@ public enum StopReason: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    var isTripleFault: Bool {
-        if case .tripleFault = self { return true }
-        return false
-    }
-
     /// A stable one-word name for APIs and logs.
     public var kind: String {
         switch self {

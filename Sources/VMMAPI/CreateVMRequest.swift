@@ -35,6 +35,8 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
     public var noReboot: Bool
     /// What a triple fault does: stop the VM (default) or reboot it.
     public var tripleFault: TripleFaultPolicy
+    /// The CPU template (`vmmctl cpu-templates`): "host" (default) or "emulation-safe".
+    public var cpuTemplate: String
     public var lifetime: Lifetime
     /// Start the guest right away.
     public var start: Bool
@@ -45,9 +47,10 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
 
     public init(name: String, memoryMiB: UInt64 = 128, vcpus: Int = 1, kernel: String, initrd: String? = nil,
                 cmdline: String = "", debugExit: Bool = false, hypercalls: Bool = false, noReboot: Bool = false,
-                tripleFault: TripleFaultPolicy = .stop, lifetime: Lifetime = .persistent, start: Bool = true,
-                flags: UInt64 = 0, reserved: UInt64 = 0) {
+                tripleFault: TripleFaultPolicy = .stop, cpuTemplate: String = "host", lifetime: Lifetime = .persistent,
+                start: Bool = true, flags: UInt64 = 0, reserved: UInt64 = 0) {
         self.tripleFault = tripleFault
+        self.cpuTemplate = cpuTemplate
         self.name = name; self.memoryMiB = memoryMiB; self.vcpus = vcpus; self.kernel = kernel; self.initrd = initrd
         self.cmdline = cmdline; self.debugExit = debugExit; self.hypercalls = hypercalls; self.noReboot = noReboot
         self.lifetime = lifetime; self.start = start; self.flags = flags; self.reserved = reserved
@@ -55,7 +58,7 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, memoryMiB = "memory_mib", vcpus, kernel, initrd, cmdline, debugExit = "debug_exit"
-        case hypercalls, noReboot = "no_reboot", tripleFault = "triple_fault", lifetime, start, flags, reserved
+        case hypercalls, noReboot = "no_reboot", tripleFault = "triple_fault", cpuTemplate = "cpu_template", lifetime, start, flags, reserved
     }
 
     public init(from decoder: Decoder) throws {
@@ -71,6 +74,7 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
         hypercalls = try c.decodeIfGiven(Bool.self, forKey: .hypercalls) ?? false
         noReboot = try c.decodeIfGiven(Bool.self, forKey: .noReboot) ?? false
         tripleFault = try c.decodeIfGiven(TripleFaultPolicy.self, forKey: .tripleFault) ?? .stop
+        cpuTemplate = try c.decodeIfGiven(String.self, forKey: .cpuTemplate) ?? "host"
         lifetime = try c.decodeIfGiven(Lifetime.self, forKey: .lifetime) ?? .persistent
         start = try c.decodeIfGiven(Bool.self, forKey: .start) ?? true
         flags = try c.decodeIfGiven(UInt64.self, forKey: .flags) ?? 0

@@ -54,14 +54,16 @@ public struct VMInfo: Codable, Sendable, Equatable {
     public var hypercalls: Bool
     public var noReboot: Bool
     public var tripleFault: TripleFaultPolicy
+    public var cpuTemplate: String
     public var bootFormat: String?
     public var lastExit: ExitInfo?
 
     public init(name: String, ownerUID: UInt32?, state: VMState, lifetime: Lifetime, workerPID: Int32?,
                 createdAt: String, memoryMiB: UInt64, vcpus: Int, kernel: String, initrd: String?, cmdline: String,
-                debugExit: Bool, hypercalls: Bool, noReboot: Bool, tripleFault: TripleFaultPolicy,
+                debugExit: Bool, hypercalls: Bool, noReboot: Bool, tripleFault: TripleFaultPolicy, cpuTemplate: String,
                 bootFormat: String?, lastExit: ExitInfo?) {
         self.tripleFault = tripleFault
+        self.cpuTemplate = cpuTemplate
         self.name = name; self.ownerUID = ownerUID; self.state = state; self.lifetime = lifetime
         self.workerPID = workerPID; self.createdAt = createdAt; self.memoryMiB = memoryMiB; self.vcpus = vcpus
         self.kernel = kernel; self.initrd = initrd; self.cmdline = cmdline; self.debugExit = debugExit
@@ -71,7 +73,7 @@ public struct VMInfo: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case name, ownerUID = "owner_uid", state, lifetime, workerPID = "worker_pid", createdAt = "created_at"
         case memoryMiB = "memory_mib", vcpus, kernel, initrd, cmdline, debugExit = "debug_exit", hypercalls
-        case noReboot = "no_reboot", tripleFault = "triple_fault", bootFormat = "boot_format", lastExit = "last_exit"
+        case noReboot = "no_reboot", tripleFault = "triple_fault", cpuTemplate = "cpu_template", bootFormat = "boot_format", lastExit = "last_exit"
     }
 
     /// Encodes every key, nulls included, so the shape is the same for every VM.
@@ -84,7 +86,7 @@ public struct VMInfo: Codable, Sendable, Equatable {
         try c.encode(kernel, forKey: .kernel); try c.encode(initrd, forKey: .initrd)
         try c.encode(cmdline, forKey: .cmdline); try c.encode(debugExit, forKey: .debugExit)
         try c.encode(hypercalls, forKey: .hypercalls); try c.encode(noReboot, forKey: .noReboot)
-        try c.encode(tripleFault, forKey: .tripleFault)
+        try c.encode(tripleFault, forKey: .tripleFault); try c.encode(cpuTemplate, forKey: .cpuTemplate)
         try c.encode(bootFormat, forKey: .bootFormat); try c.encode(lastExit, forKey: .lastExit)
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -27,7 +28,7 @@ public struct Caller: Sendable, Hashable, Codable {
     /// SO_PEERGROUPS; /proc is read while the connection is open, and the uid check
     /// guards against a reused pid.
     public static func supplementaryGroups(pid: Int32, uid: UInt32) -> [UInt32] {
-        guard pid > 0, let status = try? readSmallFile("/proc/\(pid)/status") else { return [] }
+        guard pid > 0, let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return [] }
         var groups: [UInt32] = []
         var uidMatches = false
         for line in status.split(separator: "\n") {
@@ -57,32 +58,15 @@ public enum Owner: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// Reads a small text file (procfs, config) without Foundation.
-func readSmallFile(_ path: String, limit: Int = 1 << 20) throws -> String {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw ServiceError.system("open(\(path))", errno) }
-    defer { close(fd) }
-    var result: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 4096)
-    while result.count < limit {
-        let n = read(fd, &chunk, chunk.count)
-        if n < 0 && errno == EINTR { continue }
-        guard n >= 0 else { throw ServiceError.system("read(\(path))", errno) }
-        if n == 0 { break }
-        result += chunk[0 ..< n]
-    }
-    return String(decoding: result, as: UTF8.self)
-}
-
 /// Failures inside the service that are not the client's fault.
 public enum ServiceError: Error, CustomStringConvertible {
     case system(String, Int32)
-    case worker(String)
+    case failed(String)
 
     public var description: String {
         switch self {
         case .system(let op, let e): return "\(op) failed: \(String(cString: strerror(e)))"
-        case .worker(let what): return "worker: \(what)"
+        case .failed(let what): return what
         }
     }
 }

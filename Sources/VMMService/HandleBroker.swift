@@ -93,7 +93,7 @@ public final class HandleBroker: Sendable {
         let request: HandleRequest
         do {
             let line = try readLine(fd)
-            request = try Self.decode(line)
+            request = try decodeRequest(HandleRequest.self, from: line)
         } catch let error as APIError {
             reply(fd, HandleResponse(error: error), descriptor: nil)
             return
@@ -147,27 +147,6 @@ public final class HandleBroker: Sendable {
             guard line.count <= Self.maxRequest else {
                 throw APIError(.payloadTooLarge, "handle requests are limited to \(Self.maxRequest) bytes")
             }
-        }
-    }
-
-    static func decode(_ line: [UInt8]) throws(APIError) -> HandleRequest {
-        do {
-            return try JSONDecoder().decode(HandleRequest.self, from: Data(line))
-        } catch let error as APIError {
-            throw error
-        } catch let DecodingError.keyNotFound(key, _) {
-            throw APIError(.invalidField, "missing field '\(key.stringValue)'", field: key.stringValue)
-        } catch let DecodingError.typeMismatch(_, context) where !context.codingPath.isEmpty {
-            let field = context.codingPath.map(\.stringValue).joined(separator: ".")
-            throw APIError(.invalidField, "field '\(field)' has the wrong type", field: field)
-        } catch let DecodingError.valueNotFound(_, context) where !context.codingPath.isEmpty {
-            let field = context.codingPath.map(\.stringValue).joined(separator: ".")
-            throw APIError(.invalidField, "field '\(field)' must not be null", field: field)
-        } catch let DecodingError.dataCorrupted(context) where !context.codingPath.isEmpty {
-            let field = context.codingPath.map(\.stringValue).joined(separator: ".")
-            throw APIError(.invalidField, "field '\(field)' has an invalid value", field: field)
-        } catch {
-            throw APIError(.invalidJSON, "the request is not a JSON object on one line")
         }
     }
 

@@ -94,7 +94,7 @@ final class ManagedVM: Sendable {
                     commandLine: request.cmdline, debugExit: request.debugExit, hypercalls: request.hypercalls,
                     rebootOnReset: !request.noReboot, hasInitrd: request.initrd != nil, memory: memory.segments,
                     sandboxUID: sandboxUID, sandboxGID: sandboxGID,
-                    rebootOnTripleFault: request.tripleFault == .reboot)
+                    rebootOnTripleFault: request.tripleFault == .reboot, cpuTemplate: request.cpuTemplate)
     }
 
     var phase: VMState { state.withLock { $0.phase } }
@@ -105,7 +105,7 @@ final class ManagedVM: Sendable {
                    workerPID: s.worker?.pid ?? handleClientPID, createdAt: createdAt, memoryMiB: request.memoryMiB,
                    vcpus: request.vcpus, kernel: request.kernel, initrd: request.initrd, cmdline: request.cmdline,
                    debugExit: request.debugExit, hypercalls: request.hypercalls, noReboot: request.noReboot,
-                   tripleFault: request.tripleFault, bootFormat: s.bootFormat, lastExit: s.lastExit)
+                   tripleFault: request.tripleFault, cpuTemplate: request.cpuTemplate, bootFormat: s.bootFormat, lastExit: s.lastExit)
         }
     }
 

@@ -1,3 +1,4 @@
+import Boot
 import CSys
 import KVM
 import Logging
@@ -95,6 +96,7 @@ public final class VMService: Sendable {
     /// image is reported here), then starts the guest if asked.
     public func create(_ request: CreateVMRequest, caller: Caller, connection: ConnectionToken?) async throws(APIError) -> VMInfo {
         try request.validate()
+        try Self.checkTemplate(request.cpuTemplate)
         return try await create(request, owner: .user(caller.uid), lifetime: request.lifetime, opener: caller,
                                 connection: connection, persist: request.lifetime == .persistent)
     }
@@ -158,6 +160,14 @@ public final class VMService: Sendable {
             _ = await vm.waitForChange(after: generation)
         }
         return vm.info()
+    }
+
+    /// A CPU template name the worker will understand.
+    static func checkTemplate(_ name: String) throws(APIError) {
+        guard CPUTemplate.all.contains(where: { $0.name == name }) else {
+            throw APIError(.invalidField, "cpu_template must be one of: \(CPUTemplate.all.map(\.name).joined(separator: ", "))",
+                           field: "cpu_template")
+        }
     }
 
     /// Starts a worker for `vm` and waits until its machine is built. The caller holds
@@ -436,6 +446,7 @@ public final class VMService: Sendable {
         for request in config.systemVMs {
             do {
                 try request.validate()
+                try Self.checkTemplate(request.cpuTemplate)
                 _ = try await create(request, owner: .system, lifetime: .system, opener: .daemon,
                                      connection: nil, persist: false)
                 logger.info("started system VM", metadata: ["vm": "\(request.name)"])

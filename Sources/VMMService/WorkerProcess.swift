@@ -56,19 +56,13 @@ final class WorkerProcess: Sendable {
             _ = csys_pidfd_wait(pidfd, 0, &code, &status)
             close(pidfd)
         }
-        let frame = WorkerFrame.frame(DaemonMessage.setup(setup).encoded())
-        var sent = 0
-        while sent < frame.count {
-            // Descriptors ride on the first chunk only.
-            let chunk = Array(frame[sent...])
-            let fds = sent == 0 ? descriptors : []
-            let n = csys_send_with_fds(pair[0], chunk, chunk.count, fds, Int32(fds.count))
-            guard n > 0 else {
-                close(pair[0])
-                abandon()
-                throw ServiceError.system("sending the setup to the worker", Int32(-n))
-            }
-            sent += n
+        // The setup goes out before NIO takes the socket over: NIO cannot pass descriptors.
+        do {
+            try FramedSocket(fd: pair[0]).send(DaemonMessage.setup(setup).encoded(), descriptors: descriptors)
+        } catch {
+            close(pair[0])
+            abandon()
+            throw ServiceError.failed("sending the setup to the worker: \(error)")
         }
         let channel: Channel
         do {

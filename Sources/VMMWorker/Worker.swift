@@ -1,3 +1,4 @@
+import Boot
 import Devices
 import GuestMemory
 import KVM
@@ -8,17 +9,12 @@ import WorkerProtocol
 import Glibc
 #endif
 
-/// COM1's output, sent to the daemon as console messages.
-struct LinkConsoleOutput: SerialOutput {
-    let link: FramedSocket
-    func write(_ byte: UInt8) { link.send(WorkerMessage.console([byte]).encoded()) }
-}
-
 /// The worker's machine and the loop that obeys the daemon.
 final class Worker: @unchecked Sendable {
     // @unchecked: `machine` and `link` are immutable and thread-safe; `phase` is behind a Mutex.
     let machine: Machine
     let link: FramedSocket
+    let console: ConsoleForwarder
 
     /// Where the guest is, from the worker's side: `waiter` runs while it is started.
     enum Phase { case fresh, started, stopped }
@@ -40,9 +36,6 @@ final class Worker: @unchecked Sendable {
         let memory = try GuestMemory(segments: segments)
         let kernel = try readAll(next())
         let initrd = setup.hasInitrd ? try readAll(next()) : nil
-        guard setup.options.isEmpty else {
-            throw WorkerError("unknown options: \(setup.options.keys.sorted().joined(separator: ", "))")
-        }
 
         var config = MachineConfig()
         config.name = setup.name
@@ -53,9 +46,11 @@ final class Worker: @unchecked Sendable {
         config.hypercalls = setup.hypercalls
         config.rebootOnReset = setup.rebootOnReset
         config.rebootOnTripleFault = setup.rebootOnTripleFault
+        config.cpuTemplate = try CPUTemplate.named(setup.cpuTemplate)
         config.kernel = kernel
         config.initrd = initrd
-        config.serialOutput = LinkConsoleOutput(link: link)
+        console = try ConsoleForwarder(link: link)
+        config.serialOutput = console
         machine = try Machine(config: config, kvm: kvm, memory: memory)
         // The machine is complete: from here on the worker only runs it.
         try Sandbox.restrict()
@@ -130,6 +125,7 @@ final class Worker: @unchecked Sendable {
         waiter = try? HostThread(name: "waiter") { [self] in
             let reason = (try? machine.waitForStop()) ?? .vmmError("waiting for the guest failed")
             phase.withLock { $0 = .stopped }
+            console.flush()
             link.send(WorkerMessage.stopped(kind: reason.kind, status: reason.exitStatus, message: reason.description).encoded())
         }
     }

@@ -25,17 +25,16 @@ public struct WorkerSetup: Sendable, Equatable {
     /// The unprivileged identity the worker drops to before the guest runs.
     public var sandboxUID: UInt32
     public var sandboxGID: UInt32
-    /// Options later issues add (e.g. a CPU template), as name/value pairs the worker
-    /// must understand: an unknown one fails the setup instead of being ignored.
-    public var options: [String: String]
+    /// The CPU template's name (`CPUTemplate.all`); the worker refuses one it does not know.
+    public var cpuTemplate: String
 
     public init(name: String, memoryMiB: UInt64, cpus: UInt32, commandLine: String, debugExit: Bool,
                 hypercalls: Bool, rebootOnReset: Bool, hasInitrd: Bool, memory: [Segment],
-                sandboxUID: UInt32, sandboxGID: UInt32, rebootOnTripleFault: Bool = false, options: [String: String] = [:]) {
+                sandboxUID: UInt32, sandboxGID: UInt32, rebootOnTripleFault: Bool = false, cpuTemplate: String = "host") {
         self.rebootOnTripleFault = rebootOnTripleFault
         self.name = name; self.memoryMiB = memoryMiB; self.cpus = cpus; self.commandLine = commandLine
         self.debugExit = debugExit; self.hypercalls = hypercalls; self.rebootOnReset = rebootOnReset
-        self.hasInitrd = hasInitrd; self.memory = memory; self.options = options
+        self.hasInitrd = hasInitrd; self.memory = memory; self.cpuTemplate = cpuTemplate
         self.sandboxUID = sandboxUID; self.sandboxGID = sandboxGID
     }
 
@@ -48,8 +47,7 @@ public struct WorkerSetup: Sendable, Equatable {
         w.u32(UInt32(memory.count))
         for s in memory { w.string(s.name); w.u64(s.guestBase); w.u64(s.size) }
         w.u32(sandboxUID); w.u32(sandboxGID)
-        w.u32(UInt32(options.count))
-        for (k, v) in options.sorted(by: { $0.key < $1.key }) { w.string(k); w.string(v) }
+        w.string(cpuTemplate)
     }
 
     static func decode(from r: inout WireReader) throws -> WorkerSetup {
@@ -61,13 +59,10 @@ public struct WorkerSetup: Sendable, Equatable {
         var memory: [Segment] = []
         for _ in 0 ..< count { memory.append(Segment(name: try r.string(), guestBase: try r.u64(), size: try r.u64())) }
         let sandboxUID = try r.u32(), sandboxGID = try r.u32()
-        let optionCount = try r.u32()
-        guard optionCount <= 64 else { throw WireError.malformed("\(optionCount) options") }
-        var options: [String: String] = [:]
-        for _ in 0 ..< optionCount { options[try r.string()] = try r.string() }
+        let cpuTemplate = try r.string()
         return WorkerSetup(name: name, memoryMiB: memoryMiB, cpus: cpus, commandLine: commandLine, debugExit: debugExit,
                            hypercalls: hypercalls, rebootOnReset: rebootOnReset, hasInitrd: hasInitrd,
                            memory: memory, sandboxUID: sandboxUID, sandboxGID: sandboxGID,
-                           rebootOnTripleFault: rebootOnTripleFault, options: options)
+                           rebootOnTripleFault: rebootOnTripleFault, cpuTemplate: cpuTemplate)
     }
 }

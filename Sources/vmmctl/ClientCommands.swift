@@ -78,6 +78,7 @@ struct Create: AsyncParsableCommand {
     @Flag(help: "Enable the hypercall doorbell.") var hypercalls = false
     @Flag(help: "Stop on guest reset instead of rebooting.") var noReboot = false
     @Flag(help: "Reboot on a triple fault instead of stopping.") var rebootOnTripleFault = false
+    @Option(help: "CPU template (vmmctl cpu-templates).") var cpuTemplate: String = "host"
     @Option(help: "connection, process or persistent.") var lifetime: String = "persistent"
     @Flag(help: "Create without starting.") var noStart = false
 
@@ -88,7 +89,8 @@ struct Create: AsyncParsableCommand {
         let request = CreateVMRequest(name: name, memoryMiB: memory, vcpus: cpus, kernel: absolute(kernel),
                                       initrd: initrd.map(absolute), cmdline: cmdline, debugExit: debugExit,
                                       hypercalls: hypercalls, noReboot: noReboot,
-                                      tripleFault: rebootOnTripleFault ? .reboot : .stop, lifetime: lifetime, start: !noStart)
+                                      tripleFault: rebootOnTripleFault ? .reboot : .stop, cpuTemplate: cpuTemplate,
+                                      lifetime: lifetime, start: !noStart)
         let connection = try await options.connect()
         let (info, result) = await perform(connection, .POST, "/v1/vms", body: encodeJSON(request), as: VMInfo.self)
         if options.json { printJSON(result.body) } else { printVMs([info]) }
@@ -135,66 +137,62 @@ struct Info: AsyncParsableCommand {
     }
 }
 
-/// start, pause, resume, reset, poweroff, kill.
-struct ActionCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "action", abstract: "Act on a VM (the same as `vmmctl start NAME` and friends).")
-    @OptionGroup var options: ClientOptions
-    @Argument(help: "start, pause, resume, reset, poweroff or kill.") var action: String
-    @Argument var name: String
+/// start, pause, resume, reset, poweroff, kill: one `POST .../actions/ACTION` each.
+protocol VMActionCommand: AsyncParsableCommand {
+    static var action: VMAction { get }
+    var options: ClientOptions { get }
+    var name: String { get }
+}
 
+extension VMActionCommand {
     func run() async throws {
-        guard let verb = VMAction(rawValue: action) else { clientFail("unknown action '\(action)'") }
-        try await Self.run(verb, name, options)
-    }
-
-    static func run(_ action: VMAction, _ name: String, _ options: ClientOptions) async throws {
         let connection = try await options.connect()
-        let (info, result) = await perform(connection, .POST, vmPath(name, options, "/actions/\(action.rawValue)"), as: VMInfo.self)
+        let path = vmPath(name, options, "/actions/\(Self.action.rawValue)")
+        let (info, result) = await perform(connection, .POST, path, as: VMInfo.self)
         if options.json { printJSON(result.body) } else { printVMs([info]) }
     }
 }
 
-struct Start: AsyncParsableCommand {
+struct Start: VMActionCommand {
     static let configuration = CommandConfiguration(abstract: "Boot a created or stopped VM (a crashed one gets a new worker).")
+    static let action = VMAction.start
     @OptionGroup var options: ClientOptions
     @Argument var name: String
-    func run() async throws { try await ActionCommand.run(.start, name, options) }
 }
 
-struct Pause: AsyncParsableCommand {
+struct Pause: VMActionCommand {
     static let configuration = CommandConfiguration(abstract: "Pause every vCPU of a running VM.")
+    static let action = VMAction.pause
     @OptionGroup var options: ClientOptions
     @Argument var name: String
-    func run() async throws { try await ActionCommand.run(.pause, name, options) }
 }
 
-struct Resume: AsyncParsableCommand {
+struct Resume: VMActionCommand {
     static let configuration = CommandConfiguration(abstract: "Resume a paused VM.")
+    static let action = VMAction.resume
     @OptionGroup var options: ClientOptions
     @Argument var name: String
-    func run() async throws { try await ActionCommand.run(.resume, name, options) }
 }
 
-struct Reset: AsyncParsableCommand {
+struct Reset: VMActionCommand {
     static let configuration = CommandConfiguration(abstract: "Restart a VM's guest from power-on (memory kept).")
+    static let action = VMAction.reset
     @OptionGroup var options: ClientOptions
     @Argument var name: String
-    func run() async throws { try await ActionCommand.run(.reset, name, options) }
 }
 
-struct PowerOff: AsyncParsableCommand {
+struct PowerOff: VMActionCommand {
     static let configuration = CommandConfiguration(commandName: "poweroff", abstract: "Ask a VM's guest to power off.")
+    static let action = VMAction.poweroff
     @OptionGroup var options: ClientOptions
     @Argument var name: String
-    func run() async throws { try await ActionCommand.run(.poweroff, name, options) }
 }
 
-struct Kill: AsyncParsableCommand {
+struct Kill: VMActionCommand {
     static let configuration = CommandConfiguration(abstract: "Stop a VM's guest now (the VM stays, stopped).")
+    static let action = VMAction.kill
     @OptionGroup var options: ClientOptions
     @Argument var name: String
-    func run() async throws { try await ActionCommand.run(.kill, name, options) }
 }
 
 struct Destroy: AsyncParsableCommand {

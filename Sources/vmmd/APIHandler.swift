@@ -100,7 +100,7 @@ final class APIHandler: ChannelInboundHandler {
             case .metrics: return .bytes(metrics.scrape(service), contentType: "text/plain; version=0.0.4")
             case .listVMs: return .json(VMList(vms: service.list(caller: caller)))
             case .createVM:
-                let request = try decodeBody(CreateVMRequest.self, from: body)
+                let request = try decodeRequest(CreateVMRequest.self, from: body)
                 return .json(try await service.create(request, caller: caller, connection: connection), status: .created)
             case .info(let name, let owner): return .json(try service.info(name, owner: owner, caller: caller))
             case .destroy(let name, let owner):

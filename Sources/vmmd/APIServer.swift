@@ -67,7 +67,7 @@ final class APIServer: Service {
     /// SO_PEERCRED of the new connection, and the peer's groups from /proc.
     static func peerCaller(of channel: Channel) -> EventLoopFuture<Caller> {
         guard let provider = channel as? SocketOptionProvider else {
-            return channel.eventLoop.makeFailedFuture(ServiceError.worker("no socket options on this channel"))
+            return channel.eventLoop.makeFailedFuture(ServiceError.failed("no socket options on this channel"))
         }
         return provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
             .map { (cred: csys_ucred) in
@@ -81,12 +81,12 @@ final class APIServer: Service {
         var st = stat()
         guard lstat(path, &st) == 0 else { return }
         guard (st.st_mode & S_IFMT) == S_IFSOCK else {
-            throw ServiceError.worker("\(path) exists and is not a socket")
+            throw ServiceError.failed("\(path) exists and is not a socket")
         }
         let probe = csys_connect_unix(path)
         if probe >= 0 {
             close(probe)
-            throw ServiceError.worker("another vmmd is serving \(path)")
+            throw ServiceError.failed("another vmmd is serving \(path)")
         }
         unlink(path)
     }

@@ -168,6 +168,7 @@ struct DaemonTests {
         (#"{"name":"a","kernel":"/k","memory_mib":null}"#, 400, "invalid_field", "memory_mib"),
         (#"{"name":"a","kernel":"/k","initrd":null}"#, 400, "invalid_field", "initrd"),
         (#"{"name":"a","kernel":"/proc/self/fd/0"}"#, 422, "image_rejected", "kernel"),
+        (#"{"name":"a","kernel":"/k","cpu_template":"fastest"}"#, 400, "invalid_field", "cpu_template"),
         (#"not json"#, 400, "invalid_json", ""),
         (#"[1,2]"#, 400, "invalid_json", ""),
     ])
