@@ -16,6 +16,8 @@ final class ExitDispatcher: Sendable {
     let hypercalls: HypercallRegistry?
     /// The doorbell port, or -1 (no port) when hypercalls are off: one compare per exit.
     let doorbell: Int
+    /// Reaches the machine's debugger, for `KVM_EXIT_DEBUG` only.
+    let debug = DebugExitRelay()
 
     init(portIO: PortIOBus, mmio: MMIOBus, machine: PlatformEventRelay, memory: GuestMemory,
          hypercalls: HypercallRegistry?) {
@@ -66,8 +68,9 @@ final class ExitDispatcher: Sendable {
             case Self.systemEventReset: machine.stop(.reset)
             default: machine.stop(.internalError(vcpu: runner.id, detail: "system event \(type) (data 0x\(String(data, radix: 16)))"))
             }
-        case .debug:
-            runner.counters.bump(.debug)  // no debugger attached: carry on
+        case .debug(let event):
+            runner.counters.bump(.debug)
+            debug.target?.handleDebugExit(event, on: runner)  // no debugger: carry on
         case .internalError(let suberror, let data):
             runner.counters.bump(.internalError)
             machine.stop(.internalError(vcpu: runner.id, detail: Self.describeInternalError(suberror, data, vcpu)))

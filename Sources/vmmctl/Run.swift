@@ -1,5 +1,6 @@
 import ArgumentParser
 import Boot
+import Debug
 import Devices
 import KVM
 import Logging
@@ -66,6 +67,12 @@ struct Run: ParsableCommand {
     @Option(help: "The VM's name (the vm_name hypercall returns it; log lines carry it).")
     var name: String = "vm"
 
+    @Option(help: "Serve gdb's remote protocol on tcp:HOST:PORT (IPv4; port 0 picks one) or unix:PATH (docs/debugging.md).")
+    var gdb: GDBEndpointArgument?
+
+    @Flag(help: "With --gdb: wait for gdb to attach before the first guest instruction.")
+    var gdbWait = false
+
     func run() throws {
         var config = MachineConfig()
         config.memoryMiB = memory
@@ -93,14 +100,15 @@ struct Run: ParsableCommand {
         } catch {
             fail("\(error)")
         }
-        let status = runMachine(config, serial: serial)
+        if gdbWait && gdb == nil { fail("--gdb-wait needs --gdb") }
+        let status = runMachine(config, serial: serial, gdb: gdb.map { ($0.endpoint, gdbWait) })
         throw ExitCode(status)
     }
 }
 
 /// Builds and runs a machine, printing one line on stderr about how it ended; returns
 /// the exit status.
-func runMachine(_ base: MachineConfig, serial: SerialTarget) -> Int32 {
+func runMachine(_ base: MachineConfig, serial: SerialTarget, gdb: (GDBEndpoint, wait: Bool)? = nil) -> Int32 {
     VMMCtl.bootstrapLogging
     var config = base
     config.logger = Logger(label: "vmmctl")
@@ -124,7 +132,7 @@ func runMachine(_ base: MachineConfig, serial: SerialTarget) -> Int32 {
     if case .stdio = serial { machine.forwardInput(fromDescriptor: STDIN_FILENO) }
     let reason: StopReason
     do {
-        reason = try machine.run()
+        reason = try gdb.map { try runUnderDebugger(machine, at: $0.0, wait: $0.wait) } ?? machine.run()
     } catch {
         fail("\(error)")
     }
