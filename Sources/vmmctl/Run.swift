@@ -66,6 +66,9 @@ struct Run: ParsableCommand {
     @Option(help: "The VM's name (the vm_name hypercall returns it; log lines carry it).")
     var name: String = "vm"
 
+    @Option(help: "Finish in the VMM what this host's instruction emulator refuses: auto (when a probe VM shows it is needed), on, off.")
+    var emulationAssist: EmulationAssistMode = .auto
+
     func run() throws {
         var config = MachineConfig()
         config.memoryMiB = memory
@@ -87,6 +90,7 @@ struct Run: ParsableCommand {
         config.rebootOnTripleFault = rebootOnTripleFault
         config.hypercalls = hypercalls
         config.name = name
+        config.emulationAssist = emulationAssist
         do {
             config.kernel = try readFile(kernel)
             if let initrd { config.initrd = try readFile(initrd) }
@@ -97,6 +101,8 @@ struct Run: ParsableCommand {
         throw ExitCode(status)
     }
 }
+
+extension EmulationAssistMode: ExpressibleByArgument {}
 
 /// Builds and runs a machine, printing one line on stderr about how it ended; returns
 /// the exit status.
@@ -129,6 +135,10 @@ func runMachine(_ base: MachineConfig, serial: SerialTarget) -> Int32 {
         fail("\(error)")
     }
     let status = reason.exitStatus
+    let assisted = machine.statistics().assisted
+    if !assisted.isEmpty {
+        printError("vmmctl: emulation assist: " + assisted.map { "\($0.name) \($0.count)" }.joined(separator: ", "))
+    }
     printError("vmmctl: \(reason) (exit status \(status))")
     return status
 }
