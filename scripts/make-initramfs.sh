@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# make-initramfs.sh --out FILE [--init SCRIPT] [--busybox PATH] [--add SRC:DEST]... [--gzip]
+# make-initramfs.sh --out FILE [--init SCRIPT] [--busybox PATH] [--applets "A B ..."|all]
+#                   [--add SRC:DEST]... [--gzip]
 #
-# A busybox initramfs (newc cpio) for the test kernel: /bin/busybox with a link per applet
-# in /bin, /proc /sys /dev /tmp, and SCRIPT as /init (default scripts/test-kernel/init).
+# A busybox initramfs (newc cpio) for the test kernel: /bin/busybox with links for the
+# applets named (default: what scripts/test-kernel/init uses, plus a few for hooks; "all"
+# links every applet, ~400 symlinks that cost the kernel seconds to unpack on a KVM that
+# emulates CPL 0), /proc /sys /dev /tmp, and SCRIPT as /init (default scripts/test-kernel/init).
 # --add copies more files in (DEST is a path inside the image; modes are kept), so a test
 # can bring its own programs or data. Uncompressed by default: unpacking is a few string
 # instructions, where gunzip runs millions of emulated ones on a KVM that emulates CPL 0.
@@ -14,6 +17,7 @@ out=""
 init=$root/scripts/test-kernel/init
 busybox=$root/.cache/linux-test/busybox
 gzip=0
+applets="sh mount umount cat cut grep ls mkdir sleep reboot poweroff dmesg uname head tail"
 adds=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -21,6 +25,7 @@ while [ $# -gt 0 ]; do
         --init) init=$2; shift 2 ;;
         --busybox) busybox=$2; shift 2 ;;
         --add) adds+=("$2"); shift 2 ;;
+        --applets) applets=$2; shift 2 ;;
         --gzip) gzip=1; shift ;;
         *) echo "make-initramfs: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -34,7 +39,8 @@ trap 'rm -rf "$work"' EXIT
 ir=$work/root
 mkdir -p "$ir/bin" "$ir/sbin" "$ir/proc" "$ir/sys" "$ir/dev" "$ir/tmp" "$ir/etc"
 cp "$busybox" "$ir/bin/busybox"
-for applet in $("$busybox" --list); do
+[ "$applets" = all ] && applets=$("$busybox" --list)
+for applet in $applets; do
     [ "$applet" = busybox ] || ln -s busybox "$ir/bin/$applet"
 done
 cp "$init" "$ir/init"

@@ -19,8 +19,12 @@ final class ExitDispatcher: Sendable {
     /// Reaches the machine's debugger, for `KVM_EXIT_DEBUG` only.
     let debug = DebugExitRelay()
 
+    /// Finishes refused instructions (entered only from emulation failures and MSR exits).
+    let assist: EmulationAssist?
+
     init(portIO: PortIOBus, mmio: MMIOBus, machine: PlatformEventRelay, memory: GuestMemory,
-         hypercalls: HypercallRegistry?) {
+         hypercalls: HypercallRegistry?, assist: EmulationAssist? = nil) {
+        self.assist = assist
         self.portIO = portIO
         self.mmio = mmio
         self.machine = machine
@@ -73,7 +77,17 @@ final class ExitDispatcher: Sendable {
             debug.target?.handleDebugExit(event, on: runner)  // no debugger: carry on
         case .internalError(let suberror, let data):
             runner.counters.bump(.internalError)
+            if suberror == Self.emulationFailure, let assist {
+                return assisted(assist.handleEmulationFailure(on: vcpu), on: runner)
+            }
             machine.stop(.internalError(vcpu: runner.id, detail: Self.describeInternalError(suberror, data, vcpu)))
+        case .msr(let access):
+            runner.counters.bump(.other)
+            // Only the syscall repair traps MSRs (writes of STAR, LSTAR, SFMASK).
+            if access.isWrite, let repair = assist?.syscallRepair {
+                return assisted(repair.msrWritten(access, on: vcpu), on: runner)
+            }
+            vcpu.completeMSR(failed: true)
         case .failEntry(let reason, let cpu):
             runner.counters.bump(.failEntry)
             machine.stop(.internalError(vcpu: runner.id, detail: "VM entry failed on host CPU \(cpu), hardware reason 0x\(String(reason, radix: 16))"))
@@ -85,6 +99,16 @@ final class ExitDispatcher: Sendable {
         case .unknown(let reason, let hardware):
             runner.counters.bump(.other)
             machine.stop(.internalError(vcpu: runner.id, detail: "unexpected exit reason \(reason) (hardware 0x\(String(hardware, radix: 16)))"))
+        }
+    }
+
+    /// KVM_INTERNAL_ERROR_EMULATION.
+    static let emulationFailure: UInt32 = 1
+
+    private func assisted(_ outcome: EmulationAssist.Outcome, on runner: VCPURunner) {
+        switch outcome {
+        case .resume, .claimed: break
+        case .stop(let detail): machine.stop(.internalError(vcpu: runner.id, detail: detail))
         }
     }
 

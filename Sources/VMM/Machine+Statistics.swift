@@ -21,6 +21,9 @@ public struct MachineStatistics: Sendable {
     public let reboots: UInt64
     /// Calls per hypercall (empty when hypercalls are off).
     public let hypercalls: [(name: String, count: UInt64)]
+    /// Instructions and repairs the emulation assist finished, by kind (empty when it is
+    /// off or had nothing to do).
+    public let assisted: [(name: String, count: UInt64)]
 }
 
 extension Machine {
@@ -39,6 +42,7 @@ extension Machine {
             unclaimedMMIOReads: mmio.unclaimedReads.load(ordering: .relaxed),
             unclaimedMMIOWrites: mmio.unclaimedWrites.load(ordering: .relaxed),
             reboots: reboots.load(ordering: .relaxed),
-            hypercalls: hypercalls?.callCounts ?? [])
+            hypercalls: hypercalls?.callCounts ?? [],
+            assisted: emulationAssist?.counters.snapshot ?? [])
     }
 }

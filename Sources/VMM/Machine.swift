@@ -45,6 +45,8 @@ public final class Machine: @unchecked Sendable {
     public let hypercalls: HypercallRegistry?
     /// vCPU control for a debugger (the gdb stub): breakpoints, single-step, all-stop.
     public let debugger: MachineDebugger
+    /// What finishes the instructions this host's KVM refuses; nil when off or not needed.
+    public let emulationAssist: EmulationAssist?
     let vmStatistics: StatisticsFile?
     let vcpuStatistics: [StatisticsFile?]
     let supportedCPUID: [CPUIDEntry]
@@ -110,9 +112,11 @@ public final class Machine: @unchecked Sendable {
 
         supportedCPUID = try self.kvm.supportedCPUID()
         hypercalls = config.hypercalls ? config.hypercallRegistry : nil
-        let handler = ExitDispatcher(portIO: portIO, mmio: mmio, machine: relay, memory: memory, hypercalls: hypercalls)
-        let cpuid = config.cpuTemplate.apply(to: CPUIDBuilder.relocatingHypervisorLeaves(
-            supportedCPUID, own: Self.hypercallLeaves(enabled: config.hypercalls)))
+        emulationAssist = try Self.makeEmulationAssist(config, kvm: self.kvm, vm: vm, memory: memory)
+        let handler = ExitDispatcher(portIO: portIO, mmio: mmio, machine: relay, memory: memory, hypercalls: hypercalls,
+                                     assist: emulationAssist)
+        let cpuid = Self.cpuidForAssist(config.cpuTemplate.apply(to: CPUIDBuilder.relocatingHypervisorLeaves(
+            supportedCPUID, own: Self.hypercallLeaves(enabled: config.hypercalls))), emulationAssist, config)
         var runners: [VCPURunner] = []
         var stats: [StatisticsFile?] = []
         for index in 0 ..< config.cpus {
@@ -176,6 +180,7 @@ public final class Machine: @unchecked Sendable {
     /// The image, boot data and vCPUs back to power-on, and the devices reset: what a
     /// reboot and `reset()` share.
     private func reloadForBoot() throws {
+        emulationAssist?.reset()
         bootFormat = try loadImage()
         serial.reset()
     }
@@ -259,21 +264,25 @@ public final class Machine: @unchecked Sendable {
 
     private func waitForStopSignal() {
         guard config.inKernelIRQChip else { return stopped.wait() }
-        var lastProgress = progress()
+        var lastProgress = vcpus.map(progress)
         while stopped.wait(timeout: .now() + Self.haltProbeInterval) == .timedOut {
-            // A vCPU that made exits since the last look is not halted: leave busy guests
-            // alone, so the probe costs nothing while a guest works.
-            let now = progress()
-            guard now == lastProgress else { lastProgress = now; continue }
-            let answers = vcpus.map { $0.probeHalted() }
-            if answers.allSatisfy({ $0 == true }) { stop(.halt(vcpu: 0)) }
-            lastProgress = progress()  // the probe's own kicks are not progress
+            // A vCPU that made exits since the last look is not halted: only quiet vCPUs
+            // are probed, so the probe costs nothing while a guest works. Per vCPU, so that
+            // one stuck without exits (a vmcall this host never returns from) is found
+            // while the others are busy.
+            let now = vcpus.map(progress)
+            let quiet = vcpus.indices.filter { now[$0] == lastProgress[$0] }
+            lastProgress = now
+            guard !quiet.isEmpty else { continue }
+            let answers = quiet.map { vcpus[$0].probeHalted() }
+            if quiet.count == vcpus.count, answers.allSatisfy({ $0 == true }) { stop(.halt(vcpu: 0)) }
+            lastProgress = vcpus.map(progress)  // the probe's own kicks are not progress
         }
     }
 
-    /// Exits handled so far, not counting kicks.
-    private func progress() -> UInt64 {
-        vcpus.reduce(0) { $0 &+ $1.counters.total &- $1.counters.count(.interrupted) }
+    /// Exits `runner` handled so far, not counting kicks.
+    private func progress(_ runner: VCPURunner) -> UInt64 {
+        runner.counters.total &- runner.counters.count(.interrupted)
     }
 
     /// Stops the machine with `reason` unless it is already stopping; every vCPU is kicked

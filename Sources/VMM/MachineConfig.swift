@@ -34,6 +34,10 @@ public struct MachineConfig: Sendable {
     /// kernel. Needs the in-kernel irqchip, whose IOAPIC and LAPICs the MADT describes.
     public var acpi: Bool = true
 
+    /// Whether the VMM finishes what the host's instruction emulator refuses
+    /// (`EmulationAssist`): `auto` turns it on only where a probe VM shows it is needed.
+    public var emulationAssist: EmulationAssistMode = .auto
+
     /// The VM's name: what the `vm_name` hypercall answers and what log lines carry.
     public var name: String = "vm"
     /// Enable the hypercall doorbell and set CPUID 0x40000001 bit 0 (off by default:

@@ -165,6 +165,7 @@ func statisticLines(_ s: MachineStatistics) -> [StatisticLine] {
         StatisticLine(scope: "vm", source: "vmm", name: "reboots", value: s.reboots),
     ]
     lines += s.hypercalls.map { StatisticLine(scope: "vm", source: "hypercall", name: $0.name, value: $0.count) }
+    lines += s.assisted.map { StatisticLine(scope: "vm", source: "emulation_assist", name: $0.name, value: $0.count) }
     for v in s.vcpus {
         let scope = "vcpu\(v.id)"
         lines += v.kvm.filter { $0.values.count == 1 }.map { StatisticLine(scope: scope, source: "kvm", name: $0.name, value: $0.value) }

@@ -73,6 +73,9 @@ struct Run: ParsableCommand {
     @Flag(help: "With --gdb: wait for gdb to attach before the first guest instruction.")
     var gdbWait = false
 
+    @Option(help: "Finish in the VMM what this host's instruction emulator refuses: auto (when a probe VM shows it is needed), on, off.")
+    var emulationAssist: EmulationAssistMode = .auto
+
     func run() throws {
         var config = MachineConfig()
         config.memoryMiB = memory
@@ -94,6 +97,7 @@ struct Run: ParsableCommand {
         config.rebootOnTripleFault = rebootOnTripleFault
         config.hypercalls = hypercalls
         config.name = name
+        config.emulationAssist = emulationAssist
         do {
             config.kernel = try readFile(kernel)
             if let initrd { config.initrd = try readFile(initrd) }
@@ -105,6 +109,8 @@ struct Run: ParsableCommand {
         throw ExitCode(status)
     }
 }
+
+extension EmulationAssistMode: ExpressibleByArgument {}
 
 /// Builds and runs a machine, printing one line on stderr about how it ended; returns
 /// the exit status.
@@ -137,6 +143,10 @@ func runMachine(_ base: MachineConfig, serial: SerialTarget, gdb: (GDBEndpoint, 
         fail("\(error)")
     }
     let status = reason.exitStatus
+    let assisted = machine.statistics().assisted
+    if !assisted.isEmpty {
+        printError("vmmctl: emulation assist: " + assisted.map { "\($0.name) \($0.count)" }.joined(separator: ", "))
+    }
     printError("vmmctl: \(reason) (exit status \(status))")
     return status
 }
