@@ -87,6 +87,9 @@ before_paging:                          /* hbreak target: paging still off */
 
         .code64
 long_mode:
+        .cfi_startproc
+        .cfi_undefined rip              /* the outermost frame: backtraces end here */
+        xorl    %ebp, %ebp
         movl    $0x10, %eax
         movl    %eax, %ds
         movl    %eax, %es
@@ -97,6 +100,7 @@ long_mode:
 2:      cli
         hlt
         jmp     2b
+        .cfi_endproc
 
         .balign 8
 gdt:

@@ -107,7 +107,10 @@ final class ExitDispatcher: Sendable {
 
     private func assisted(_ outcome: EmulationAssist.Outcome, on runner: VCPURunner) {
         switch outcome {
-        case .resume, .claimed: break
+        case .resume:
+            // An instruction the VMM finished is a step too (KVM never saw it run).
+            debug.target?.finishedInstruction(on: runner)
+        case .claimed: break
         case .stop(let detail): machine.stop(.internalError(vcpu: runner.id, detail: detail))
         }
     }

@@ -129,7 +129,7 @@ public final class Machine: @unchecked Sendable {
         }
         vcpus = runners
         debugger = MachineDebugger(runners: runners, memory: memory, kvm: self.kvm, cpuid: cpuid,
-                                   fail: { relay.stop(.vmmError($0)) })
+                                   assist: emulationAssist, fail: { relay.stop(.vmmError($0)) })
         handler.debug.target = debugger
         featuresTemplateCouldNotHide = try Self.checkTemplate(config, on: runners[0].vcpu)
         commandLine = Self.commandLine(config, templateCouldNotHide: featuresTemplateCouldNotHide)

@@ -24,6 +24,9 @@ public final class MachineDebugger: @unchecked Sendable {
     let physicalAddressBits: Int
     let gigabytePages: Bool
     private let indexByID: [UInt32: Int]
+    /// Whether KVM can hold interrupts back during a single step (`KVM_CAP_SET_GUEST_DEBUG2`),
+    /// asked when the machine is built: a sandboxed worker may not ask later.
+    private let blockInterruptsWhileStepping: Bool
     /// Stops the machine when a debug exit cannot be handled (an ioctl failed).
     private let fail: @Sendable (String) -> Void
     let state = Mutex(State())
@@ -52,15 +55,20 @@ public final class MachineDebugger: @unchecked Sendable {
         var original: UInt8
     }
 
-    init(runners: [VCPURunner], memory: GuestMemory, kvm: KVMSystem, cpuid: [CPUIDEntry],
+    /// Hands the debugger the `int3`s the host refuses (emulation failures), while attached.
+    let assist: EmulationAssist?
+
+    init(runners: [VCPURunner], memory: GuestMemory, kvm: KVMSystem, cpuid: [CPUIDEntry], assist: EmulationAssist?,
          fail: @escaping @Sendable (String) -> Void) {
         self.runners = runners
+        self.assist = assist
         self.memory = memory
         self.kvm = kvm
         self.fail = fail
         var ids: [UInt32: Int] = [:]
         for (i, r) in runners.enumerated() { ids[r.id] = i }
         indexByID = ids
+        blockInterruptsWhileStepping = kvm.supportedGuestDebugControl()?.contains(.blockInterrupts) ?? false
         let addressSizes = cpuid.first { $0.function == 0x8000_0008 }
         physicalAddressBits = addressSizes.map { Int($0.eax & 0xFF) } ?? 36
         gigabytePages = cpuid.first { $0.function == 0x8000_0001 }.map { $0.edx & (1 << 26) != 0 } ?? false
@@ -79,7 +87,7 @@ public final class MachineDebugger: @unchecked Sendable {
     /// The vCPUs are not stopped: call `interrupt()` for that.
     public func attach(onStop: @escaping @Sendable () -> Void) throws -> GuestDebugSupport {
         let support = GuestDebugSupport.probe(kvm)
-        let block = kvm.supportedGuestDebugControl()?.contains(.blockInterrupts) ?? false
+        let block = blockInterruptsWhileStepping
         try state.withLock { s in
             guard !s.attached else { throw MachineError.invalidState("a debugger is already attached") }
             s = State()
@@ -90,6 +98,7 @@ public final class MachineDebugger: @unchecked Sendable {
             s.pausedBeforeAttach = Set(runners.indices.filter { runners[$0].state == .paused })
             s.blockInterruptsWhileStepping = block
         }
+        assist?.setBreakpointClaimant(self)
         return support
     }
 
@@ -103,6 +112,7 @@ public final class MachineDebugger: @unchecked Sendable {
             s = State()
             return keep
         }
+        assist?.setBreakpointClaimant(nil)
         for r in runners { try? r.vcpu.setGuestDebug([]) }
         for (i, r) in runners.enumerated() where !keepPaused.contains(i) { r.resume() }
     }
@@ -229,6 +239,20 @@ public final class MachineDebugger: @unchecked Sendable {
         }
     }
 
+    /// After the emulation assist finished an instruction on a vCPU thread: KVM did not
+    /// run it, so no single-step exit follows; a vCPU being stepped (or watched) stops here.
+    func finishedInstruction(on runner: VCPURunner) {
+        guard let index = indexByID[runner.id] else { return }
+        let reason = state.withLock { s -> DebugStop.Reason? in
+            guard s.attached else { return nil }
+            for i in s.emulated.indices where s.emulated[i].changed(memory) {
+                return .watchpoint(.write, address: s.emulated[i].address)
+            }
+            return index < s.actions.count && s.actions[index] == .step ? .singleStep : nil
+        }
+        if let reason { report(DebugStop(vcpu: index, reason: reason)) }
+    }
+
     /// Whether the `int3` at `linear` on `vcpu` is one the debugger planted (compared by
     /// physical address, so an alias of the page is ours too); if so the stop is reported.
     func claimBreakpoint(_ index: Int, _ vcpu: KVMVCPU, linear: UInt64) -> Bool {
@@ -281,3 +305,6 @@ public final class MachineDebugger: @unchecked Sendable {
         try withStoppedVCPU(index) { paging(try $0.specialRegisters()) }
     }
 }
+
+/// The emulation assist asks before it treats a refused `int3` as the guest's own.
+extension MachineDebugger: BreakpointClaimant {}
