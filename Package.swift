@@ -121,7 +121,7 @@ let package = Package(
         .testTarget(
             name: "VMMTests",
             dependencies: ["KVM", "GuestMemory", "Devices", "Boot", "VMM", "Hypercalls", "VMMAPI", "VMMService",
-                           "VMMClient", "WorkerProtocol", "Debug"],
+                           "VMMClient", "WorkerProtocol", "Debug", "CSys"],
             path: "Tests/VMMTests"
         ),
     ],

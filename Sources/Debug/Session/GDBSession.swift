@@ -185,7 +185,9 @@ public final class GDBSession: @unchecked Sendable {
     private func reply(_ text: String) { send(Array(text.utf8)) }
 
     private func stopReply(_ stop: DebugStop) -> [UInt8] {
-        var out = Array("T".utf8) + PacketCodec.hexByte(stop.reason == .interrupted ? 2 : 5)
+        // SIGINT for a Ctrl-C; SIGTRAP for everything else, the stop at attach included.
+        let signal: UInt8 = stop.reason == .interrupted && !state.initialStop ? 2 : 5
+        var out = Array("T".utf8) + PacketCodec.hexByte(signal)
         out += Array("thread:".utf8) + PacketCodec.hexNumber(UInt64(stop.vcpu + 1)) + [UInt8(ascii: ";")]
         switch stop.reason {
         case .softwareBreakpoint: if state.clientSwBreak { out += Array("swbreak:;".utf8) }

@@ -107,9 +107,10 @@ public final class MachineDebugger: @unchecked Sendable {
     public func detach() {
         stopAll()
         let keepPaused = state.withLock { s -> Set<Int> in
-            for bp in s.planted.values { restore(bp, in: s) }
+            let planted = s.planted.values
             let keep = s.pausedBeforeAttach
             s = State()
+            for bp in planted { restore(bp, in: s) }
             return keep
         }
         assist?.setBreakpointClaimant(nil)
