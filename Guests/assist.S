@@ -383,7 +383,7 @@ cx_misaligned_resume:
         shrq    $32, %rdx
         wrmsr
         movl    $MSR_SFMASK, %ecx
-        movl    $0x47700, %eax                  # TF DF IF IOPL AC NT, as Linux
+        movl    $0x257fd5, %eax                 # as Linux: CF PF AF ZF SF TF IF DF OF IOPL NT RF AC ID
         xorl    %edx, %edx
         wrmsr
         movq    $0, sys_count(%rip)

@@ -267,14 +267,16 @@ public final class Machine: @unchecked Sendable {
         var lastProgress = vcpus.map(progress)
         while stopped.wait(timeout: .now() + Self.haltProbeInterval) == .timedOut {
             // A vCPU that made exits since the last look is not halted: only quiet vCPUs
-            // are probed, so the probe costs nothing while a guest works. Per vCPU, so that
-            // one stuck without exits (a vmcall this host never returns from) is found
-            // while the others are busy.
+            // are probed, so the probe costs nothing while a guest works. Where the host
+            // never returns from vmcall, every vCPU is looked at (one kick each per
+            // interval): a vCPU stuck on one still takes interrupts, and their handlers
+            // may exit, so it need not look quiet (`EmulationAssist.finishStalledHypercall`).
             let now = vcpus.map(progress)
             let quiet = vcpus.indices.filter { now[$0] == lastProgress[$0] }
             lastProgress = now
-            guard !quiet.isEmpty else { continue }
-            let answers = quiet.map { vcpus[$0].probeHalted() }
+            let probed = emulationAssist?.host.hypercallsHang == true ? Array(vcpus.indices) : quiet
+            guard !probed.isEmpty else { continue }
+            let answers = probed.map { vcpus[$0].probeHalted() }
             if quiet.count == vcpus.count, answers.allSatisfy({ $0 == true }) { stop(.halt(vcpu: 0)) }
             lastProgress = vcpus.map(progress)  // the probe's own kicks are not progress
         }

@@ -96,7 +96,8 @@ final class ManagedVM: Sendable {
                     commandLine: request.cmdline, debugExit: request.debugExit, hypercalls: request.hypercalls,
                     rebootOnReset: !request.noReboot, hasInitrd: request.initrd != nil, memory: memory.segments,
                     sandboxUID: sandboxUID, sandboxGID: sandboxGID,
-                    rebootOnTripleFault: request.tripleFault == .reboot, cpuTemplate: request.cpuTemplate)
+                    rebootOnTripleFault: request.tripleFault == .reboot, cpuTemplate: request.cpuTemplate,
+                    emulationAssist: request.emulationAssist.rawValue)
     }
 
     var phase: VMState { state.withLock { $0.phase } }

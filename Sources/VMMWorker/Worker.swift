@@ -48,6 +48,10 @@ final class Worker: @unchecked Sendable {
         config.rebootOnReset = setup.rebootOnReset
         config.rebootOnTripleFault = setup.rebootOnTripleFault
         config.cpuTemplate = try CPUTemplate.named(setup.cpuTemplate)
+        guard let assist = EmulationAssistMode(rawValue: setup.emulationAssist) else {
+            throw MachineError.invalidConfig("unknown emulation assist mode \(setup.emulationAssist)")
+        }
+        config.emulationAssist = assist
         config.kernel = kernel
         config.initrd = initrd
         console = try ConsoleForwarder(link: link)

@@ -27,10 +27,14 @@ public struct WorkerSetup: Sendable, Equatable {
     public var sandboxGID: UInt32
     /// The CPU template's name (`CPUTemplate.all`); the worker refuses one it does not know.
     public var cpuTemplate: String
+    /// `EmulationAssistMode`'s raw value: auto, on or off; the worker refuses anything else.
+    public var emulationAssist: String
 
     public init(name: String, memoryMiB: UInt64, cpus: UInt32, commandLine: String, debugExit: Bool,
                 hypercalls: Bool, rebootOnReset: Bool, hasInitrd: Bool, memory: [Segment],
-                sandboxUID: UInt32, sandboxGID: UInt32, rebootOnTripleFault: Bool = false, cpuTemplate: String = "host") {
+                sandboxUID: UInt32, sandboxGID: UInt32, rebootOnTripleFault: Bool = false, cpuTemplate: String = "host",
+                emulationAssist: String = "auto") {
+        self.emulationAssist = emulationAssist
         self.rebootOnTripleFault = rebootOnTripleFault
         self.name = name; self.memoryMiB = memoryMiB; self.cpus = cpus; self.commandLine = commandLine
         self.debugExit = debugExit; self.hypercalls = hypercalls; self.rebootOnReset = rebootOnReset
@@ -48,6 +52,7 @@ public struct WorkerSetup: Sendable, Equatable {
         for s in memory { w.string(s.name); w.u64(s.guestBase); w.u64(s.size) }
         w.u32(sandboxUID); w.u32(sandboxGID)
         w.string(cpuTemplate)
+        w.string(emulationAssist)
     }
 
     static func decode(from r: inout WireReader) throws -> WorkerSetup {
@@ -60,9 +65,11 @@ public struct WorkerSetup: Sendable, Equatable {
         for _ in 0 ..< count { memory.append(Segment(name: try r.string(), guestBase: try r.u64(), size: try r.u64())) }
         let sandboxUID = try r.u32(), sandboxGID = try r.u32()
         let cpuTemplate = try r.string()
+        let emulationAssist = try r.string()
         return WorkerSetup(name: name, memoryMiB: memoryMiB, cpus: cpus, commandLine: commandLine, debugExit: debugExit,
                            hypercalls: hypercalls, rebootOnReset: rebootOnReset, hasInitrd: hasInitrd,
                            memory: memory, sandboxUID: sandboxUID, sandboxGID: sandboxGID,
-                           rebootOnTripleFault: rebootOnTripleFault, cpuTemplate: cpuTemplate)
+                           rebootOnTripleFault: rebootOnTripleFault, cpuTemplate: cpuTemplate,
+                           emulationAssist: emulationAssist)
     }
 }

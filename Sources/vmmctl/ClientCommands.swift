@@ -79,6 +79,7 @@ struct Create: AsyncParsableCommand {
     @Flag(help: "Stop on guest reset instead of rebooting.") var noReboot = false
     @Flag(help: "Reboot on a triple fault instead of stopping.") var rebootOnTripleFault = false
     @Option(help: "CPU template (vmmctl cpu-templates).") var cpuTemplate: String = "host"
+    @Option(help: "Emulation assist: auto, on or off (see vmmctl run --help).") var emulationAssist: EmulationAssistSetting = .auto
     @Option(help: "connection, process or persistent.") var lifetime: String = "persistent"
     @Flag(help: "Create without starting.") var noStart = false
 
@@ -90,7 +91,7 @@ struct Create: AsyncParsableCommand {
                                       initrd: initrd.map(absolute), cmdline: cmdline, debugExit: debugExit,
                                       hypercalls: hypercalls, noReboot: noReboot,
                                       tripleFault: rebootOnTripleFault ? .reboot : .stop, cpuTemplate: cpuTemplate,
-                                      lifetime: lifetime, start: !noStart)
+                                      lifetime: lifetime, start: !noStart, emulationAssist: emulationAssist)
         let connection = try await options.connect()
         let (info, result) = await perform(connection, .POST, "/v1/vms", body: encodeJSON(request), as: VMInfo.self)
         if options.json { printJSON(result.body) } else { printVMs([info]) }

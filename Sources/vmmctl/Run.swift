@@ -5,6 +5,7 @@ import Devices
 import KVM
 import Logging
 import VMM
+import VMMAPI
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -111,6 +112,7 @@ struct Run: ParsableCommand {
 }
 
 extension EmulationAssistMode: ExpressibleByArgument {}
+extension EmulationAssistSetting: ExpressibleByArgument {}
 
 /// Builds and runs a machine, printing one line on stderr about how it ended; returns
 /// the exit status.

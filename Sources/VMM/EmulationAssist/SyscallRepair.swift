@@ -174,8 +174,9 @@ final class SyscallRepair: Sendable {
         let resumeFlag = AssistContext.resume
         let fromUser = cs & 3 == 3 && error & 0x4 != 0 && error & 0x2 == 0
         let atLSTAR = rip == lstar && ctx.sregs.cr2 == lstar
-        // syscall: RFLAGS = R11 & ~SFMASK (and RF cleared).
-        let flagsMatch = rflags & ~resumeFlag == ctx.regs.r11 & ~sfmask & ~resumeFlag && rflags & sfmask == 0
+        // syscall: RFLAGS = R11 & ~SFMASK. The #PF delivery then pushes RF = 1 (it is a
+        // fault), so RF is left out of the comparison (Linux's SFMASK includes RF).
+        let flagsMatch = rflags & ~resumeFlag == ctx.regs.r11 & ~sfmask & ~resumeFlag && rflags & sfmask & ~resumeFlag == 0
         guard fromUser, atLSTAR, flagsMatch else { return false }
         // RCX is the return address: the two bytes before it must be `syscall` (0f 05),
         // read as the user would (the user's page tables are still loaded).
