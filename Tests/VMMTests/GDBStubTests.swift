@@ -3,7 +3,8 @@ import Debug
 import Devices
 import Foundation
 import Testing
-import VMM
+@testable import VMM
+import KVM
 
 /// A raw GDB-protocol client on the stub's Unix socket: what gdb does, packet by packet,
 /// and what a hostile client does.
@@ -216,5 +217,24 @@ struct GDBStubTests {
         server.machineEnded(reason)
         #expect(first.packet() == "W0f", "exit status 15 for debug-exit value 7")
         #expect(first.closedByPeer())
+    }
+}
+
+/// The probe VM that tells the debugger what guest debug does on this host.
+@Suite(.enabled(if: KVMGate.shouldRun, KVMGate.skipReason))
+struct GuestDebugSupportTests {
+    @Test func singleStepAndExecutionBreakpointsWorkAtCPL0() throws {
+        let kvm = try KVMSystem()
+        let start = Date()
+        let support = GuestDebugProbeVM.run(kvm)
+        let ms = Date().timeIntervalSince(start) * 1000
+        print("guest debug probe (\(String(format: "%.1f", ms)) ms): \(support)")
+        #expect(support.probeError == nil, "\(support)")
+        // Everything the stub builds on: on hardware KVM all of it, on a KVM that
+        // emulates CPL 0 at least these two (the gdb tests use them).
+        #expect(support.singleStep && support.executionBreakpoints, "\(support)")
+        // A host that runs CPL 3 natively and ignores guest debug there reports it, and
+        // one that delivers no data breakpoint gets write watchpoints by single-stepping.
+        #expect(GuestDebugSupport.probe(kvm) == support, "cached per process")
     }
 }

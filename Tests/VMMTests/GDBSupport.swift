@@ -77,10 +77,12 @@ final class DebuggedRun {
     private(set) var port: UInt16 = 0
     private let errLog: URL
 
-    init(_ arguments: [String], wait: Bool = false) throws {
+    /// `nice`: at the lowest CPU priority (a Linux boot takes a core for a minute here).
+    init(_ arguments: [String], wait: Bool = false, nice: Bool = false) throws {
         try #require(VMMCtl.exists, "vmmctl is not built at \(VMMCtl.path)")
-        process.executableURL = URL(fileURLWithPath: VMMCtl.path)
-        process.arguments = ["run"] + arguments + ["--gdb", "tcp:127.0.0.1:0"] + (wait ? ["--gdb-wait"] : [])
+        let run = ["run"] + arguments + ["--gdb", "tcp:127.0.0.1:0"] + (wait ? ["--gdb-wait"] : [])
+        process.executableURL = URL(fileURLWithPath: nice ? "/usr/bin/nice" : VMMCtl.path)
+        process.arguments = nice ? ["-n", "19", VMMCtl.path] + run : run
         let out = Pipe()
         errLog = FileManager.default.temporaryDirectory.appendingPathComponent("vmmctl-gdb-\(getpid())-\(UUID().uuidString.prefix(6)).log")
         FileManager.default.createFile(atPath: errLog.path, contents: nil)

@@ -30,6 +30,9 @@ public final class MachineDebugger: @unchecked Sendable {
     /// Stops the machine when a debug exit cannot be handled (an ioctl failed).
     private let fail: @Sendable (String) -> Void
     let state = Mutex(State())
+    /// `state.attached`, readable without the lock: the assist's paths ask it first, so
+    /// a machine without a client pays one relaxed load there and nothing more.
+    private let attachedFlag = Atomic<Bool>(false)
 
     struct State {
         var attached = false
@@ -78,7 +81,7 @@ public final class MachineDebugger: @unchecked Sendable {
     public var vcpuCount: Int { runners.count }
 
     /// Whether a client is attached.
-    public var isAttached: Bool { state.withLock { $0.attached } }
+    public var isAttached: Bool { attachedFlag.load(ordering: .acquiring) }
 
     // MARK: - Attach and detach
 
@@ -98,6 +101,7 @@ public final class MachineDebugger: @unchecked Sendable {
             s.pausedBeforeAttach = Set(runners.indices.filter { runners[$0].state == .paused })
             s.blockInterruptsWhileStepping = block
         }
+        attachedFlag.store(true, ordering: .releasing)
         assist?.setBreakpointClaimant(self)
         return support
     }
@@ -113,6 +117,7 @@ public final class MachineDebugger: @unchecked Sendable {
             for bp in planted { restore(bp, in: s) }
             return keep
         }
+        attachedFlag.store(false, ordering: .releasing)
         assist?.setBreakpointClaimant(nil)
         for r in runners { try? r.vcpu.setGuestDebug([]) }
         for (i, r) in runners.enumerated() where !keepPaused.contains(i) { r.resume() }
@@ -243,7 +248,7 @@ public final class MachineDebugger: @unchecked Sendable {
     /// After the emulation assist finished an instruction on a vCPU thread: KVM did not
     /// run it, so no single-step exit follows; a vCPU being stepped (or watched) stops here.
     func finishedInstruction(on runner: VCPURunner) {
-        guard let index = indexByID[runner.id] else { return }
+        guard attachedFlag.load(ordering: .relaxed), let index = indexByID[runner.id] else { return }
         let reason = state.withLock { s -> DebugStop.Reason? in
             guard s.attached else { return nil }
             for i in s.emulated.indices where s.emulated[i].changed(memory) {
@@ -257,7 +262,7 @@ public final class MachineDebugger: @unchecked Sendable {
     /// Whether the `int3` at `linear` on `vcpu` is one the debugger planted (compared by
     /// physical address, so an alias of the page is ours too); if so the stop is reported.
     func claimBreakpoint(_ index: Int, _ vcpu: KVMVCPU, linear: UInt64) -> Bool {
-        guard state.withLock({ $0.attached && !$0.planted.isEmpty }),
+        guard attachedFlag.load(ordering: .relaxed), state.withLock({ $0.attached && !$0.planted.isEmpty }),
               let sregs = try? vcpu.specialRegisters(),
               let translation = try? memory.translate(linear, paging: paging(sregs), access: .debugger(.execute))
         else { return false }
