@@ -71,15 +71,8 @@ enum GuestDebugProbeVM {
     static func run(_ kvm: KVMSystem) -> GuestDebugSupport {
         var result = GuestDebugSupport()
         do {
-            let memory = try GuestMemory.create(ramSize: 64 << 10)
-            try build(memory)
-            let vm = try kvm.createVM()
-            for (slot, segment) in memory.segments.enumerated() {
-                try vm.setMemoryRegion(slot: UInt32(slot), guestAddress: segment.guestBase.raw, size: segment.size,
-                                       hostAddress: segment.hostAddress, flags: [])
-            }
-            let vcpu = try vm.createVCPU(id: 0)
-            try vcpu.setCPUID(try kvm.supportedCPUID())
+            let probe = try ProbeVM(kvm: kvm, build: build)
+            let vcpu = probe.vcpu
 
             let step = try exits(vcpu, at: kernelStep, .singleStep)
             result.singleStep = step.contains { $0.dr6 & dr6SingleStep != 0 && $0.pc == kernelStep + 1 }
@@ -99,6 +92,7 @@ enum GuestDebugProbeVM {
             one.dr7 = 1
             result.executionBreakpointsInUserMode = try exits(vcpu, at: toUser, .useHardwareBreakpoints, one, user: userExec)
                 .contains { $0.dr6 & 1 != 0 && $0.pc == userExecTarget }
+            withExtendedLifetime(probe) {}  // guest memory stays mapped while the vCPU runs
         } catch let error as ProbeError {
             result.probeError = error.why
         } catch {
