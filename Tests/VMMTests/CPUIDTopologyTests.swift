@@ -108,3 +108,23 @@ let fakeSupportedCPUID: [CPUIDEntry] = [
         #expect(Set(CPUTemplate.all.map(\.name)).count == CPUTemplate.all.count)
     }
 }
+
+@Suite struct ParavirtFeatureTests {
+    /// Issue 11 (b): where vmcall never returns, PV IPIs hung SMP bring-up. The features
+    /// that are hypercalls go; kvmclock, steal time, PV EOI and the rest stay.
+    @Test func hypercallFeaturesAreClearedInEveryKVMBlock() {
+        let signature = (ebx: UInt32(0x4B4D_564B), ecx: UInt32(0x564B_4D56), edx: UInt32(0x4D))
+        let all: UInt32 = 0x0100_7EFB  // this host's KVM_CPUID_FEATURES
+        let entries = [
+            CPUIDEntry(function: 0x4000_0000, index: 0, flags: 0, eax: 0x4000_0001, ebx: 1, ecx: 2, edx: 3),  // not KVM
+            CPUIDEntry(function: 0x4000_0001, index: 0, flags: 0, eax: all, ebx: 0, ecx: 0, edx: 0),
+            CPUIDEntry(function: 0x4000_0100, index: 0, flags: 0, eax: 0x4000_0101, ebx: signature.ebx, ecx: signature.ecx, edx: signature.edx),
+            CPUIDEntry(function: 0x4000_0101, index: 0, flags: 0, eax: all, ebx: 0, ecx: 0, edx: 0),
+        ]
+        let (result, cleared) = CPUIDBuilder.withoutHypercallFeatures(entries)
+        #expect(cleared == (1 << 7) | (1 << 11) | (1 << 13))
+        #expect(result[1].eax == all, "a leaf that does not follow a KVM signature is left alone")
+        #expect(result[3].eax == all & ~cleared)
+        #expect(result[3].eax & (1 << 3 | 1 << 24) == 1 << 3 | 1 << 24, "kvmclock and its stable bit stay")
+    }
+}
