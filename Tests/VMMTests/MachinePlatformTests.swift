@@ -109,6 +109,8 @@ struct MachinePlatformTests {
         #expect(CPUTemplate.emulationSafe.linuxParameters(for: [.xsave, .avx]) == ["noxsave"])
         #expect(CPUTemplate.emulationSafe.linuxParameters(for: [.cx16]) == [])
         #expect(CPUTemplate.host.linuxParameters(for: [.xsave]) == [])
+        // ERMS/FSRM (leaf 7, which PVM passes through): one clearcpuid for both.
+        #expect(CPUTemplate.emulationSafe.linuxParameters(for: [.xsave, .erms, .fsrm]) == ["noxsave", "clearcpuid=erms,fsrm"])
     }
 }
 

@@ -43,8 +43,8 @@ public struct HostEmulation: Sendable, Equatable, CustomStringConvertible {
 
     private static let cached = Mutex<HostEmulation?>(nil)
 
-    /// The probe's answer for this process (run on the first call, ~1 ms, plus up to
-    /// `hangTimeoutMS` when `vmcall` hangs).
+    /// The probe's answer for this process (run on the first call: a few ms, plus
+    /// `hangTimeoutMS` where `vmcall` hangs; each vmm-worker process probes once).
     public static func probe(_ kvm: KVMSystem) -> HostEmulation {
         if let known = cached.withLock({ $0 }) { return known }
         let result = HostProbeVM.run(kvm)
@@ -58,7 +58,10 @@ public struct HostEmulation: Sendable, Equatable, CustomStringConvertible {
 /// #PF handlers, a TSS with RSP0. Each step reports on port 0x10.
 enum HostProbeVM {
     static let reportPort: UInt16 = 0x10
-    static let hangTimeoutMS = 50
+    /// A vmcall that has not returned after this long never will: on hardware KVM it takes
+    /// microseconds. A false "hangs" (the probe thread descheduled that long) only hides
+    /// the PV hypercall features and watches for stalled vmcalls, which is harmless.
+    static let hangTimeoutMS = 10
 
     // Report values.
     static let afterInt3: UInt64 = 1, int3Delivered: UInt64 = 2, syscallAtCPL0: UInt64 = 3
