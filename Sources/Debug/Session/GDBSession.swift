@@ -158,7 +158,7 @@ public final class GDBSession: @unchecked Sendable {
             if !state.noAck { output([PacketCodec.ack]) }
             if state.running && state.ended == nil {
                 // In all-stop mode a client only sends ^C while the target runs.
-                log("gdb: packet ignored while the target runs: \(String(decoding: raw.prefix(40), as: UTF8.self))")
+                complain("gdb: packet ignored while the target runs: \(Self.printable(raw.prefix(40)))")
                 return
             }
             execute(GDBCommand.parse(raw))
@@ -322,9 +322,9 @@ public final class GDBSession: @unchecked Sendable {
                 try target.insert(point, thread: state.generalThread)
                 reply("OK")
             } catch let error as MachineError {
-                if case .unsupported = error { reply("") } else { log("gdb: \(point): \(error)"); reply("E03") }
+                if case .unsupported = error { reply("") } else { complain("gdb: \(point): \(error)"); reply("E03") }
             } catch {
-                log("gdb: \(point): \(error)")
+                complain("gdb: \(point): \(error)")
                 reply("E0e")
             }
         case .removePoint(let type, let address, let kind):
@@ -347,14 +347,29 @@ public final class GDBSession: @unchecked Sendable {
         case .unsupported:
             reply("")
         case .malformed(let why):
-            log("gdb: malformed packet: \(why)")
+            complain("gdb: malformed packet: \(why)")
             reply("E01")
         }
     }
 
+    /// Logs a client's mistake, at most `maxComplaints` times a session: a client cannot
+    /// fill the log.
+    private func complain(_ line: String) {
+        state.complaints += 1
+        if state.complaints <= Self.maxComplaints { log(line) }
+        if state.complaints == Self.maxComplaints { log("gdb: further complaints about this client are not logged") }
+    }
+
+    static let maxComplaints = 20
+
+    /// Client bytes fit for a log line: printable ASCII, the rest as '.'.
+    static func printable<C: Sequence>(_ bytes: C) -> String where C.Element == UInt8 {
+        String(decoding: bytes.map { (0x20 ..< 0x7F).contains($0) ? $0 : UInt8(ascii: ".") }, as: UTF8.self)
+    }
+
     private func registers(_ thread: Int) -> RegisterFile? {
         do { return try target.registers(thread: thread) } catch {
-            log("gdb: reading the registers of thread \(thread + 1): \(error)")
+            complain("gdb: reading the registers of thread \(thread + 1): \(error)")
             reply("E02")
             return nil
         }
@@ -365,7 +380,7 @@ public final class GDBSession: @unchecked Sendable {
             try target.setRegisters(file, parts: parts, thread: state.generalThread)
             reply("OK")
         } catch {
-            log("gdb: writing the registers of thread \(state.generalThread + 1): \(error)")
+            complain("gdb: writing the registers of thread \(state.generalThread + 1): \(error)")
             reply("E02")
         }
     }
@@ -427,6 +442,7 @@ struct ProtocolState {
     var initialStop = false
     var lastSent: [UInt8]?
     var clientSwBreak = false, clientHwBreak = false
+    var complaints = 0
     /// `Hg`: the vCPU registers and memory are read from.
     var generalThread = 0
     /// `Hc`: the vCPU `c`/`s` apply to (nil: all / whichever).
