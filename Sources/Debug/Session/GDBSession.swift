@@ -356,7 +356,7 @@ public final class GDBSession: @unchecked Sendable {
     /// fill the log.
     private func complain(_ line: String) {
         state.complaints += 1
-        if state.complaints <= Self.maxComplaints { log(line) }
+        if state.complaints <= Self.maxComplaints { log(Self.printable(line.utf8)) }
         if state.complaints == Self.maxComplaints { log("gdb: further complaints about this client are not logged") }
     }
 
