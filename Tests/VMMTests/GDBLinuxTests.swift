@@ -26,6 +26,7 @@ struct GDBLinuxTests {
             delete
             break __x64_sys_mount
             continue
+            bt
             printf "caller cs=%#lx\\n", *(unsigned long *)($rdi + 136)
             printf "kernel cs=%#lx\\n", $cs
             delete
@@ -40,6 +41,7 @@ struct GDBLinuxTests {
         #expect(out.range(of: #"efer +0x[0-9a-f]+ +\[[^\]]*LME[^\]]*LMA[^\]]*\]"#, options: .regularExpression) != nil, "long mode: \(out)")
         #expect(out.range(of: #"cr0 +0x[0-9a-f]+ +\[[^\]]*PE[^\]]*PG[^\]]*\]"#, options: .regularExpression) != nil, "\(out)")
         #expect(out.contains("Breakpoint 2, ") && out.contains("__x64_sys_mount"), "\(out)")
+        #expect(out.contains("in do_syscall_64 ()"), "bt from the system call: \(out)")
         #expect(out.contains("caller cs=0x33"), "the system call came from user space: \(out)")
         #expect(out.contains("kernel cs=0x10"), "\(out)")
         #expect(out.contains("[Inferior 1 (Remote target) exited normally]"), "\(out)")
