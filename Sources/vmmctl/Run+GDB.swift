@@ -1,5 +1,6 @@
 import ArgumentParser
 import Debug
+import Synchronization
 import VMM
 
 /// `--gdb tcp:HOST:PORT|unix:PATH`.
@@ -19,12 +20,15 @@ func runUnderDebugger(_ machine: Machine, at endpoint: GDBEndpoint, wait: Bool) 
     printError("vmmctl: gdb stub listening on \(server.address)" + (wait ? " (the guest waits for gdb)" : ""))
     if wait {
         // Started paused once the client is attached, so the client sees the first instruction.
-        let started = ErrorBox()
+        let failure = Mutex<String?>(nil)
         try server.start(afterFirstAttach: {
-            do { try machine.start(paused: true) } catch { started.set(error) }
+            do { try machine.start(paused: true) } catch { failure.withLock { $0 = "\(error)" } }
         })
         server.waitForFirstClient()
-        if let error = started.error { throw error }
+        if let why = failure.withLock({ $0 }) {
+            server.stop()
+            throw DebugError("starting the guest under gdb: \(why)")
+        }
     } else {
         try machine.start()
         try server.start()
@@ -38,11 +42,4 @@ func runUnderDebugger(_ machine: Machine, at endpoint: GDBEndpoint, wait: Bool) 
     }
     server.machineEnded(reason)
     return reason
-}
-
-/// An error handed from the hook's thread to the waiting one.
-final class ErrorBox: @unchecked Sendable {
-    // @unchecked: written once by the hook before `waitForFirstClient` returns, read after.
-    private(set) var error: Error?
-    func set(_ e: Error) { error = e }
 }
