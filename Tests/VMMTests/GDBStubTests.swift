@@ -72,6 +72,13 @@ final class StubClient {
     }
 }
 
+extension Array where Element == UInt8 {
+    /// Little-endian hex (a register as `p` answers it) reordered as a big-endian number.
+    var reversedHexBytes: [UInt8] {
+        stride(from: count - 2, through: 0, by: -2).flatMap { [self[$0], self[$0 + 1]] }
+    }
+}
+
 /// A symbol's address in a built test guest (nm).
 func guestSymbol(_ guest: String, _ name: String) throws -> UInt64 {
     let out = runProcess("/usr/bin/nm", [try TestGuests.path(guest)]).stdout
@@ -202,6 +209,34 @@ struct GDBStubTests {
         #expect(reason == .debugExit(value: 7))
         #expect(try machine.memory.read(at: .init(physical), count: 1) != [0xCC])
         #expect(output.text.hasSuffix("bye\n"))
+    }
+
+    /// A step over an instruction the emulation assist finishes stops right after it,
+    /// with the registers as the assist left them (they sit in the sync-register area
+    /// until the vCPU parks and applies them).
+    @Test func aStepOverAnAssistedInstruction() throws {
+        let (machine, server, _, path) = try spinningMachine()
+        defer { server.stop() }
+        let client = try StubClient(path: path)
+        let popcnt = try guestSymbol("gdb-target", "assisted_step")
+        #expect(client.ask("Z1,\(String(popcnt, radix: 16)),1") == "OK")
+        let flag = try guestSymbol("gdb-target", "keep_spinning")
+        #expect(client.ask("M\(String(flag, radix: 16)),4:00000000") == "OK")
+        // keep_spinning = 0 ends the loop: checkpoint(2) is not on the way, stepping() is
+        // called before the loop... so run it again from the top of stepping().
+        let stepping = try guestSymbol("gdb-target", "stepping")
+        #expect(client.ask("P10=" + PacketCodec.hexLittleEndian(stepping, size: 8).map { String(UnicodeScalar($0)) }.joined()) == "OK")
+        let hit = try #require(client.ask("vCont;c"))
+        #expect(hit.hasPrefix("T05thread:1;hwbreak:;") || hit.hasPrefix("T05thread:1;"), "\(hit)")
+        #expect(client.ask("p10") == PacketCodec.hexLittleEndian(popcnt, size: 8).map { String(UnicodeScalar($0)) }.joined())
+        #expect(client.ask("z1,\(String(popcnt, radix: 16)),1") == "OK")
+        let stepped = try #require(client.ask("vCont;s:1"))
+        #expect(stepped.hasPrefix("T05thread:1;"), "\(stepped)")
+        let rip = PacketCodec.number(Array(try #require(client.ask("p10")).utf8).reversedHexBytes)
+        #expect(rip == popcnt + 4, "one instruction (popcnt is 4 bytes)")
+        let rax = PacketCodec.number(Array(try #require(client.ask("p0")).utf8).reversedHexBytes)
+        #expect(rax == 8, "popcnt(0xff)")
+        _ = machine
     }
 
     @Test func aSecondClientIsTurnedAwayAndTheMachineEndTellsTheFirst() throws {

@@ -253,7 +253,8 @@ public final class GDBSession: @unchecked Sendable {
         case .writeRegister(let n, let bytes):
             guard n < RegisterFile.layout.count, bytes.count == RegisterFile.layout[n].bytes else { return reply("E01") }
             guard var file = registers(state.generalThread) else { return }
-            write(file, file.set(n, bytes))
+            let parts = file.set(n, bytes)
+            write(file, parts)
         case .readMemory(let address, let length):
             do {
                 send(PacketCodec.hex(try target.readMemory(at: address, count: length, thread: state.generalThread)))
