@@ -40,7 +40,7 @@ final class WorkerDebugger: Sendable {
         }
         session.withLock { $0 = new }
         do {
-            _ = try HostThread(name: "gdb-end") { [self] in
+            try HostThread(name: "gdb-end") { [self] in
                 new.waitUntilFinished()
                 let current = session.withLock { s -> Bool in
                     guard s === new else { return false }
@@ -48,7 +48,7 @@ final class WorkerDebugger: Sendable {
                     return true
                 }
                 if current { link.send(WorkerMessage.debugClosed.encoded()) }
-            }
+            }.detach()
         } catch {
             new.disconnected()
         }

@@ -35,7 +35,7 @@ struct GDB: ParsableCommand {
         }
         if !rest.isEmpty, !Self.writeAll(STDOUT_FILENO, rest) { return }
         // The guest's replies on this thread, gdb's packets on another.
-        _ = try HostThread(name: "gdb-in") {
+        try HostThread(name: "gdb-in") {
             var buffer = [UInt8](repeating: 0, count: 4096)
             while true {
                 let n = read(STDIN_FILENO, &buffer, buffer.count)
@@ -43,7 +43,7 @@ struct GDB: ParsableCommand {
                 guard n > 0, Self.writeAll(fd, Array(buffer[0 ..< n])) else { break }
             }
             shutdown(fd, Int32(SHUT_WR))  // gdb is gone: the daemon detaches it
-        }
+        }.detach()
         var buffer = [UInt8](repeating: 0, count: 16384)
         while true {
             let n = read(fd, &buffer, buffer.count)

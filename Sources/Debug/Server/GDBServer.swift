@@ -125,7 +125,7 @@ public final class GDBServer: @unchecked Sendable {
         firstAttach.signal()
         log("gdb: client attached on \(address)")
         do {
-            _ = try HostThread(name: "gdb-conn") {
+            try HostThread(name: "gdb-conn") {
                 let reader = try? HostThread(name: "gdb-read") {
                     var buffer = [UInt8](repeating: 0, count: 4096)
                     while true {
@@ -140,7 +140,7 @@ public final class GDBServer: @unchecked Sendable {
                 shutdown(fd, Int32(SHUT_RDWR))
                 reader?.join()
                 close(fd)
-            }
+            }.detach()
         } catch {
             session.disconnected()
             session.waitUntilFinished()

@@ -59,7 +59,9 @@ public final class GDBSession: @unchecked Sendable {
         state.initialStop = true
         afterAttach?()
         do {
+            // Waited for through `done`, not joined.
             thread = try HostThread(name: "gdb") { [self] in run() }
+            thread?.detach()
         } catch {
             target.detach()
             throw error
