@@ -72,6 +72,13 @@ final class StubClient {
     }
 }
 
+extension PacketCodec {
+    /// A little-endian integer of `size` bytes as hex, as `p` and stop replies carry registers.
+    static func hexLittleEndian(_ value: UInt64, size: Int) -> [UInt8] {
+        hex((0 ..< size).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) })
+    }
+}
+
 extension Array where Element == UInt8 {
     /// Little-endian hex (a register as `p` answers it) reordered as a big-endian number.
     var reversedHexBytes: [UInt8] {

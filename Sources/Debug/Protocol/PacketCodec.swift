@@ -158,9 +158,4 @@ public enum PacketCodec {
 
     /// A number in big-endian hex without leading zeros.
     public static func hexNumber(_ value: UInt64) -> [UInt8] { Array(String(value, radix: 16).utf8) }
-
-    /// A little-endian integer of `size` bytes as hex (register values in `g`, `p`, `T`).
-    public static func hexLittleEndian(_ value: UInt64, size: Int) -> [UInt8] {
-        hex((0 ..< size).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) })
-    }
 }
