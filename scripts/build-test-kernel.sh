@@ -47,9 +47,17 @@ busybox() {
     rm -rf "$work"
 }
 
+# The default initramfs, rebuilt when its /init or its builder changed.
+initramfs() {
+    if [ ! -s "$cache/initramfs.cpio" ] || [ "$root/scripts/test-kernel/init" -nt "$cache/initramfs.cpio" ] ||
+       [ "$root/scripts/make-initramfs.sh" -nt "$cache/initramfs.cpio" ]; then
+        "$root/scripts/make-initramfs.sh" --out "$cache/initramfs.cpio"
+    fi
+}
+
 if [ -s "$cache/vmlinux" ] && [ -s "$cache/bzImage" ] && [ "$(cat "$cache/key" 2>/dev/null)" = "$key" ]; then
     busybox
-    [ -s "$cache/initramfs.cpio" ] || "$root/scripts/make-initramfs.sh" --out "$cache/initramfs.cpio"
+    initramfs
     exit 0
 fi
 
@@ -100,5 +108,5 @@ cp "$obj/.config" "$cache/config"
 echo "$seconds" > "$cache/build-seconds"
 echo "$key" > "$cache/key"
 busybox
-"$root/scripts/make-initramfs.sh" --out "$cache/initramfs.cpio"
+initramfs
 echo "build-test-kernel: built in $cache in ${seconds} s" >&2

@@ -74,3 +74,31 @@ struct EmulationAssistTests {
         }
     }
 }
+
+/// A debugger's hook: it sees every refused int3 before the guest does.
+final class RecordingClaimant: BreakpointClaimant, @unchecked Sendable {
+    // @unchecked: written on the vCPU thread, read after the machine stopped.
+    var claimed: [(vcpu: UInt32, rip: UInt64)] = []
+    var onClaim: (() -> Void)?
+    func claims(vcpu: UInt32, rip: UInt64) -> Bool {
+        claimed.append((vcpu, rip))
+        onClaim?()
+        return true
+    }
+}
+
+@Suite(.enabled(if: KVMGate.shouldRun, KVMGate.skipReason), .serialized)
+struct BreakpointClaimantTests {
+    @Test func aClaimantTakesTheInt3BeforeTheGuest() throws {
+        let claimant = RecordingClaimant()
+        let (reason, out, machine) = try runGuest("assist") { machine in
+            claimant.onClaim = { [weak machine] in machine?.stop(.killed) }
+            machine.emulationAssist?.setBreakpointClaimant(claimant)
+        }
+        guard machine.emulationAssist?.host.refusesInstructions == true else { return }  // native int3: no exit
+        #expect(reason == .killed)
+        #expect(claimant.claimed.count == 1 && claimant.claimed.first?.vcpu == 0)
+        #expect(!out.contains("ok int3"), "the guest's own handler must not have run")
+        #expect(EmulationAssistTests.count(machine, "int3") == 0)
+    }
+}
