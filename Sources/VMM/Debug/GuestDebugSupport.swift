@@ -42,9 +42,8 @@ public struct GuestDebugSupport: Sendable, Equatable, CustomStringConvertible {
 
     private static let cached = Mutex<GuestDebugSupport?>(nil)
 
-    /// The probe's answer for this process; the first call runs the probe VM (about a
-    /// millisecond). A sandboxed process must call it before its filter forbids
-    /// `KVM_CREATE_VM`.
+    /// The probe's answer for this process; the first call runs the probe VM (3 ms here).
+    /// A sandboxed process must call it before its filter forbids `KVM_CREATE_VM`.
     public static func probe(_ kvm: KVMSystem) -> GuestDebugSupport {
         if let known = cached.withLock({ $0 }) { return known }
         let result = GuestDebugProbeVM.run(kvm)
