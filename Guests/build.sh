@@ -65,5 +65,11 @@ run cc $CFLAGS -c -o "$obj/c-hello.o" "$src/c-hello/hello.c"
 run ld -m elf_i386 $LDFLAGS -T "$src/c-hello/link.ld" -o "$out/c-hello.elf" \
     "$obj/c-start.o" "$obj/c-hello.o"
 
+# The virtio driver guest: c-hello's PVH entry stub and linker script, its own C.
+current=virtio
+run cc $CFLAGS -c -o "$obj/virtio.o" "$src/virtio/virtio.c"
+run ld -m elf_i386 $LDFLAGS -T "$src/c-hello/link.ld" -o "$out/virtio.elf" \
+    "$obj/c-start.o" "$obj/virtio.o"
+
 current=""
 echo "built: $(cd "$out" && ls *.elf *.bin | tr '\n' ' ')"

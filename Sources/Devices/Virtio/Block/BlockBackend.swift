@@ -31,6 +31,14 @@ public final class BlockBackend: Sendable {
 
     deinit { close(fd) }
 
+    /// Opens `path` for a disk: read-write unless `readOnly`, with O_DIRECT when `direct`.
+    public static func open(path: String, readOnly: Bool, direct: Bool) throws(BlockError) -> BlockBackend {
+        let flags = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC | (direct ? CKVM_O_DIRECT : 0)
+        let fd = ckvm_open(path, flags)
+        guard fd >= 0 else { throw BlockError(operation: "open \(path)", errno: errno) }
+        return try BlockBackend(fd: fd)
+    }
+
     /// Reads into `ranges` from byte `offset`; returns the bytes read.
     func read(into ranges: [GuestRange], at offset: UInt64, memory: GuestMemory) throws -> UInt64 {
         try withBufferedFallback { try memory.readFile(fd, offset: offset, into: ranges) }
