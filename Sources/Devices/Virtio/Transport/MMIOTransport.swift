@@ -12,6 +12,8 @@ public struct VirtioTransportState: Sendable, Equatable {
     public var interruptStatus: UInt32 = 0
     public var configGeneration: UInt32 = 0
     public var queues: [VirtQueueState] = []
+
+    public init(queues: [VirtQueueState] = []) { self.queues = queues }
 }
 
 /// The virtio 1.x MMIO transport, register layout version 2 ("Virtio Over MMIO", 4.2):
