@@ -1,5 +1,6 @@
 import Devices
 import Foundation
+import GuestMemory
 import Testing
 import VMM
 
@@ -126,5 +127,44 @@ struct VirtioVMMCtlTests {
         #expect(missing.status == 10 && missing.all.contains("/nonexistent/disk.img"))
         let serial = try VMMCtl.run(["run", "--kernel", TestGuests.path("exit"), "--disk", "/tmp/x,serial=" + String(repeating: "s", count: 21)])
         #expect(serial.status != 0)
+    }
+}
+
+struct DeviceLayoutTests {
+    @Test func windowsAndGSIsComeFromOneAllocation() throws {
+        let layout = try DeviceLayout(kinds: ["virtio-blk", "virtio-blk", "virtio-rng"])
+        #expect(layout.slots.map(\.name) == ["blk0", "blk1", "rng0"])
+        #expect(layout.slots.map(\.base) == [0xD000_0000, 0xD000_1000, 0xD000_2000] && layout.slots.map(\.gsi) == [5, 6, 7])
+        #expect(layout.commandLineParameters == ["virtio_mmio.device=4K@0xd0000000:5", "virtio_mmio.device=4K@0xd0001000:6",
+                                                 "virtio_mmio.device=4K@0xd0002000:7"])
+        let gsis = try DeviceLayout(kinds: Array(repeating: "virtio-blk", count: DeviceLayout.maxDevices)).slots.map(\.gsi)
+        #expect(Set(gsis).count == gsis.count && !gsis.contains(4) && !gsis.contains(8) && gsis.allSatisfy { $0 < 24 })
+        #expect(throws: MachineError.self) { try DeviceLayout(kinds: Array(repeating: "virtio-blk", count: DeviceLayout.maxDevices + 1)) }
+    }
+}
+
+@Suite(.enabled(if: KVMGate.shouldRun, KVMGate.skipReason))
+struct VirtioACPITests {
+    /// The DSDT the guest finds lists each device of the layout, in order.
+    @Test func dsdtHasOneLNRO0005PerDevice() throws {
+        let a = try ScratchImage(size: 8192), b = try ScratchImage(size: 8192)
+        var config = MachineConfig()
+        config.memoryMiB = 32
+        config.kernel = try TestGuests.image("exit")
+        config.disks = [DiskConfig(backend: try BlockBackend.open(path: a.path, readOnly: false, direct: false)),
+                        DiskConfig(backend: try BlockBackend.open(path: b.path, readOnly: true, direct: false), readOnly: true)]
+        config.rng = true
+        let machine = try Machine(config: config)
+        let area = try machine.memory.read(at: GuestAddress(0xE0000), count: 0x20000)
+        let dsdtAt = try #require((0 ..< area.count - 4).first { area[$0 ..< $0 + 4].elementsEqual(Array("DSDT".utf8)) })
+        let length = Int(area[dsdtAt + 4]) | Int(area[dsdtAt + 5]) << 8
+        let dsdt = Array(area[dsdtAt ..< dsdtAt + length])
+        func count(_ needle: [UInt8]) -> Int { (0 ... dsdt.count - needle.count).filter { dsdt[$0 ..< $0 + needle.count].elementsEqual(needle) }.count }
+        #expect(count(Array("LNRO0005".utf8)) == 3)
+        for base: UInt32 in [0xD000_0000, 0xD000_1000, 0xD000_2000] {
+            let le = (0 ..< 4).map { UInt8(truncatingIfNeeded: base >> (8 * $0)) }
+            #expect(count([0x86, 9, 0, 1] + le + [0, 0x10, 0, 0]) == 1, "Memory32Fixed at \(base)")
+        }
+        #expect(dsdt.reduce(0) { $0 &+ $1 } == 0, "checksum")
     }
 }

@@ -94,10 +94,9 @@ public final class BlockDevice: VirtioDevice {
         guard let type = RequestType(rawValue: rawType) else { return (Self.statusUnsupported, 0) }
         switch type {
         case .read:
-            guard let ranges = DescriptorChain.ranges(chain.writable, dropLast: 1),
-                  let offset = span(sector, ranges.reduce(0) { $0 + $1.length }) else { return (Self.statusIOError, 0) }
+            guard let ranges = DescriptorChain.ranges(chain.writable, dropLast: 1) else { return (Self.statusIOError, 0) }
             let length = ranges.reduce(0) { $0 + $1.length }
-            guard let n = try? backend.read(into: ranges, at: offset, memory: memory), n == length else {
+            guard let offset = span(sector, length), let n = try? backend.read(into: ranges, at: offset, memory: memory), n == length else {
                 return (Self.statusIOError, 0)
             }
             VirtioStatistics.add(statistics.bytesRead, n)

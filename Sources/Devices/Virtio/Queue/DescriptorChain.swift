@@ -42,6 +42,7 @@ public struct DescriptorChain: Sendable, Equatable {
     static func walk(head: UInt16, table: GuestAddress, size: UInt16, indirect allowIndirect: Bool,
                      memory: GuestMemory) throws -> DescriptorChain {
         var descriptors: [Descriptor] = []
+        descriptors.reserveCapacity(4)   // a block request is three; one allocation, not three
         var index = head
         var sawWritable = false
         var visited = 0
