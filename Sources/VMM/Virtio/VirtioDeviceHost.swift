@@ -63,6 +63,10 @@ final class VirtioDeviceHost: @unchecked Sendable {
         }
     }
 
+    /// A machine whose init failed after its devices were built never runs its deinit:
+    /// the device threads end here then.
+    deinit { stop() }
+
     /// Ends the device threads (machine teardown).
     func stop() {
         stopping.set()
