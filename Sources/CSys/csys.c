@@ -19,6 +19,9 @@
 #include <linux/seccomp.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/ioctl.h>
+#include <net/if.h>
+#include <linux/if_tun.h>
 #include <unistd.h>
 
 #ifndef SO_PEERGROUPS
@@ -338,6 +341,52 @@ int csys_connect_unix(const char *path)
     return fd;
 }
 
+int csys_connect_unix_nonblocking(const char *path)
+{
+    struct sockaddr_un a;
+    int fd = unix_socket(&a, path);
+
+    if (fd < 0)
+        return fd;
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    /* A Unix stream connect completes at once or fails: EAGAIN is a full backlog. */
+    while (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        if (errno == EINTR)
+            continue;
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+ssize_t csys_send_from(int sock, const void *base, size_t offset, size_t len)
+{
+    for (;;) {
+        ssize_t n = send(sock, (const char *)base + offset, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n >= 0)
+            return n;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+int csys_accept_nonblocking(int listener)
+{
+    for (;;) {
+        int fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd >= 0)
+            return fd;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
 int csys_accept(int listener)
 {
     for (;;) {
@@ -408,4 +457,49 @@ int csys_set_receive_timeout(int sock, int seconds)
     struct timeval tv = { .tv_sec = seconds, .tv_usec = 0 };
 
     return setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0 ? 0 : -errno;
+}
+
+/* ---- taps (virtio-net) ---- */
+
+int csys_tap_open(const char *name)
+{
+    struct ifreq ifr;
+
+    if (strlen(name) >= IFNAMSIZ || name[0] == 0)
+        return -EINVAL;
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return -errno;
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, name);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int csys_tap_info(int fd, char name[16], unsigned int *flags)
+{
+    struct ifreq ifr;
+
+    memset(&ifr, 0, sizeof ifr);
+    if (ioctl(fd, TUNGETIFF, &ifr) != 0)
+        return -errno;
+    memcpy(name, ifr.ifr_name, IFNAMSIZ);
+    name[IFNAMSIZ - 1] = 0;
+    *flags = (unsigned short)ifr.ifr_flags;
+    return 0;
+}
+
+int csys_tap_set_vnet_header_size(int fd, int size)
+{
+    return ioctl(fd, TUNSETVNETHDRSZ, &size) == 0 ? 0 : -errno;
+}
+
+int csys_tap_set_offload(int fd, unsigned int offloads)
+{
+    return ioctl(fd, TUNSETOFFLOAD, (unsigned long)offloads) == 0 ? 0 : -errno;
 }
