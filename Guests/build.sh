@@ -76,5 +76,12 @@ run cc $CFLAGS -c -o "$obj/virtio.o" "$src/virtio/virtio.c"
 run ld -m elf_i386 $LDFLAGS -T "$src/c-hello/link.ld" -o "$out/virtio.elf" \
     "$obj/c-start.o" "$obj/virtio.o"
 
+# The vsock and net driver guest: a ring-3 C program (see sockets/start.S).
+current=sockets
+run as --32 --fatal-warnings -I "$src" -o "$obj/sockets-start.o" "$src/sockets/start.S"
+run cc $CFLAGS -fno-tree-loop-distribute-patterns -c -o "$obj/sockets.o" "$src/sockets/sockets.c"
+run ld -m elf_i386 $LDFLAGS -T "$src/c-hello/link.ld" -o "$out/sockets.elf" \
+    "$obj/sockets-start.o" "$obj/sockets.o"
+
 current=""
 echo "built: $(cd "$out" && ls *.elf *.bin | tr '\n' ' ')"
