@@ -1,0 +1,222 @@
+import Devices
+import Foundation
+import Synchronization
+import Testing
+import VMM
+
+/// The sockets guest (Guests/sockets) with a vsock device on a real machine, driven
+/// from host "processes" (threads with Unix sockets) as Firecracker's tools drive it.
+final class VsockGuest: @unchecked Sendable {
+    let path: String
+    let machine: Machine
+    let output = BufferOutput()
+    private let outcome = RunOutcome()
+
+    init(cmdline: String = "", notification: VirtioNotification = .ioeventfd, limits: VsockLimits = VsockLimits(),
+         path: String = testSocketPath("vsock")) throws {
+        self.path = path
+        var config = MachineConfig()
+        config.memoryMiB = 32
+        config.kernel = try TestGuests.image("sockets")
+        config.debugExit = true
+        config.commandLine = cmdline
+        config.serialOutput = output
+        config.virtioNotification = notification
+        config.vsock = VsockConfig(guestCID: 42, backend: try VsockUnixBackend(path: path), limits: limits, path: path)
+        machine = try Machine(config: config)
+        let thread = Thread { [machine, outcome] in
+            let result = Result { try machine.run() }
+            outcome.result.withLock { $0 = result }
+            outcome.done.signal()
+        }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    /// Waits until the guest printed `text` (or stopped, or 60 s passed).
+    func waitFor(_ text: String) -> Bool {
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            if output.text.contains(text) { return true }
+            if outcome.result.withLock({ $0 != nil }) { return output.text.contains(text) }
+            usleep(10_000)
+        }
+        return false
+    }
+
+    /// A host connection to guest port `port` through the hybrid socket; the `OK` line read.
+    func connect(port: UInt32 = 5252, command: String = "CONNECT") throws -> (TestSocket, String?) {
+        let s = try TestSocket(connectingTo: path)
+        try s.send("\(command) \(port)\n")
+        return (s, s.readLine())
+    }
+
+    /// Asks the guest to end (a connection to its port 5253) and waits for its stop.
+    func finish() throws -> StopReason {
+        _ = try? connect(port: 5253, command: "connect")
+        if outcome.done.wait(timeout: .now() + 60) == .timedOut { machine.kill(); _ = outcome.done.wait(timeout: .now() + 10) }
+        guard let result = outcome.result.withLock({ $0 }) else { return .vmmError("the guest did not stop") }
+        return try result.get()
+    }
+
+    func counter(_ name: String) -> UInt64? {
+        machine.statistics().devices.first { $0.name == "vsock0" }?.counters.first { $0.name == name }?.value
+    }
+}
+
+/// How a machine run on another thread ended.
+final class RunOutcome: Sendable {
+    let result = Mutex<Result<StopReason, Error>?>(nil)
+    let done = DispatchSemaphore(value: 0)
+}
+
+@Suite(.enabled(if: KVMGate.shouldRun, KVMGate.skipReason), .serialized)
+struct VsockGuestTests {
+    static let success = StopReason.debugExit(value: 0x10)
+
+    /// 50 host connections at once, each sending 1 MiB that the guest echoes back, the
+    /// echo's checksum checked; meanwhile 5 more host peers vanish mid-transfer (they
+    /// close without reading): the others go on, the VMM lives, memory stays bounded.
+    @Test(arguments: VirtioNotification.allCases)
+    func fiftyConnectionsEchoAMiBEachWhilePeersVanish(notification: VirtioNotification) throws {
+        let guest = try VsockGuest(notification: notification)
+        try #require(guest.waitFor("vsock: ready cid 42"), "\(guest.output.text)")
+        let size = 1 << 20
+        let good = Atomic<Int>(0), vanished = Atomic<Int>(0)
+        let failures = Mutex<[String]>([])
+        let maxBuffered = Atomic<UInt64>(0)
+        onThreads(55) { i in
+            do {
+                let (s, ok) = try guest.connect()
+                guard let ok, ok.hasPrefix("OK "), UInt32(ok.dropFirst(3)) != nil else {
+                    throw TestSocketError("connection \(i): answer \(ok ?? "none")")
+                }
+                let data = testPattern(seed: UInt64(i + 1) * 0x9E37_79B9, count: size)
+                if i >= 50 {
+                    // Half a MiB, then gone: the guest's echo to it meets a closed socket.
+                    try s.send(Array(data[0 ..< size / 2]))
+                    s.close()
+                    vanished.add(1, ordering: .relaxed)
+                    return
+                }
+                let writer = Thread { try? s.send(data) }
+                writer.start()
+                let echo = s.receive(exactly: size)
+                if let buffered = guest.counter("host_buffered_bytes") { maxBuffered.max(buffered, ordering: .relaxed) }
+                guard echo.count == size, checksum(echo) == checksum(data) else {
+                    throw TestSocketError("connection \(i): \(echo.count) bytes back, checksum \(echo.count == size ? "differs" : "not checked")")
+                }
+                good.add(1, ordering: .relaxed)
+            } catch {
+                failures.withLock { $0.append("\(error)") }
+            }
+        }
+        #expect(failures.withLock { $0 }.isEmpty, "\(failures.withLock { $0 })")
+        #expect(good.load(ordering: .relaxed) == 50 && vanished.load(ordering: .relaxed) == 5)
+        // Each connection's held bytes are bounded by the credit the device advertised.
+        #expect(maxBuffered.load(ordering: .relaxed) <= UInt64(55 * VsockLimits().bufferSize))
+        let reason = try guest.finish()
+        #expect(reason == Self.success, "\(guest.output.text)")
+        #expect(guest.counter("host_connections") == 56)
+        #expect(guest.counter("credit_violations") == 0)
+        #expect((guest.counter("bytes_read") ?? 0) >= UInt64(50 * size) && (guest.counter("bytes_written") ?? 0) >= UInt64(50 * size))
+        #expect(guest.counter("connections_active") == 0 || guest.counter("connections_active") == 1)
+    }
+
+    /// The guest connects to host port 7000 (a listener at PATH_7000 answers and closes)
+    /// and to port 7001, where nobody listens (the guest sees a reset).
+    @Test func guestConnectsToAListenerAndIsResetWhereNobodyListens() throws {
+        let path = testSocketPath("vsock-client")
+        let listener = try TestListener(path: path + "_7000")
+        let heard = Mutex<String>("")
+        let served = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            if let c = listener.accept() {
+                heard.withLock { $0 = String(decoding: c.receive(max: 64), as: UTF8.self) }
+                try? c.send("welcome\n")
+                c.close()
+            }
+            served.signal()
+        }
+        thread.start()
+        let guest = try VsockGuest(cmdline: "connect=7000 refused=7001", path: path)
+        #expect(guest.waitFor("vsock: ready"), "\(guest.output.text)")
+        #expect(served.wait(timeout: .now() + 30) == .success)
+        #expect(heard.withLock { $0 } == "hello from the guest\n")
+        #expect(guest.output.text.contains("vsock: connect ok\n") && guest.output.text.contains("vsock: refused ok\n"),
+                "\(guest.output.text)")
+        #expect(try guest.finish() == Self.success)
+        #expect(guest.counter("guest_connections") == 1 && guest.counter("connections_refused") == 1)
+    }
+
+    /// A host peer that stops reading stalls only its own connection: the device holds
+    /// at most its credit for it, the others complete, and it completes once it reads.
+    @Test func aSlowHostPeerStallsOnlyItself() throws {
+        let guest = try VsockGuest()
+        try #require(guest.waitFor("vsock: ready"))
+        let (slow, ok) = try guest.connect()
+        #expect(ok?.hasPrefix("OK ") == true)
+        let size = 4 << 20
+        let data = testPattern(seed: 77, count: size)
+        let writer = Thread { try? slow.send(data) }
+        writer.start()
+        // Let it fill everything it can: the socket buffers and the device's credit.
+        usleep(500_000)
+        let fast = Atomic<Int>(0)
+        onThreads(8) { i in
+            guard let (s, ok) = try? guest.connect(), ok?.hasPrefix("OK ") == true else { return }
+            let d = testPattern(seed: UInt64(1000 + i), count: 256 << 10)
+            let w = Thread { try? s.send(d) }
+            w.start()
+            if s.receive(exactly: d.count) == d { fast.add(1, ordering: .relaxed) }
+        }
+        #expect(fast.load(ordering: .relaxed) == 8)
+        let held = guest.counter("host_buffered_bytes") ?? .max
+        #expect(held <= UInt64(VsockLimits().bufferSize), "the device holds \(held) bytes for the stalled peer")
+        #expect(slow.receive(exactly: size) == data)
+        #expect(try guest.finish() == Self.success)
+    }
+
+    /// VIRTIO_VSOCK_EVENT_TRANSPORT_RESET: the machine drops every connection (the host
+    /// peer sees end of stream), the guest hears the event, and new connections work.
+    @Test func transportResetDropsConnectionsAndTellsTheGuest() throws {
+        let guest = try VsockGuest()
+        try #require(guest.waitFor("vsock: ready"))
+        let (s, ok) = try guest.connect()
+        #expect(ok?.hasPrefix("OK ") == true)
+        try s.send("ping")
+        #expect(s.receive(exactly: 4) == Array("ping".utf8))
+        #expect(guest.machine.resetVsockTransport())
+        #expect(s.isAtEnd())
+        #expect(guest.waitFor("vsock: transport reset\n"))
+        let (again, ok2) = try guest.connect()
+        #expect(ok2?.hasPrefix("OK ") == true)
+        try again.send("pong")
+        #expect(again.receive(exactly: 4) == Array("pong".utf8))
+        #expect(try guest.finish() == Self.success)
+        #expect(guest.output.text.contains("transport resets 1"))
+        #expect(guest.counter("transport_resets") == 1)
+    }
+
+    /// What a host process may send first: a bad command, an over-long line or a port
+    /// nobody serves in the guest all end with the socket closed and no OK; the command
+    /// word is accepted in any case.
+    @Test func handshakesThatAreNotConnectAreClosed() throws {
+        let guest = try VsockGuest()
+        try #require(guest.waitFor("vsock: ready"))
+        let bad = try TestSocket(connectingTo: guest.path)
+        try bad.send("HELLO 5252\n")
+        #expect(bad.isAtEnd())
+        let long = try TestSocket(connectingTo: guest.path)
+        try long.send("CONNECT " + String(repeating: "1", count: 64) + "\n")
+        #expect(long.isAtEnd())
+        let (nobody, answer) = try guest.connect(port: 9)
+        #expect(answer == nil)   // the guest reset the REQUEST
+        nobody.close()
+        let (mixed, ok) = try guest.connect(command: "Connect")
+        #expect(ok?.hasPrefix("OK ") == true)
+        mixed.close()
+        #expect(try guest.finish() == Self.success)
+        #expect(guest.counter("handshakes_refused") == 2)
+    }
+}
