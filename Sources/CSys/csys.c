@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/vfs.h>
 #include <linux/openat2.h>
@@ -322,6 +323,27 @@ int csys_listen_unix(const char *path, int backlog)
         return -e;
     }
     return fd;
+}
+
+int csys_connect_unix_nonblocking(const char *path);
+
+int csys_listen_unix_replacing_stale(const char *path, int backlog)
+{
+    int fd = csys_listen_unix(path, backlog);
+    if (fd != -EADDRINUSE)
+        return fd;
+    /* Only a socket file nobody listens on (its VMM died) is replaced. */
+    struct stat st;
+    int probe = csys_connect_unix_nonblocking(path);
+    if (probe >= 0) {
+        close(probe);
+        return -EADDRINUSE;
+    }
+    if (probe != -ECONNREFUSED || lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode))
+        return -EADDRINUSE;
+    if (unlink(path) != 0)
+        return -errno;
+    return csys_listen_unix(path, backlog);
 }
 
 int csys_connect_unix(const char *path)

@@ -15,9 +15,12 @@ final class DaemonFixture: @unchecked Sendable {
 
     /// Extra vmmd arguments (e.g. --test-hooks).
     let extraArguments: [String]
+    /// The network namespace vmmd runs in (`ip netns exec`), if not this process's.
+    let netns: String?
 
-    init(stateDirectory: String? = nil, config: String? = nil, arguments: [String] = []) throws {
+    init(stateDirectory: String? = nil, config: String? = nil, arguments: [String] = [], netns: String? = nil) throws {
         extraArguments = arguments
+        self.netns = netns
         try #require(FileManager.default.isExecutableFile(atPath: Self.vmmd), "vmmd is not built: run `swift build` first")
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("vmmd-test-\(getpid())-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -31,8 +34,9 @@ final class DaemonFixture: @unchecked Sendable {
 
     func start(config: String? = nil) throws {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.vmmd)
-        p.arguments = ["--socket", socket, "--state-dir", stateDirectory] + (config.map { ["--config", $0] } ?? []) + extraArguments
+        p.executableURL = URL(fileURLWithPath: netns == nil ? Self.vmmd : "/usr/sbin/ip")
+        p.arguments = (netns.map { ["netns", "exec", $0, Self.vmmd] } ?? [])
+            + ["--socket", socket, "--state-dir", stateDirectory] + (config.map { ["--config", $0] } ?? []) + extraArguments
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()

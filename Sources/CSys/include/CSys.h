@@ -101,6 +101,10 @@ int csys_install_seccomp(const struct sock_filter *filter, unsigned short count)
 /// Creates a listening Unix stream socket at `path` (close-on-exec). Returns it or -errno.
 int csys_listen_unix(const char *path, int backlog);
 
+/// `csys_listen_unix`, except that a socket file at `path` nobody listens on (left by
+/// a process that died) is replaced; anything else there is -EADDRINUSE.
+int csys_listen_unix_replacing_stale(const char *path, int backlog);
+
 /// Connects a Unix stream socket to `path` (close-on-exec). Returns it or -errno.
 int csys_connect_unix(const char *path);
 

@@ -42,17 +42,8 @@ public final class VsockUnixBackend: VsockHostBackend {
         guard path.utf8.count < 108, !path.isEmpty else {
             throw .invalid("vsock socket path '\(path)' must be 1-107 bytes (sockaddr_un)")
         }
-        var fd = csys_listen_unix(path, backlog)
-        if fd == -EADDRINUSE {
-            var st = stat()
-            let probe = csys_connect_unix_nonblocking(path)
-            if probe >= 0 { close(probe) }
-            guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK, probe == -ECONNREFUSED else {
-                throw .invalid("vsock socket \(path) exists and is not a stale socket")
-            }
-            unlink(path)
-            fd = csys_listen_unix(path, backlog)
-        }
+        let fd = csys_listen_unix_replacing_stale(path, backlog)
+        if fd == -EADDRINUSE { throw .invalid("vsock socket \(path) exists and is not a stale socket") }
         guard fd >= 0 else { throw .system(operation: "listening on \(path)", errno: -fd) }
         return fd
     }
