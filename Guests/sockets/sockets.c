@@ -13,10 +13,18 @@
  *                            the host's close (SHUTDOWN, answered with RST)
  *   refused=P                vsock: a connection to host port P must be reset
  *   credit=N                 vsock: the receive buffer advertised per connection
+ *   hostile=P                vsock: a driver that breaks the rules, then carries on: an
+ *                            rx buffer too small for a header, a packet with a spoofed
+ *                            source CID, a header outside RAM, data for a connection that
+ *                            does not exist (reset), and on a connection to host port P
+ *                            (whose listener never reads) 300000 bytes past the device's
+ *                            256 KiB credit in one packet (reset)
  * With a vsock device it then prints "vsock: ready" and serves an echo on port 5252
  * (every byte back, with credit flow control both ways; a host SHUTDOWN is answered
- * once the echo is through) until a connection to port 5253 arrives, and ends with
- * isa-debug-exit 0x10 (exit status 33). A failed check n ends with 0x20 + n.
+ * once the echo is through), a sink on 5254 (bytes consumed, credit given back) and a
+ * source on 5255 (bytes sent as fast as the host's credit allows, until it resets the
+ * connection) until a connection to port 5253 arrives, and ends with isa-debug-exit
+ * 0x10 (exit status 33). A failed check n ends with 0x20 + n.
  * A transport-reset event drops every connection and prints "vsock: transport reset".
  */
 #define GUEST_NAME "sockets"
@@ -256,6 +264,8 @@ struct vhdr {
 #define HOST_CID 2
 #define ECHO_PORT 5252
 #define QUIT_PORT 5253
+#define SINK_PORT 5254
+#define SOURCE_PORT 5255
 
 #define NRX 128
 #define RXSIZE (HDR + 16384)
@@ -265,6 +275,8 @@ struct vhdr {
 
 static u8 rxbuf[NRX][RXSIZE] __attribute__((aligned(16)));
 static u8 ctl[NTX][HDR + 64] __attribute__((aligned(16)));
+#define SOURCE_CHUNK 16384
+static u8 srcbuf[NTX][HDR + SOURCE_CHUNK] __attribute__((aligned(16)));
 static short tx_owner[NTX];            /* rx buffer an echo came from, or -1 */
 static u16 tx_free[NTX];
 static int tx_nfree;
@@ -277,7 +289,8 @@ static int resets_seen, quit;
 
 struct conn {
     u8 used, state;                    /* 1 connecting (ours), 2 established */
-    u8 peer_shut, shut_sent, got_rst, client;
+    u8 peer_shut, shut_sent, got_rst, client, sink, source;
+    u32 credit_told;                   /* fwd_cnt in the last credit update (sink) */
     u32 lport, pport;                  /* guest port, host port */
     u32 peer_buf, peer_fwd, tx_cnt, fwd_cnt;
     u16 pend[NPEND];
@@ -387,8 +400,10 @@ static void handle_rx(u32 i, u32 used_len)
     if (c) { c->peer_buf = h->buf_alloc; c->peer_fwd = h->fwd_cnt; }
     switch (h->op) {
     case OP_REQUEST:
-        if (!c && (h->dst_port == ECHO_PORT || h->dst_port == QUIT_PORT) && (c = new_conn(h->dst_port, h->src_port))) {
+        if (!c && h->dst_port >= ECHO_PORT && h->dst_port <= SOURCE_PORT && (c = new_conn(h->dst_port, h->src_port))) {
             c->peer_buf = h->buf_alloc; c->peer_fwd = h->fwd_cnt; c->state = 2;
+            c->sink = h->dst_port == SINK_PORT;
+            c->source = h->dst_port == SOURCE_PORT;
             send_ctl(c->lport, c->pport, OP_RESPONSE, 0, 0, 0);
             if (h->dst_port == QUIT_PORT) quit = 1;
         } else {
@@ -400,6 +415,14 @@ static void handle_rx(u32 i, u32 used_len)
         break;
     case OP_RW:
         if (!c || c->state != 2) { send_ctl(h->dst_port, h->src_port, OP_RST, 0, 0, 0); break; }
+        if (c->sink) {
+            c->fwd_cnt += h->len;
+            if (c->fwd_cnt - c->credit_told >= credit / 2) {
+                send_ctl(c->lport, c->pport, OP_CREDIT_UPDATE, 0, c->fwd_cnt, 0);
+                c->credit_told = c->fwd_cnt;
+            }
+            break;
+        }
         if (c->client) {
             for (u32 k = 0; k < h->len && c->ndata < sizeof c->data; k++) c->data[c->ndata++] = rxbuf[i][HDR + k];
             c->fwd_cnt += h->len;
@@ -438,6 +461,22 @@ static void handle_rx(u32 i, u32 used_len)
     if (!keep) recycle(i);
 }
 
+/* The source connections send what the host's credit allows. */
+static void feed_sources(void)
+{
+    for (int k = 0; k < NCONN; k++) {
+        struct conn *c = &conns[k];
+        if (!c->used || !c->source || c->state != 2) continue;
+        while (tx_nfree > 0 && host_credit(c) >= SOURCE_CHUNK) {
+            u16 s = tx_free[--tx_nfree];
+            fill_hdr((struct vhdr *)srcbuf[s], c->lport, c->pport, OP_RW, 0, SOURCE_CHUNK, c->fwd_cnt);
+            c->tx_cnt += SOURCE_CHUNK;
+            tx_owner[s] = -1;
+            vq_put(&txq, s, (u32)srcbuf[s], HDR + SOURCE_CHUNK, 0);
+        }
+    }
+}
+
 static void poll_vsock(void)
 {
     u32 id, len;
@@ -456,6 +495,7 @@ static void poll_vsock(void)
         vq_kick(&evq);
     }
     reclaim_tx();
+    feed_sources();
     vq_kick(&txq);
     vq_kick(&rxq);
 }
@@ -502,6 +542,44 @@ static void test_refused(u32 port)
     puts("vsock: refused ok\n");
 }
 
+static u16 raw_packet(u32 addr, u32 len)
+{
+    u16 s = tx_slot();
+    tx_owner[s] = -1;
+    vq_put(&txq, s, addr, len, 0);
+    vq_kick(&txq);
+    return s;
+}
+
+static void test_hostile(u32 port)
+{
+    /* A packet claiming another CID: dropped by the device, nothing comes back. */
+    struct vhdr *h = (struct vhdr *)srcbuf[0];
+    fill_hdr(h, 40010, 7100, OP_REQUEST, 0, 0, 0);
+    h->src_cid = cid + 1;
+    raw_packet((u32)srcbuf[0], HDR);
+    /* A header in the MMIO hole: the device counts an error and uses the buffer. */
+    raw_packet(0xe0000000u, HDR);
+    /* Data for a connection that does not exist: reset. */
+    struct conn *c = new_conn(40011, 7101);
+    CHECK(22, c != 0);
+    c->client = 1; c->state = 2;
+    send_ctl(c->lport, c->pport, OP_RW, 0, 0, "x");
+    CHECK(23, wait_for(c, closed) && c->got_rst == 1);
+    c->used = 0;
+    /* Past the credit on a live connection: reset. */
+    c = new_conn(40012, port);
+    CHECK(24, c != 0);
+    c->client = 1; c->state = 1;
+    send_ctl(c->lport, c->pport, OP_REQUEST, 0, 0, 0);
+    CHECK(25, wait_for(c, settled) && c->state == 2 && c->peer_buf == 262144);
+    fill_hdr(h, c->lport, c->pport, OP_RW, 0, 300000, 0);
+    raw_packet((u32)srcbuf[0], HDR + 300000);
+    CHECK(26, wait_for(c, closed) && c->got_rst == 1);
+    c->used = 0;
+    puts("vsock: hostile ok\n");
+}
+
 static void test_vsock(u32 base, const char *cmdline)
 {
     const char *cr = arg(cmdline, "credit");
@@ -513,7 +591,9 @@ static void test_vsock(u32 base, const char *cmdline)
     vq_setup(&txq, base, 1, NTX, 12);
     vq_setup(&evq, base, 2, 4, 12);
     wr(base, R_STATUS, S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK);
+    const char *hostile = arg(cmdline, "hostile");
     for (u16 i = 0; i < NRX; i++) recycle(i);
+    if (hostile) rxq.desc[rxq.avail[2]].len = 8;   /* the first rx buffer cannot hold a header */
     for (u16 i = 0; i < NTX; i++) { tx_owner[i] = -1; tx_free[tx_nfree++] = i; }
     for (u16 i = 0; i < 4; i++) vq_put(&evq, i, (u32)ev[i], 4, D_WRITE);
     vq_kick(&rxq);
@@ -522,6 +602,7 @@ static void test_vsock(u32 base, const char *cmdline)
     if (p) test_connect(number(p));
     p = arg(cmdline, "refused");
     if (p) test_refused(number(p));
+    if (hostile) test_hostile(number(hostile));
     puts("vsock: ready cid ");
     putdec((u32)cid);
     puts("\n");

@@ -198,6 +198,31 @@ struct VsockGuestTests {
         #expect(guest.counter("transport_resets") == 1)
     }
 
+    /// A driver that breaks the rules (a header-less rx buffer, a spoofed source CID, a
+    /// header outside RAM, data for no connection, a packet past the credit) gets resets
+    /// and errors counted, and the device and the VMM carry on serving it.
+    @Test(arguments: VirtioNotification.allCases)
+    func aHostileDriverIsAnsweredAndTheDeviceCarriesOn(notification: VirtioNotification) throws {
+        let path = testSocketPath("vsock-hostile")
+        let listener = try TestListener(path: path + "_7002")
+        let held = Mutex<TestSocket?>(nil)
+        let acceptor = Thread { held.withLock { $0 = listener.accept() } }   // accepted, never read
+        acceptor.start()
+        let guest = try VsockGuest(cmdline: "hostile=7002", notification: notification, path: path)
+        #expect(guest.waitFor("vsock: ready"), "\(guest.output.text)")
+        #expect(guest.output.text.contains("vsock: hostile ok\n"), "\(guest.output.text)")
+        let (s, ok) = try guest.connect()
+        #expect(ok?.hasPrefix("OK ") == true)
+        try s.send("still here")
+        #expect(s.receive(exactly: 10) == Array("still here".utf8))
+        #expect(try guest.finish() == Self.success)
+        #expect(guest.counter("credit_violations") == 1)
+        #expect((guest.counter("errors") ?? 0) >= 3)   // the small rx buffer, the spoofed CID, the header outside RAM
+        #expect(guest.counter("queue_errors") == 0)
+        // The connection the guest broke was closed on the host side too.
+        #expect(held.withLock { $0 }?.isAtEnd() == true)
+    }
+
     /// What a host process may send first: a bad command, an over-long line or a port
     /// nobody serves in the guest all end with the socket closed and no OK; the command
     /// word is accepted in any case.
