@@ -1,8 +1,8 @@
 /*
  * sockets.c - a freestanding virtio-vsock and virtio-net driver guest for swift-vmm's
- * tests and benchmark. It runs at ring 3 (start.S drops there with SYSEXIT), where
- * the test host runs guest code natively: CPL 0 would be emulated at ~1 us an
- * instruction, far too slow to echo megabytes. It polls its rings (no interrupts;
+ * tests and benchmark. It runs in 64-bit mode with paging at ring 3 (start.S gets
+ * there), where the test host runs guest code natively: its KVM emulates CPL 0, and
+ * code without paging, at ~1 us an instruction, far too slow to echo megabytes. It polls its rings (no interrupts;
  * every avail ring says VRING_AVAIL_F_NO_INTERRUPT) and notifies through QueueNotify.
  *
  * Command line (all optional):
@@ -66,9 +66,9 @@ static void vq_setup(struct vq *q, u32 base, u16 index, u16 size, int n)
     wr(base, R_QUEUE_SEL, index);
     CHECK(n, rd(base, R_QUEUE_NUM_MAX) >= size);
     wr(base, R_QUEUE_NUM, size);
-    wr(base, R_QUEUE_DESC_LOW, (u32)q->desc); wr(base, R_QUEUE_DESC_HIGH, 0);
-    wr(base, R_QUEUE_DRIVER_LOW, (u32)q->avail); wr(base, R_QUEUE_DRIVER_HIGH, 0);
-    wr(base, R_QUEUE_DEVICE_LOW, (u32)q->used); wr(base, R_QUEUE_DEVICE_HIGH, 0);
+    wr(base, R_QUEUE_DESC_LOW, ADDR(q->desc)); wr(base, R_QUEUE_DESC_HIGH, 0);
+    wr(base, R_QUEUE_DRIVER_LOW, ADDR(q->avail)); wr(base, R_QUEUE_DRIVER_HIGH, 0);
+    wr(base, R_QUEUE_DEVICE_LOW, ADDR(q->used)); wr(base, R_QUEUE_DEVICE_HIGH, 0);
     wr(base, R_QUEUE_READY, 1);
     CHECK(n, rd(base, R_QUEUE_READY) == 1);
 }
@@ -147,7 +147,7 @@ static void net_send(u32 frame_len, int n)
 {
     u32 id, len;
     zero(net_tx, NET_HDR);
-    vq_put(&ntxq, 0, (u32)net_tx, NET_HDR + frame_len, 0);
+    vq_put(&ntxq, 0, ADDR(net_tx), NET_HDR + frame_len, 0);
     vq_kick(&ntxq);
     u64 until = rdtsc() + 10000000000ull;
     while (!vq_used(&ntxq, &id, &len)) CHECK(n, rdtsc() < until);
@@ -165,7 +165,7 @@ static int net_wait(int (*match)(const u8 *frame, u32 len), void (*resend)(void)
             CHECK(n, id < NET_Q && len > NET_HDR && len <= NET_BUF);
             CHECK(n, get16(net_rx[id] + 10) == 0x0100);   /* num_buffers = 1 (le16) */
             int ok = match(net_rx[id] + NET_HDR, len - NET_HDR);
-            vq_put(&nrxq, (u16)id, (u32)net_rx[id], NET_BUF, D_WRITE);
+            vq_put(&nrxq, (u16)id, ADDR(net_rx[id]), NET_BUF, D_WRITE);
             vq_kick(&nrxq);
             if (ok) return 1;
         }
@@ -226,12 +226,12 @@ static void test_net(u32 base, const char *cmdline)
     peer_ip = parse_ip(arg(cmdline, "peer"));
     u32 offered = negotiate(base, F_NET_MAC | F_NET_STATUS | F_NET_MRG_RXBUF, 30);
     CHECK(31, (offered & (F_NET_MAC | F_NET_STATUS | F_NET_MRG_RXBUF)) == (F_NET_MAC | F_NET_STATUS | F_NET_MRG_RXBUF));
-    for (int i = 0; i < 6; i++) mac[i] = *(volatile u8 *)(base + R_CONFIG + i);
-    CHECK(32, (*(volatile u16 *)(base + R_CONFIG + 6) & 1) == 1);   /* VIRTIO_NET_S_LINK_UP */
+    for (int i = 0; i < 6; i++) mac[i] = *(volatile u8 *)PTR(base + R_CONFIG + i);
+    CHECK(32, (*(volatile u16 *)PTR(base + R_CONFIG + 6) & 1) == 1);   /* VIRTIO_NET_S_LINK_UP */
     vq_setup(&nrxq, base, 0, NET_Q, 33);
     vq_setup(&ntxq, base, 1, NET_Q, 33);
     wr(base, R_STATUS, S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK);
-    for (u16 i = 0; i < NET_Q; i++) vq_put(&nrxq, i, (u32)net_rx[i], NET_BUF, D_WRITE);
+    for (u16 i = 0; i < NET_Q; i++) vq_put(&nrxq, i, ADDR(net_rx[i]), NET_BUF, D_WRITE);
     vq_kick(&nrxq);
     puts("net: mac ");
     for (int i = 0; i < 6; i++) { puthex2(mac[i]); if (i < 5) puts(":"); }
@@ -300,7 +300,7 @@ struct conn {
 };
 static struct conn conns[NCONN];
 
-static void recycle(u32 i) { vq_put(&rxq, (u16)i, (u32)rxbuf[i], RXSIZE, D_WRITE); }
+static void recycle(u32 i) { vq_put(&rxq, (u16)i, ADDR(rxbuf[i]), RXSIZE, D_WRITE); }
 
 static void reclaim_tx(void)
 {
@@ -335,7 +335,7 @@ static void send_ctl(u32 lport, u32 pport, u16 op, u32 flags, u32 fwd, const cha
     while (payload && payload[n]) { ctl[s][HDR + n] = (u8)payload[n]; n++; }
     fill_hdr((struct vhdr *)ctl[s], lport, pport, op, flags, n, fwd);
     tx_owner[s] = -1;
-    vq_put(&txq, s, (u32)ctl[s], HDR + n, 0);
+    vq_put(&txq, s, ADDR(ctl[s]), HDR + n, 0);
 }
 
 static struct conn *lookup(u32 lport, u32 pport)
@@ -379,7 +379,7 @@ static void flush(struct conn *c)
         fill_hdr(h, c->lport, c->pport, OP_RW, 0, len, c->fwd_cnt);
         u16 s = tx_slot();
         tx_owner[s] = (short)i;
-        vq_put(&txq, s, (u32)rxbuf[i], HDR + len, 0);
+        vq_put(&txq, s, ADDR(rxbuf[i]), HDR + len, 0);
         echoed += len;
     }
     if ((c->peer_shut & SHUT_SEND) && !c->shut_sent && !c->client) {
@@ -472,7 +472,7 @@ static void feed_sources(void)
             fill_hdr((struct vhdr *)srcbuf[s], c->lport, c->pport, OP_RW, 0, SOURCE_CHUNK, c->fwd_cnt);
             c->tx_cnt += SOURCE_CHUNK;
             tx_owner[s] = -1;
-            vq_put(&txq, s, (u32)srcbuf[s], HDR + SOURCE_CHUNK, 0);
+            vq_put(&txq, s, ADDR(srcbuf[s]), HDR + SOURCE_CHUNK, 0);
         }
     }
 }
@@ -488,10 +488,10 @@ static void poll_vsock(void)
         if (id < 4 && len == 4 && *(volatile u32 *)ev[id] == 0) {
             puts("vsock: transport reset\n");
             resets_seen++;
-            cid = *(volatile u64 *)(rxq.base + R_CONFIG);
+            cid = *(volatile u64 *)PTR(rxq.base + R_CONFIG);
             for (int k = 0; k < NCONN; k++) if (conns[k].used) free_conn(&conns[k]);
         }
-        vq_put(&evq, (u16)(id & 3), (u32)ev[id & 3], 4, D_WRITE);
+        vq_put(&evq, (u16)(id & 3), ADDR(ev[id & 3]), 4, D_WRITE);
         vq_kick(&evq);
     }
     reclaim_tx();
@@ -557,7 +557,7 @@ static void test_hostile(u32 port)
     struct vhdr *h = (struct vhdr *)srcbuf[0];
     fill_hdr(h, 40010, 7100, OP_REQUEST, 0, 0, 0);
     h->src_cid = cid + 1;
-    raw_packet((u32)srcbuf[0], HDR);
+    raw_packet(ADDR(srcbuf[0]), HDR);
     /* A header in the MMIO hole: the device counts an error and uses the buffer. */
     raw_packet(0xe0000000u, HDR);
     /* Data for a connection that does not exist: reset. */
@@ -574,7 +574,7 @@ static void test_hostile(u32 port)
     send_ctl(c->lport, c->pport, OP_REQUEST, 0, 0, 0);
     CHECK(25, wait_for(c, settled) && c->state == 2 && c->peer_buf == 262144);
     fill_hdr(h, c->lport, c->pport, OP_RW, 0, 300000, 0);
-    raw_packet((u32)srcbuf[0], HDR + 300000);
+    raw_packet(ADDR(srcbuf[0]), HDR + 300000);
     CHECK(26, wait_for(c, closed) && c->got_rst == 1);
     c->used = 0;
     puts("vsock: hostile ok\n");
@@ -585,7 +585,7 @@ static void test_vsock(u32 base, const char *cmdline)
     const char *cr = arg(cmdline, "credit");
     if (cr) credit = number(cr);
     negotiate(base, 1 /* VIRTIO_VSOCK_F_STREAM */, 10);
-    cid = *(volatile u64 *)(base + R_CONFIG);
+    cid = *(volatile u64 *)PTR(base + R_CONFIG);
     CHECK(11, cid >= 3);
     vq_setup(&rxq, base, 0, NRX, 12);
     vq_setup(&txq, base, 1, NTX, 12);
@@ -595,7 +595,7 @@ static void test_vsock(u32 base, const char *cmdline)
     for (u16 i = 0; i < NRX; i++) recycle(i);
     if (hostile) rxq.desc[rxq.avail[2]].len = 8;   /* the first rx buffer cannot hold a header */
     for (u16 i = 0; i < NTX; i++) { tx_owner[i] = -1; tx_free[tx_nfree++] = i; }
-    for (u16 i = 0; i < 4; i++) vq_put(&evq, i, (u32)ev[i], 4, D_WRITE);
+    for (u16 i = 0; i < 4; i++) vq_put(&evq, i, ADDR(ev[i]), 4, D_WRITE);
     vq_kick(&rxq);
     vq_kick(&evq);
     const char *p = arg(cmdline, "connect");
@@ -620,7 +620,7 @@ void c_main(const struct hvm_start_info *si);
 void c_main(const struct hvm_start_info *si)
 {
     const char *cmdline = si->magic == 0x336ec578u && si->cmdline_paddr && si->cmdline_paddr < 0x100000000ull
-        ? (const char *)(u32)si->cmdline_paddr : "";
+        ? (const char *)PTR(si->cmdline_paddr) : "";
     puts("sockets: start\n");
     if (arg(cmdline, "ip")) {
         u32 net = find(1, 0);

@@ -4,6 +4,8 @@
  * isa-debug-exit, command-line arguments, feature negotiation and finding a device.
  * Define GUEST_NAME (the prefix of the result line) before including it; a guest that
  * runs at ring 3 defines RING3 (no cli/hlt there: the debug-exit write ends the VM).
+ * Builds for 32-bit and 64-bit guests: guest-physical addresses are below 4 GiB, and
+ * ADDR()/PTR() convert between them and pointers.
  */
 #ifndef GUEST_MMIO_H
 #define GUEST_MMIO_H
@@ -56,6 +58,9 @@ struct hvm_start_info {
 
 #define F_VERSION_1_HI 1u /* bit 32 */
 
+#define ADDR(p) ((u32)(unsigned long)(p))
+#define PTR(a) ((void *)(unsigned long)(a))
+
 #define D_NEXT 1
 #define D_WRITE 2
 
@@ -67,8 +72,8 @@ static inline void halt(void) { __asm__ volatile("cli; hlt"); }
 
 static inline void outb(u16 port, u8 value) { __asm__ volatile("outb %0, %1" : : "a"(value), "Nd"(port)); }
 static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
-static inline u32 rd(u32 base, u32 off) { return *(volatile u32 *)(base + off); }
-static inline void wr(u32 base, u32 off, u32 v) { *(volatile u32 *)(base + off) = v; }
+static inline u32 rd(u32 base, u32 off) { return *(volatile u32 *)(unsigned long)(base + off); }
+static inline void wr(u32 base, u32 off, u32 v) { *(volatile u32 *)(unsigned long)(base + off) = v; }
 
 static inline void puts(const char *s) { while (*s) outb(COM1, (u8)*s++); }
 

@@ -19,6 +19,8 @@ func vsockBenchmarks(work: String, root: String, rounds: Int, megabytes: Int, co
         config.memoryMiB = 32
         config.kernel = try [UInt8](Data(contentsOf: URL(fileURLWithPath: work + "/sockets.elf")))
         config.debugExit = true
+        // The guest's receive window: 1 MiB (its sink gives credit back at half of it).
+        config.commandLine = "credit=\(1 << 20)"
         config.vsock = VsockConfig(guestCID: 3, backend: try VsockUnixBackend(path: path), path: path)
         let output = BufferOutput()
         config.serialOutput = output
@@ -48,6 +50,10 @@ func vsockBenchmarks(work: String, root: String, rounds: Int, megabytes: Int, co
         let counters = machine.statistics().devices.first { $0.name == "vsock0" }?.counters ?? []
         let wanted = ["packets_to_guest", "rx_buffer_waits", "credit_waits", "notifications", "interrupts"]
         print("  device: " + counters.filter { wanted.contains($0.name) }.map { "\($0.name) \($0.value)" }.joined(separator: ", "))
+        if CommandLine.arguments.contains("--vsock-stats"), let vcpu = machine.statistics().vcpus.first {
+            print("  vcpu0 KVM: " + vcpu.kvm.filter { $0.values.count == 1 && $0.value > 0 }.map { "\($0.name) \($0.value)" }.joined(separator: ", "))
+            print("  vcpu0 exits: " + vcpu.exits.filter { $0.count > 0 }.map { "\($0.kind) \($0.count)" }.joined(separator: ", "))
+        }
     } catch {
         die("vsock benchmark: \(error)")
     }
