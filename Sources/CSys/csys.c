@@ -398,10 +398,10 @@ ssize_t csys_send_from(int sock, const void *base, size_t offset, size_t len)
     }
 }
 
-int csys_accept_nonblocking(int listener)
+static int accept_with(int listener, int flags)
 {
     for (;;) {
-        int fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        int fd = accept4(listener, NULL, NULL, flags);
         if (fd >= 0)
             return fd;
         if (errno != EINTR)
@@ -409,16 +409,9 @@ int csys_accept_nonblocking(int listener)
     }
 }
 
-int csys_accept(int listener)
-{
-    for (;;) {
-        int fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
-        if (fd >= 0)
-            return fd;
-        if (errno != EINTR)
-            return -errno;
-    }
-}
+int csys_accept_nonblocking(int listener) { return accept_with(listener, SOCK_CLOEXEC | SOCK_NONBLOCK); }
+
+int csys_accept(int listener) { return accept_with(listener, SOCK_CLOEXEC); }
 
 #ifndef SYS_openat2
 #define SYS_openat2 437

@@ -245,3 +245,51 @@ struct VsockGuestTests {
         #expect(guest.counter("handshakes_refused") == 2)
     }
 }
+
+@Suite(.enabled(if: KVMGate.shouldRun, KVMGate.skipReason), .serialized)
+struct SocketVMMCtlTests {
+    /// `vmmctl run --vsock`: the guest's echo answers through the socket vmmctl bound,
+    /// and `--verbose` lists the device with its CID and socket.
+    @Test func runWithVsockServesTheHybridSocket() throws {
+        try #require(VMMCtl.exists, "vmmctl is not built")
+        let path = testSocketPath("ctl-vsock")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: VMMCtl.path)
+        process.arguments = ["run", "--kernel", try TestGuests.path("sockets"), "--memory", "32", "--debug-exit",
+                             "--vsock", "cid=5,socket=\(path)", "--verbose", "--serial", "none"]
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        var s: TestSocket?
+        for _ in 0 ..< 500 where s == nil {
+            s = try? TestSocket(connectingTo: path)
+            if s == nil { usleep(20_000) }
+        }
+        let socket = try #require(s)
+        try socket.send("CONNECT 5252\n")
+        #expect(socket.readLine()?.hasPrefix("OK ") == true)
+        try socket.send("over the hybrid socket")
+        #expect(socket.receive(exactly: 22) == Array("over the hybrid socket".utf8))
+        let quit = try TestSocket(connectingTo: path)
+        try quit.send("CONNECT 5253\n")
+        process.waitUntilExit()
+        let log = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationStatus == 33, "\(log)")
+        #expect(log.contains("vsock0      mmio 0xd0000000-0xd0000fff  irq 5  virtio-vsock  cid 5 socket \(path)"), "\(log)")
+        #expect(access(path, F_OK) != 0, "the socket file outlived vmmctl")
+    }
+
+    @Test func badSocketOptionsAreRefused() throws {
+        for bad in [["--vsock", "cid=2,socket=/tmp/x"], ["--vsock", "socket=/tmp/x"], ["--vsock", "cid=3,socket=/tmp/x,port=1"],
+                    ["--net", "mac=52:54:00:00:00:01"], ["--net", "tap=t0,mac=01:00:5e:00:00:01"],
+                    ["--net", "tap=a-name-far-too-long"]] {
+            let r = try VMMCtl.run(["run", "--kernel", TestGuests.path("exit")] + bad)
+            #expect(r.status != 0 && r.status != 67, "\(bad): \(r.all)")
+        }
+        let taken = try TestListener(path: testSocketPath("ctl-taken"))
+        let r = try VMMCtl.run(["run", "--kernel", TestGuests.path("exit"), "--vsock", "cid=3,socket=\(taken.path)"])
+        #expect(r.status == 10 && r.all.contains("not a stale socket"), "\(r.all)")
+    }
+}

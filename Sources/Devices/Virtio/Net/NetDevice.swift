@@ -74,7 +74,7 @@ public final class NetDevice: VirtioEventDevice {
     /// tells a live driver with a configuration-change interrupt.
     public func setLink(up: Bool, transport: VirtioMMIOTransport) {
         guard linkUp.exchange(up, ordering: .acquiringAndReleasing) != up else { return }
-        NetStatistics.add(netStatistics.linkChanges)
+        VirtioStatistics.add(netStatistics.linkChanges)
         transport.configurationChanged()
     }
 
@@ -138,7 +138,7 @@ public final class NetDevice: VirtioEventDevice {
                     try q.putUsed(head: chain.head, length: 0, memory: memory)
                 } else {
                     s.waitingTransmit = chain   // the tap is full: this frame waits
-                    NetStatistics.add(netStatistics.transmitWaits)
+                    VirtioStatistics.add(netStatistics.transmitWaits)
                 }
             }
             s.txMaybePending = !s.tapWritable
@@ -161,13 +161,13 @@ public final class NetDevice: VirtioEventDevice {
         } catch {
             return dropTransmit()   // EIO (the interface is down), EINVAL (a header the tap refuses)
         }
-        NetStatistics.add(netStatistics.transmitFrames)
+        VirtioStatistics.add(netStatistics.transmitFrames)
         VirtioStatistics.add(statistics.bytesWritten, total - UInt64(Self.headerSize))
         return true
     }
 
     private func dropTransmit() -> Bool {
-        NetStatistics.add(netStatistics.transmitDropped)
+        VirtioStatistics.add(netStatistics.transmitDropped)
         VirtioStatistics.add(statistics.errors)
         return true
     }
@@ -190,13 +190,13 @@ public final class NetDevice: VirtioEventDevice {
                         return
                     }
                     guard n > Self.headerSize else {
-                        NetStatistics.add(netStatistics.receiveDropped)
+                        VirtioStatistics.add(netStatistics.receiveDropped)
                         continue
                     }
                     s.frameLength = n
                 }
                 guard try place(&s, &q, memory) else {
-                    NetStatistics.add(netStatistics.receiveBufferWaits)
+                    VirtioStatistics.add(netStatistics.receiveBufferWaits)
                     return
                 }
             }
@@ -219,7 +219,7 @@ public final class NetDevice: VirtioEventDevice {
             // Buffers the driver made too small for this frame (without mergeable
             // buffers, or a chain shorter than the header): the frame is dropped and the
             // buffers stay for the next one.
-            NetStatistics.add(netStatistics.receiveDropped)
+            VirtioStatistics.add(netStatistics.receiveDropped)
             return true
         }
         var used: [(DescriptorChain, UInt32)] = []
@@ -236,7 +236,7 @@ public final class NetDevice: VirtioEventDevice {
         try memory.write([UInt8(truncatingIfNeeded: count), UInt8(truncatingIfNeeded: count >> 8)], offset: 0, count: 2,
                          into: DescriptorChain.slice(DescriptorChain.ranges(used[0].0.writable) ?? [], from: 10, count: 2))
         for (chain, n) in used { try q.putUsed(head: chain.head, length: n, memory: memory) }
-        NetStatistics.add(netStatistics.receiveFrames)
+        VirtioStatistics.add(netStatistics.receiveFrames)
         VirtioStatistics.add(statistics.bytesRead, UInt64(length - Self.headerSize))
         return true
     }
@@ -278,9 +278,6 @@ public final class NetStatistics: Sendable {
     public let linkChanges = Atomic<UInt64>(0)
 
     public init() {}
-
-    @inline(__always)
-    static func add(_ counter: borrowing Atomic<UInt64>, _ n: UInt64 = 1) { counter.add(n, ordering: .relaxed) }
 
     public var snapshot: [(name: String, value: UInt64)] {
         [("rx_frames", receiveFrames.load(ordering: .relaxed)),

@@ -173,9 +173,6 @@ public final class VsockStatistics: Sendable {
 
     public init() {}
 
-    @inline(__always)
-    static func add(_ counter: borrowing Atomic<UInt64>, _ n: UInt64 = 1) { counter.add(n, ordering: .relaxed) }
-
     public var snapshot: [(name: String, value: UInt64)] {
         [("host_connections", hostConnections.load(ordering: .relaxed)),
          ("guest_connections", guestConnections.load(ordering: .relaxed)),

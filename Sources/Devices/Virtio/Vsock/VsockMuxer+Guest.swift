@@ -12,7 +12,7 @@ extension VsockMuxer {
         transport.withQueue(VsockDevice.receiveQueue) { q, memory in
             while !forGuest.isEmpty || !replies.isEmpty {
                 guard let chain = try spareChain ?? q.pop(memory: memory) else {
-                    VsockStatistics.add(counters.receiveBufferWaits)
+                    VirtioStatistics.add(counters.receiveBufferWaits)
                     return
                 }
                 spareChain = nil
@@ -24,7 +24,7 @@ extension VsockMuxer {
                 }
                 if let length = fill(ranges, memory: memory, now: now) {
                     try q.putUsed(head: chain.head, length: length, memory: memory)
-                    VsockStatistics.add(counters.packetsToGuest)
+                    VirtioStatistics.add(counters.packetsToGuest)
                 } else {
                     spareChain = chain
                 }
@@ -67,7 +67,7 @@ extension VsockMuxer {
         c.sentToGuest &+= UInt32(n)
         c.advertisedForwardCount = c.forwardCount
         VirtioStatistics.add(statistics.bytesRead, UInt64(n))
-        if c.peerCredit == 0 { VsockStatistics.add(counters.creditWaits) }
+        if c.peerCredit == 0 { VirtioStatistics.add(counters.creditWaits) }
         let h = header(for: c, op: .readWrite, length: UInt32(n))
         return write(h, ranges, memory) ? UInt32(VsockHeader.size + n) : 0
     }
@@ -101,7 +101,7 @@ extension VsockMuxer {
             try q.putUsed(head: chain.head, length: UInt32(written), memory: memory)
             if written == VsockEvent.size {
                 transportResetPending = false
-                VsockStatistics.add(counters.transportResets)
+                VirtioStatistics.add(counters.transportResets)
             } else {
                 VirtioStatistics.add(statistics.errors)
             }

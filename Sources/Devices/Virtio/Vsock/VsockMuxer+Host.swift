@@ -14,7 +14,7 @@ extension VsockMuxer {
             guard fd >= 0 else { return }   // EAGAIN: all taken; EMFILE and the like: try at the next wake-up
             guard handshakes.count < limits.maxHandshakes, connections.count + handshakes.count < limits.maxConnections else {
                 close(fd)
-                VsockStatistics.add(counters.connectionsRefused)
+                VirtioStatistics.add(counters.connectionsRefused)
                 continue
             }
             let id = nextID
@@ -63,7 +63,7 @@ extension VsockMuxer {
     private func refuseHandshake(_ id: UInt64) {
         guard let (fd, _) = handshakes.removeValue(forKey: id) else { return }
         close(fd)
-        VsockStatistics.add(counters.handshakesRefused)
+        VirtioStatistics.add(counters.handshakesRefused)
     }
 
     /// Readiness of an established (or requesting) connection's socket.

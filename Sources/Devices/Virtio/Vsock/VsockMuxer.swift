@@ -112,14 +112,14 @@ final class VsockMuxer {
             let ok = VsockHandshake.ok(hostPort: c.localPort)
             guard csys_send_from(c.fd, ok, 0, ok.count) == ok.count else { return reset(c) }
             c.state = .established
-            VsockStatistics.add(counters.hostConnections)
+            VirtioStatistics.add(counters.hostConnections)
         case .readWrite?:
             guard receive(header, chain, into: &c, memory: memory) else { return reset(c) }
         case .shutdown?:
             c.guestShutdown |= header.flags & VsockHeader.Shutdown.both
             guard finishGuestShutdown(&c, now: now) else { return }
         case .reset?:
-            VsockStatistics.add(counters.resetsReceived)
+            VirtioStatistics.add(counters.resetsReceived)
             return drop(c)
         case .creditRequest?:
             c.owed.insert(.creditUpdate)
@@ -146,7 +146,7 @@ final class VsockMuxer {
             return false
         }
         guard UInt64(c.guestInFlight) + UInt64(length) <= UInt64(limits.bufferSize) else {
-            VsockStatistics.add(counters.creditViolations)
+            VirtioStatistics.add(counters.creditViolations)
             return false
         }
         let payload = DescriptorChain.slice(all, from: 0, count: length)
@@ -204,7 +204,7 @@ final class VsockMuxer {
     /// `PATH_port` (asynchronously; `completeConnect` finishes it).
     private func openFromGuest(_ header: VsockHeader) {
         guard connections.count + handshakes.count < limits.maxConnections else {
-            VsockStatistics.add(counters.connectionsRefused)
+            VirtioStatistics.add(counters.connectionsRefused)
             return reply(resetFor: header)
         }
         let id = nextID
@@ -230,17 +230,17 @@ final class VsockMuxer {
             guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0,
                   (try? poll.add(fd, Self.socketEvents, token: id)) != nil else {
                 close(fd)
-                VsockStatistics.add(counters.connectionsRefused)
+                VirtioStatistics.add(counters.connectionsRefused)
                 return reset(c)
             }
             c.fd = fd
             c.state = .established
             c.owed.insert(.response)
-            VsockStatistics.add(counters.guestConnections)
+            VirtioStatistics.add(counters.guestConnections)
             store(c)
         case .failure:
             // Nobody listens at PATH_port (or may not be reached): the guest sees a reset.
-            VsockStatistics.add(counters.connectionsRefused)
+            VirtioStatistics.add(counters.connectionsRefused)
             reset(c)
         }
     }
@@ -263,7 +263,7 @@ final class VsockMuxer {
     /// Ends `c` with an RST to the guest (queued in order behind other replies).
     func reset(_ c: VsockConnection) {
         drop(c)
-        VsockStatistics.add(counters.resetsSent)
+        VirtioStatistics.add(counters.resetsSent)
         replies.push(header(for: c, op: .reset))
     }
 
@@ -277,7 +277,7 @@ final class VsockMuxer {
 
     /// An RST answering `header` (a packet for no connection the device knows).
     private func reply(resetFor header: VsockHeader) {
-        VsockStatistics.add(counters.resetsSent)
+        VirtioStatistics.add(counters.resetsSent)
         replies.push(VsockHeader(sourceCID: VsockHeader.hostCID, destinationCID: guestCID, sourcePort: header.destinationPort,
                                  destinationPort: header.sourcePort, op: .reset))
     }
