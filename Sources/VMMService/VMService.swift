@@ -97,6 +97,7 @@ public final class VMService: Sendable {
     public func create(_ request: CreateVMRequest, caller: Caller, connection: ConnectionToken?) async throws(APIError) -> VMInfo {
         try request.validate()
         try Self.checkTemplate(request.cpuTemplate)
+        try checkVCPUs(request.vcpus)
         return try await create(request, owner: .user(caller.uid), lifetime: request.lifetime, opener: caller,
                                 connection: connection, persist: request.lifetime == .persistent)
     }
@@ -167,6 +168,19 @@ public final class VMService: Sendable {
         guard CPUTemplate.all.contains(where: { $0.name == name }) else {
             throw APIError(.invalidField, "cpu_template must be one of: \(CPUTemplate.all.map(\.name).joined(separator: ", "))",
                            field: "cpu_template")
+        }
+    }
+
+    /// The most vCPUs a VM may have here: the API's limit, or this host's KVM's
+    /// (KVM_CAP_MAX_VCPUS) when that is lower.
+    var maxVCPUs: Int {
+        let host = Int(kvm.check(.maxVCPUs))
+        return host > 0 ? min(host, CreateVMRequest.maxVCPUs) : CreateVMRequest.maxVCPUs
+    }
+
+    func checkVCPUs(_ vcpus: Int) throws(APIError) {
+        guard vcpus <= maxVCPUs else {
+            throw APIError(.invalidField, "vcpus must be at most \(maxVCPUs) on this host (KVM_CAP_MAX_VCPUS)", field: "vcpus")
         }
     }
 
@@ -257,6 +271,7 @@ public final class VMService: Sendable {
     /// handle connection `connection`, which the broker watches).
     func openHandle(_ request: HandleRequest, caller: Caller, connection: HandleConnection) throws(APIError) -> ManagedVM {
         try request.validate()
+        try checkVCPUs(request.vcpus)
         let create = request.asCreateRequest
         let key = VMKey(owner: .user(caller.uid), name: request.name)
         let vm = ManagedVM(key: key, request: create, lifetime: .connection, opener: caller,
@@ -425,7 +440,7 @@ public final class VMService: Sendable {
     public func capabilities() -> CapabilitiesInfo {
         CapabilitiesInfo(kvmAPIVersion: (try? kvm.apiVersion()) ?? 0,
                          kvm: kvm.capabilities().map { .init(name: $0.0.name, value: $0.1) },
-                         maxVCPUs: CreateVMRequest.maxVCPUs, maxMemoryMiB: CreateVMRequest.maxMemoryMiB)
+                         maxVCPUs: maxVCPUs, maxMemoryMiB: CreateVMRequest.maxMemoryMiB)
     }
 
     // MARK: - Daemon start and stop
@@ -447,6 +462,7 @@ public final class VMService: Sendable {
             do {
                 try request.validate()
                 try Self.checkTemplate(request.cpuTemplate)
+                try checkVCPUs(request.vcpus)
                 _ = try await create(request, owner: .system, lifetime: .system, opener: .daemon,
                                      connection: nil, persist: false)
                 logger.info("started system VM", metadata: ["vm": "\(request.name)"])

@@ -55,6 +55,46 @@ struct SandboxTests {
         #expect(plain.api("POST", "/v1/vms/bad/test/forbidden-syscall").status == 404)
     }
 
+    /// glibc's malloc used to read /sys/devices/system/cpu/online the first time a
+    /// thread needed a ninth arena: with enough vCPU threads the sandbox killed the
+    /// worker (SIGSYS). Every count, several times, up to the most this host allows.
+    @Test func workersSurviveTheirSandboxAtEveryVCPUCount() throws {
+        let d = try DaemonFixture()
+        let caps = try #require(try JSONSerialization.jsonObject(with: Data(d.api("GET", "/v1/capabilities").body.utf8)) as? [String: Any])
+        let apiMax = try #require(caps["max_vcpus"] as? Int)
+        let kvmMax = ((caps["kvm"] as? [[String: Any]]) ?? []).first { $0["name"] as? String == "KVM_CAP_MAX_VCPUS" }?["value"] as? Int
+        #expect(apiMax == min(254, kvmMax ?? 254))
+        let counts = [1, 2, 12, 64, apiMax]
+        for round in 0 ..< 3 {
+            for n in counts {
+                let r = d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("v\(n)-\(round)", guest: "hello", extra: #","vcpus":\#(n)"#))
+                #expect(r.status == 201, "\(n) vCPUs: \(r.body)")
+            }
+        }
+        for round in 0 ..< 3 {
+            for n in counts {
+                let name = "v\(n)-\(round)"
+                #expect(d.eventually(10) { d.vm(name)?["state"] as? String != "running" })
+                let exit = d.vm(name)?["last_exit"] as? [String: Any]
+                #expect(exit?["kind"] as? String == "poweroff", "\(n) vCPUs, round \(round): \(exit ?? [:])")
+                d.api("DELETE", "/v1/vms/\(name)")
+            }
+        }
+        let tooMany = d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("many", guest: "hello", extra: #","vcpus":\#(apiMax + 1)"#))
+        #expect(tooMany.status == 400 && tooMany.body.contains(#""field":"vcpus""#))
+    }
+
+    /// The log handler's timestamps used to load /etc/localtime on every line: a
+    /// guest's `log` hypercall killed its worker.
+    @Test func aGuestsLogHypercallDoesNotTripTheSandbox() throws {
+        let d = try DaemonFixture()
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("log", guest: "hypercall", extra: #","hypercalls":true"#)).status == 201)
+        #expect(d.eventually { d.vm("log")?["state"] as? String != "running" })
+        let exit = d.vm("log")?["last_exit"] as? [String: Any]
+        #expect(exit?["kind"] as? String == "poweroff", "\(exit ?? [:])")
+        #expect(d.log.contains("hello from the guest log"))
+    }
+
     @Test func rebootsKeepTheSameGuestMemory() throws {
         let d = try DaemonFixture()
         #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("keep", guest: "idle")).status == 201)
