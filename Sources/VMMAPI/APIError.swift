@@ -3,9 +3,11 @@
 public enum APIErrorCode: String, Codable, Sendable, CaseIterable {
     /// The body is not JSON, or not the JSON object the endpoint takes.
     case invalidJSON = "invalid_json"
-    /// The body has a field this server does not know (never ignored: the ABI rule).
+    /// The body has a field, or the URI a query parameter, this server does not know
+    /// (never ignored: the ABI rule).
     case unknownField = "unknown_field"
-    /// A field is missing, has the wrong type, or a value out of range.
+    /// A known field or query parameter is missing, null, of the wrong type, out of
+    /// range, or given twice.
     case invalidField = "invalid_field"
     /// A reserved field or flag bit is non-zero.
     case reservedNonZero = "reserved_nonzero"

@@ -38,7 +38,7 @@ public enum APIRoute: Sendable, Equatable {
                 throw APIError(.methodNotAllowed, "\(method) is not allowed on \(path); use \(allowed.joined(separator: " or "))")
             }
             for key in query.keys where !params.contains(key) {
-                throw APIError(.invalidField, "unknown query parameter '\(key)'", field: key)
+                throw APIError(.unknownField, "unknown query parameter '\(key)'", field: key)
             }
             return route
         }

@@ -63,7 +63,7 @@ struct StateStore: Sendable {
                 let path = dir + "/" + file
                 do {
                     let data = try Data(contentsOf: URL(fileURLWithPath: path))
-                    let record = try JSONDecoder().decode(Record.self, from: data)
+                    let record = try decodeRequest(Record.self, from: [UInt8](data))
                     guard String(record.opener.uid) == owner, record.request.name + ".json" == file else {
                         throw APIError(.invalidField, "the record does not match its place")
                     }

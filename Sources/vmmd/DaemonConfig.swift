@@ -33,7 +33,7 @@ struct DaemonConfig: Decodable {
 
     static func load(_ path: String) throws -> DaemonConfig {
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
-        return try JSONDecoder().decode(DaemonConfig.self, from: data)
+        return try decodeRequest(DaemonConfig.self, from: [UInt8](data))
     }
 }
 
@@ -65,8 +65,8 @@ private struct QuotaEntry: Decodable {
     init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let k = try decoder.container(keyedBy: CodingKeys.self)
-        quota = Quota(vms: try k.decodeIfPresent(Int.self, forKey: .vms),
-                      memoryMiB: try k.decodeIfPresent(UInt64.self, forKey: .memoryMiB),
-                      vcpus: try k.decodeIfPresent(Int.self, forKey: .vcpus))
+        quota = Quota(vms: try k.decodeIfGiven(UInt32.self, forKey: .vms).map(Int.init),
+                      memoryMiB: try k.decodeIfGiven(UInt64.self, forKey: .memoryMiB),
+                      vcpus: try k.decodeIfGiven(UInt32.self, forKey: .vcpus).map(Int.init))
     }
 }

@@ -171,6 +171,11 @@ struct DaemonTests {
         (#"{"name":"a","kernel":"/k","cpu_template":"fastest"}"#, 400, "invalid_field", "cpu_template"),
         (#"not json"#, 400, "invalid_json", ""),
         (#"[1,2]"#, 400, "invalid_json", ""),
+        (#"{"name":"a","name":"b","kernel":"/k"}"#, 400, "invalid_field", "name"),
+        (#"{"name":"a","kernel":"/k","memory_mib":-1}"#, 400, "invalid_field", "memory_mib"),
+        (#"{"name":"a","kernel":"/k","memory_mib":2.5}"#, 400, "invalid_field", "memory_mib"),
+        (#"{"name":"a","kernel":"/k","vcpus":1e300}"#, 400, "invalid_field", "vcpus"),
+        (#"{"name":"a","kernel":"/k","flags":18446744073709551616}"#, 400, "invalid_field", "flags"),
     ])
     func badCreateRequestsAreRefusedWithTheirCode(body: String, status: Int, code: String, field: String) throws {
         let d = try Self.shared()
@@ -187,7 +192,8 @@ struct DaemonTests {
         #expect(d.api("GET", "/v2/vms").status == 404)
         #expect(d.api("PUT", "/v1/vms").status == 405)
         #expect(d.api("GET", "/v1/vms/a/console?follow=maybe").status == 400)
-        #expect(d.api("GET", "/v1/vms/a?colour=red").status == 400)
+        let unknown = d.api("GET", "/v1/vms/a?colour=red")
+        #expect(unknown.status == 400 && unknown.body.contains("unknown_field") && unknown.body.contains(#""field":"colour""#))
         #expect(d.api("GET", "/v1/vms/a?owner=nobody").status == 400)
         let big = d.directory.appendingPathComponent("big.json")
         try Data(repeating: 0x20, count: 2 << 20).write(to: big)

@@ -198,6 +198,8 @@ struct SandboxTests {
         (#"{"name":"h","flags":1}"#, "reserved_nonzero"),
         (#"{"name":"../h"}"#, "invalid_field"),
         (#"{"name":"h","memory_mib":0}"#, "invalid_field"),
+        (#"{"name":"h","name":"i"}"#, "invalid_field"),
+        (#"{"name":"h","memory_mib":-1}"#, "invalid_field"),
         (#"not json"#, "invalid_json"),
     ])
     func handleRequestsFollowTheABIRules(line: String, code: String) throws {
