@@ -52,10 +52,15 @@ public struct APIError: Error, Codable, Sendable, Equatable, CustomStringConvert
     public var message: String
     /// The request field at fault, when there is one (JSON name).
     public var field: String?
+    /// For `method_not_allowed`: the methods the path takes (the response's `Allow`
+    /// header, RFC 9110 §15.5.6); not part of the JSON body.
+    public var allowedMethods: [String]?
 
-    public init(_ code: APIErrorCode, _ message: String, field: String? = nil) {
-        self.code = code; self.message = message; self.field = field
+    public init(_ code: APIErrorCode, _ message: String, field: String? = nil, allowedMethods: [String]? = nil) {
+        self.code = code; self.message = message; self.field = field; self.allowedMethods = allowedMethods
     }
+
+    enum CodingKeys: String, CodingKey { case code, message, field }
 
     public var description: String { "\(code.rawValue): \(message)" }
 }

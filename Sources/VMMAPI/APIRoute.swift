@@ -35,7 +35,8 @@ public enum APIRoute: Sendable, Equatable {
 
         func expect(_ allowed: [String], _ route: APIRoute, params: Set<String> = []) throws(APIError) -> APIRoute {
             guard allowed.contains(method) else {
-                throw APIError(.methodNotAllowed, "\(method) is not allowed on \(path); use \(allowed.joined(separator: " or "))")
+                throw APIError(.methodNotAllowed, "\(method) is not allowed on \(path); use \(allowed.joined(separator: " or "))",
+                               allowedMethods: allowed)
             }
             for key in query.keys where !params.contains(key) {
                 throw APIError(.unknownField, "unknown query parameter '\(key)'", field: key)

@@ -23,6 +23,11 @@ final class APIHandler: ChannelInboundHandler {
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     private var tooLarge = false
+    /// From a request's head until its response has been written (a follow stream
+    /// until it ends).
+    private var serving = false
+    /// The client shut its sending side (SHUT_WR): answer what it asked, then close.
+    private var inputClosed = false
     /// Stops a console follow running on this connection.
     private var stopFollowing: (@Sendable () -> Void)?
     /// Console bytes not sent because the reader was not keeping up.
@@ -41,6 +46,7 @@ final class APIHandler: ChannelInboundHandler {
             head = h
             body = []
             tooLarge = false
+            serving = true
         case .body(var chunk):
             if body.count + chunk.readableBytes > Self.maxBody {
                 tooLarge = true
@@ -56,6 +62,25 @@ final class APIHandler: ChannelInboundHandler {
             }
             dispatch(context: context, head: head, body: body)
         }
+    }
+
+    /// A half-closed connection (the client sent its request and shut its side) still
+    /// gets its answer; then, or at once when nothing is pending, the connection closes.
+    /// Closing it also ends its `connection`-lifetime VMs: a client that has said it is
+    /// done sending can never ask for anything again.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            inputClosed = true
+            if !serving { context.close(promise: nil) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    /// Any error on the connection ends it: an unparsable request (after the 400 that
+    /// HTTPServerProtocolErrorHandler wrote, which says `Connection: close`), a reset.
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -133,8 +158,10 @@ final class APIHandler: ChannelInboundHandler {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: response.contentType)
         headers.add(name: "Content-Length", value: String(response.body.count))
-        let keepAlive = head.isKeepAlive
+        for (name, value) in response.headers { headers.add(name: name, value: value) }
+        let keepAlive = head.isKeepAlive && !inputClosed
         if !keepAlive { headers.add(name: "Connection", value: "close") }
+        serving = false
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))), promise: nil)
         if !response.body.isEmpty {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)
@@ -182,7 +209,12 @@ final class APIHandler: ChannelInboundHandler {
                         handler.sendConsole(bytes, context: context)
                     } else {
                         handler.stopFollowing = nil
-                        context.writeAndFlush(handler.wrapOutboundOut(.end(nil)), promise: nil)
+                        handler.serving = false
+                        let done = context.writeAndFlush(handler.wrapOutboundOut(.end(nil)))
+                        if handler.inputClosed || !head.isKeepAlive {
+                            let channel = context.channel
+                            done.whenComplete { _ in channel.close(promise: nil) }
+                        }
                     }
                 }
             }

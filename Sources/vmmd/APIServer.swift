@@ -35,6 +35,9 @@ final class APIServer: Service {
         let service = self.service, metrics = self.metrics, logger = self.logger
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
+            // A client that shuts its sending side after a request still gets the answer
+            // (APIHandler closes once it is written).
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             // isWritable turns false past the high mark: slow console readers lose output
             // instead of growing the daemon (see APIHandler.sendConsole).
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: APIHandler.maxQueuedConsoleBytes))
