@@ -303,6 +303,11 @@ public final class VMService: Sendable {
         if connection.isClosed { Task { await self.destroy(vm) } }
     }
 
+    /// Whether `connection` holds `connection`-lifetime VMs (it must not be timed out).
+    public func holdsVMs(_ connection: ConnectionToken) -> Bool {
+        connectionVMs.withLock { !($0[connection.id] ?? []).isEmpty }
+    }
+
     /// The API connection closed: its `connection`-lifetime VMs go with it.
     public func connectionClosed(_ connection: ConnectionToken) async {
         connection.markClosed()

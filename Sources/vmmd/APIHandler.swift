@@ -19,6 +19,8 @@ final class APIHandler: ChannelInboundHandler {
     let connection: ConnectionToken
     let metrics: DaemonMetrics
     let logger: Logger
+    /// This connection's timeouts, told where each request is.
+    let deadline: ConnectionDeadline
 
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
@@ -35,9 +37,10 @@ final class APIHandler: ChannelInboundHandler {
     /// Most console bytes queued for a slow reader before output is dropped.
     static let maxQueuedConsoleBytes = 1 << 20
 
-    init(service: VMService, caller: Caller, connection: ConnectionToken, metrics: DaemonMetrics, logger: Logger) {
+    init(service: VMService, caller: Caller, connection: ConnectionToken, metrics: DaemonMetrics, logger: Logger,
+         deadline: ConnectionDeadline) {
         self.service = service; self.caller = caller; self.connection = connection
-        self.metrics = metrics; self.logger = logger
+        self.metrics = metrics; self.logger = logger; self.deadline = deadline
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -47,6 +50,7 @@ final class APIHandler: ChannelInboundHandler {
             body = []
             tooLarge = false
             serving = true
+            deadline.requestStarted()
         case .body(var chunk):
             if body.count + chunk.readableBytes > Self.maxBody {
                 tooLarge = true
@@ -56,6 +60,7 @@ final class APIHandler: ChannelInboundHandler {
         case .end:
             guard let head else { return }
             self.head = nil
+            deadline.requestReceived()
             if tooLarge {
                 respond(context: context, head: head, .error(APIError(.payloadTooLarge, "request bodies are limited to \(Self.maxBody) bytes")))
                 return
@@ -111,6 +116,7 @@ final class APIHandler: ChannelInboundHandler {
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         promise.futureResult.whenSuccess { response in
             let (handler, context) = bound.value
+            if route == .createVM, service.holdsVMs(connection) { handler.deadline.pin() }
             handler.respond(context: context, head: head, response)
         }
     }
@@ -167,7 +173,9 @@ final class APIHandler: ChannelInboundHandler {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)
         }
         let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-        if !keepAlive {
+        if keepAlive {
+            deadline.responseDone()
+        } else {
             let channel = context.channel
             done.whenComplete { _ in channel.close(promise: nil) }
         }
@@ -214,6 +222,8 @@ final class APIHandler: ChannelInboundHandler {
                         if handler.inputClosed || !head.isKeepAlive {
                             let channel = context.channel
                             done.whenComplete { _ in channel.close(promise: nil) }
+                        } else {
+                            handler.deadline.responseDone()
                         }
                     }
                 }

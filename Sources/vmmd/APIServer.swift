@@ -22,17 +22,20 @@ final class APIServer: Service {
     let group: EventLoopGroup
     let metrics: DaemonMetrics
     let logger: Logger
+    let limits: ConnectionLimits
     private let connections = ConnectionCounter()
 
     init(socketPath: String, handleSocketPath: String, service: VMService, group: EventLoopGroup,
-         metrics: DaemonMetrics, logger: Logger) {
+         metrics: DaemonMetrics, logger: Logger, limits: ConnectionLimits) {
         self.socketPath = socketPath; self.handleSocketPath = handleSocketPath; self.service = service; self.group = group
-        self.metrics = metrics; self.logger = logger
+        self.metrics = metrics; self.logger = logger; self.limits = limits
     }
 
     func run() async throws {
         try Self.removeStaleSocket(socketPath)
-        let service = self.service, metrics = self.metrics, logger = self.logger
+        let service = self.service, metrics = self.metrics, logger = self.logger, limits = self.limits
+        let nonRoot = NonRootConnections(limit: limits.effectiveNonRootTotal)
+        let apiLimiter = ConnectionLimiter(perUID: limits.perUID, total: nonRoot)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             // A client that shuts its sending side after a request still gets the answer
@@ -44,16 +47,27 @@ final class APIServer: Service {
             .childChannelInitializer { [connections] channel in
                 let id = connections.next()
                 return Self.peerCaller(of: channel).flatMap { caller in
-                    channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMapThrowing {
+                    // Counted from accept to close, by the peer's uid (SO_PEERCRED).
+                    do throws(APIError) { try apiLimiter.admit(uid: caller.uid) } catch {
+                        return Self.refuse(channel, error)
+                    }
+                    channel.closeFuture.whenComplete { _ in apiLimiter.release(uid: caller.uid) }
+                    let deadline = ConnectionDeadline(idleSeconds: limits.idleSeconds, requestSeconds: limits.requestSeconds)
+                    do { try channel.pipeline.syncOperations.addHandler(deadline) } catch {
+                        return channel.eventLoop.makeFailedFuture(error)
+                    }
+                    return channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMapThrowing {
                         try channel.pipeline.syncOperations.addHandler(
-                            APIHandler(service: service, caller: caller, connection: id, metrics: metrics, logger: logger))
+                            APIHandler(service: service, caller: caller, connection: id, metrics: metrics, logger: logger,
+                                       deadline: deadline))
                     }
                 }
             }
             .bind(unixDomainSocketPath: socketPath).get()
         try Self.setSocketPermissions(socketPath, logger: logger)
         try Self.removeStaleSocket(handleSocketPath)
-        let broker = try HandleBroker(path: handleSocketPath, service: service, logger: logger)
+        let broker = try HandleBroker(path: handleSocketPath, service: service, logger: logger,
+                                      limiter: ConnectionLimiter(perUID: limits.perUID, total: nonRoot))
         try Self.setSocketPermissions(handleSocketPath, logger: logger)
         logger.info("vmmd listening", metadata: ["socket": "\(socketPath)", "handles": "\(handleSocketPath)", "pid": "\(getpid())"])
         await service.restore()
@@ -65,6 +79,11 @@ final class APIServer: Service {
         await service.shutdown()
         unlink(socketPath)
         logger.info("vmmd stopped")
+    }
+
+    /// Answers a connection over its limits with the error, unasked, and closes it.
+    static func refuse(_ channel: Channel, _ error: APIError) -> EventLoopFuture<Void> {
+        channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(RefusedConnection(error)) }
     }
 
     /// SO_PEERCRED of the new connection, and the peer's groups from /proc.
@@ -110,4 +129,36 @@ final class APIServer: Service {
 final class ConnectionCounter: Sendable {
     private let counter = Atomic<UInt64>(0)
     func next() -> ConnectionToken { ConnectionToken(ConnectionID(counter.wrappingAdd(1, ordering: .relaxed).newValue)) }
+}
+
+/// The whole pipeline of a connection refused at accept: it writes the error as an HTTP
+/// response as soon as the channel is active, without reading a request, and closes.
+final class RefusedConnection: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let error: APIError
+    private var sent = false
+
+    init(_ error: APIError) { self.error = error }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { refuse(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        refuse(context)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}   // whatever it sent is not read
+
+    private func refuse(_ context: ChannelHandlerContext) {
+        guard !sent else { return }
+        sent = true
+        let response = APIResponse.error(error)
+        let head = "HTTP/1.1 \(response.status.code) \(response.status.reasonPhrase)\r\nContent-Type: \(response.contentType)\r\n"
+            + "Content-Length: \(response.body.count)\r\nConnection: close\r\n\r\n"
+        let channel = context.channel
+        context.writeAndFlush(NIOAny(context.channel.allocator.buffer(bytes: Array(head.utf8) + response.body)))
+            .whenComplete { _ in channel.close(promise: nil) }
+    }
 }

@@ -10,7 +10,8 @@ import VMMService
 ///       "quotas": {
 ///         "default": { "vms": 8, "memory_mib": 4096, "vcpus": 16 },
 ///         "uids": { "1000": { "vms": 2, "memory_mib": 512 } }
-///       }
+///       },
+///       "connections": { "per_uid": 64, "non_root_total": 5000, "idle_seconds": 60, "request_seconds": 10 }
 ///     }
 ///
 /// System VMs take the fields of a create request except `lifetime` (they have the
@@ -19,8 +20,9 @@ import VMMService
 struct DaemonConfig: Decodable {
     var systemVMs: [CreateVMRequest] = []
     var quotas = QuotaPolicy()
+    var connections = ConnectionLimits()
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case systemVMs = "system_vms", quotas }
+    enum CodingKeys: String, CodingKey, CaseIterable { case systemVMs = "system_vms", quotas, connections }
 
     init() {}
 
@@ -29,6 +31,7 @@ struct DaemonConfig: Decodable {
         let k = try decoder.container(keyedBy: CodingKeys.self)
         systemVMs = try k.decodeIfPresent([CreateVMRequest].self, forKey: .systemVMs) ?? []
         quotas = try k.decodeIfPresent(QuotaSection.self, forKey: .quotas)?.policy ?? QuotaPolicy()
+        connections = try k.decodeIfGiven(ConnectionSection.self, forKey: .connections)?.limits ?? ConnectionLimits()
     }
 
     static func load(_ path: String) throws -> DaemonConfig {
@@ -68,5 +71,29 @@ private struct QuotaEntry: Decodable {
         quota = Quota(vms: try k.decodeIfGiven(UInt32.self, forKey: .vms).map(Int.init),
                       memoryMiB: try k.decodeIfGiven(UInt64.self, forKey: .memoryMiB),
                       vcpus: try k.decodeIfGiven(UInt32.self, forKey: .vcpus).map(Int.init))
+    }
+}
+
+/// `"connections": {"per_uid": N, "non_root_total": N, "idle_seconds": S, "request_seconds": S}`,
+/// each optional (`ConnectionLimits` has the defaults).
+private struct ConnectionSection: Decodable {
+    var limits = ConnectionLimits()
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case perUID = "per_uid", nonRootTotal = "non_root_total", idleSeconds = "idle_seconds", requestSeconds = "request_seconds"
+    }
+
+    init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let k = try decoder.container(keyedBy: CodingKeys.self)
+        func positive(_ key: CodingKeys) throws -> Int? {
+            guard let v = try k.decodeIfGiven(UInt32.self, forKey: key) else { return nil }
+            guard v > 0 else { throw APIError(.invalidField, "connections.\(key.rawValue) must be at least 1", field: "connections.\(key.rawValue)") }
+            return Int(v)
+        }
+        if let v = try positive(.perUID) { limits.perUID = v }
+        limits.nonRootTotal = try positive(.nonRootTotal)
+        if let v = try positive(.idleSeconds) { limits.idleSeconds = v }
+        if let v = try positive(.requestSeconds) { limits.requestSeconds = v }
     }
 }

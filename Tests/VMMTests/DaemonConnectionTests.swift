@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMMClient
 
 /// vmmd's HTTP connections as a careless or hostile client uses them: garbage,
 /// half-closes, wrong methods, idle and half-sent requests, too many connections.
@@ -45,5 +46,82 @@ struct DaemonConnectionTests {
             let r = runProcess("/usr/bin/curl", ["-s", "-i", "--unix-socket", d.socket, "-X", method, "http://vmm" + path])
             #expect(r.stdout.hasPrefix("HTTP/1.1 405") && r.stdout.contains("Allow: \(allow)\r\n"), "\(method) \(path): \(r.stdout)")
         }
+    }
+
+    /// Opens `count` connections to `socket` as `uid`, sends a request on each, prints
+    /// "ANSWERED REFUSED", and holds them all until its stdin closes.
+    static let holder = """
+        import socket, sys
+        path, n = sys.argv[1], int(sys.argv[2])
+        conns = []
+        for i in range(n):
+            s = socket.socket(socket.AF_UNIX); s.connect(path); conns.append(s)
+        answered = refused = 0
+        for s in conns:
+            try: s.sendall(b"GET /v1/version HTTP/1.1\\r\\nHost: vmm\\r\\n\\r\\n")
+            except OSError: pass
+        for s in conns:
+            s.settimeout(5)
+            try: data = s.recv(4096)
+            except OSError: data = b""
+            if data.startswith(b"HTTP/1.1 200"): answered += 1
+            elif data.startswith(b"HTTP/1.1 429") or not data: refused += 1
+        print(answered, refused, flush=True)
+        sys.stdin.read()
+        """
+
+    @Test func oneUserCannotLockOthersOut() throws {
+        let config = try DaemonFixture.writeConfig(#"{"connections": {"per_uid": 8, "non_root_total": 10, "request_seconds": 2}}"#)
+        defer { try? FileManager.default.removeItem(atPath: config) }
+        let d = try DaemonFixture(config: config)
+        chmod(d.socket, 0o666)
+        let holder = try TestProcess(setprivUID: 4242, "/usr/bin/python3", ["-c", Self.holder, d.socket, "20"])
+        let counts = holder.readLine(timeout: 20)
+        #expect(counts == "8 12", "answered and refused of 20 connections: \(counts ?? "none")")
+        // While uid 4242 holds its eight: it gets no more, root gets in at once, another
+        // user gets the two places left of the ten, and no more.
+        #expect(d.api("GET", "/v1/version", asUID: 4242).status != 200)
+        let start = Date()
+        #expect(d.api("GET", "/v1/version").status == 200)
+        #expect(Date().timeIntervalSince(start) < 2)
+        let other = try TestProcess(setprivUID: 4343, "/usr/bin/python3", ["-c", Self.holder, d.socket, "3"])
+        #expect(other.readLine(timeout: 20) == "2 1")
+        other.stop()
+        holder.stop()
+        #expect(d.eventually { d.api("GET", "/v1/version", asUID: 4242).status == 200 })
+    }
+
+    @Test func idleAndHalfSentConnectionsAreClosedButStreamsAndConnectionVMsStay() async throws {
+        let config = try DaemonFixture.writeConfig(#"{"connections": {"idle_seconds": 1, "request_seconds": 1}}"#)
+        defer { try? FileManager.default.removeItem(atPath: config) }
+        let d = try DaemonFixture(config: config)
+        let idle = try #require(RawConnection(path: d.socket))
+        let halfHead = try #require(RawConnection(path: d.socket))
+        halfHead.send("GET /v1/version HTTP/1.1\r\nHost")
+        let keptAlive = try #require(RawConnection(path: d.socket))
+        keptAlive.send("GET /v1/version HTTP/1.1\r\nHost: vmm\r\n\r\n")
+        for (c, what) in [(idle, "an idle connection"), (halfHead, "a half-sent head"), (keptAlive, "an idle keep-alive connection")] {
+            let r = c.receive(for: 4)
+            #expect(r.closed, "\(what) stayed open")
+            #expect(c !== halfHead || r.text.isEmpty)
+        }
+        // A console stream and a connection that holds a connection-lifetime VM outlive
+        // the idle timeout.
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("echo", guest: "echo")).status == 201)
+        let follower = try await APIConnection.connect(socketPath: d.socket)
+        let seen = Collected()
+        let stream = Task { try await follower.stream(.GET, "/v1/vms/echo/console?follow=true") { seen.add($0) } }
+        let holder = try await APIConnection.connect(socketPath: d.socket)
+        let body = Array(try DaemonFixture.createBody("mine", guest: "idle", lifetime: "connection").utf8)
+        #expect(try await holder.request(.POST, "/v1/vms", body: body).status == 201)
+        try await Task.sleep(nanoseconds: 3_000_000_000)
+        #expect(d.api("POST", "/v1/vms/echo/console", data: "late").status == 204)
+        #expect(d.eventually { seen.text.contains("late") }, "the stream ended: \(seen.text)")
+        #expect(d.vmNames().contains("mine"))
+        #expect(try await holder.request(.GET, "/v1/vms/mine").status == 200)
+        await holder.close()
+        #expect(d.eventually { !d.vmNames().contains("mine") })
+        #expect(d.api("DELETE", "/v1/vms/echo").status == 204)
+        _ = try await stream.value
     }
 }

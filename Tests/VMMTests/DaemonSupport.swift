@@ -16,10 +16,15 @@ final class DaemonFixture: @unchecked Sendable {
     /// Extra vmmd arguments (e.g. --test-hooks).
     let extraArguments: [String]
 
-    init(stateDirectory: String? = nil, config: String? = nil, arguments: [String] = []) throws {
+    /// Shared by the tests of a suite (held in a static, never deinitialised): stopped
+    /// when the test process exits (`SpawnedProcesses`).
+    let shared: Bool
+
+    init(stateDirectory: String? = nil, config: String? = nil, arguments: [String] = [], shared: Bool = false) throws {
         extraArguments = arguments
+        self.shared = shared
         try #require(FileManager.default.isExecutableFile(atPath: Self.vmmd), "vmmd is not built: run `swift build` first")
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("vmmd-test-\(getpid())-\(UUID().uuidString.prefix(8))")
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent(SpawnedProcesses.testRunMarker + String(UUID().uuidString.prefix(8)))
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         // Other uids (setpriv tests) must reach the socket.
         chmod(directory.path, 0o755)
@@ -40,6 +45,7 @@ final class DaemonFixture: @unchecked Sendable {
         p.standardError = log
         try p.run()
         process = p
+        SpawnedProcesses.register(p.processIdentifier, "vmmd --socket \(socket)", shared: shared)
         // Ready when the API answers.
         for _ in 0 ..< 200 {
             if api("GET", "/v1/version").status == 200 { return }
@@ -77,11 +83,15 @@ final class DaemonFixture: @unchecked Sendable {
         kill(p.processIdentifier, SIGTERM)
         p.waitUntilExit()
         process = nil
+        SpawnedProcesses.unregister(p.processIdentifier)
         return p.terminationStatus
     }
 
     deinit {
-        if let p = process, p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        if let p = process {
+            if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+            SpawnedProcesses.unregister(p.processIdentifier)
+        }
         try? FileManager.default.removeItem(at: directory)
     }
 

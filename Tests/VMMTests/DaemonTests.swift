@@ -73,26 +73,15 @@ struct DaemonTests {
 
     @Test func vmmctlCreateWithConnectionLifetimeStaysAttached() throws {
         let d = try DaemonFixture()
-        let ctl = Process()
-        ctl.executableURL = URL(fileURLWithPath: DaemonFixture.vmmctl)
-        ctl.arguments = ["create", "att", "--kernel", try TestGuests.path("echo"), "--memory", "16",
-                         "--lifetime", "connection", "--socket", d.socket]
-        let input = Pipe(), output = Pipe()
-        ctl.standardInput = input
-        ctl.standardOutput = output
-        ctl.standardError = FileHandle.nullDevice
-        try ctl.run()
-        let seen = Collected()
-        output.fileHandleForReading.readabilityHandler = { seen.add([UInt8]($0.availableData)) }
-        defer { output.fileHandleForReading.readabilityHandler = nil }
-        #expect(d.eventually { seen.text.contains("echo ready") }, "attached output: \(seen.text)")
+        let ctl = try TestProcess(DaemonFixture.vmmctl, ["create", "att", "--kernel", try TestGuests.path("echo"), "--memory", "16",
+                                                         "--lifetime", "connection", "--socket", d.socket], discardStderr: true)
+        #expect(d.eventually { ctl.text.contains("echo ready") }, "attached output: \(ctl.text)")
         // Keystrokes reach the guest and its echo comes back on the same terminal.
-        input.fileHandleForWriting.write(Data("abc".utf8))
-        #expect(d.eventually { seen.text.contains("echo ready\nabc") }, "attached output: \(seen.text)")
+        ctl.write("abc")
+        #expect(d.eventually { ctl.text.contains("echo ready\nabc") }, "attached output: \(ctl.text)")
         // Ctrl-] detaches: vmmctl ends, the connection closes, the VM goes.
-        input.fileHandleForWriting.write(Data([0x1D]))
-        ctl.waitUntilExit()
-        #expect(ctl.terminationStatus == 0)
+        ctl.write("\u{1D}")
+        #expect(ctl.wait(10) == 0)
         #expect(d.eventually(1) { d.vmNames().isEmpty })
     }
 
@@ -378,7 +367,7 @@ struct DaemonTests {
     }
 
     /// One daemon for the tests that leave nothing behind.
-    private static let sharedDaemon = Result { try DaemonFixture() }
+    private static let sharedDaemon = Result { try DaemonFixture(shared: true) }
     static func shared() throws -> DaemonFixture { try sharedDaemon.get() }
 }
 

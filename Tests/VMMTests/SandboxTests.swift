@@ -161,21 +161,10 @@ struct SandboxTests {
         chmod(d.socket, 0o666)
         let example = packageRoot.appendingPathComponent(".build/debug/vmm-handle-example").path
         try #require(FileManager.default.isExecutableFile(atPath: example), "vmm-handle-example is not built")
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-        p.arguments = ["--reuid", "\(Self.otherUID)", "--regid", "\(Self.otherUID)", "--clear-groups",
-                       example, "--kernel", try TestGuests.path("echo"), "--name", "mine", "--memory", "16",
-                       "--socket", d.handleSocket]
-        let input = Pipe(), output = Pipe()
-        p.standardInput = input
-        p.standardOutput = output
-        p.standardError = output
-        try p.run()
-        let seen = Collected()
-        output.fileHandleForReading.readabilityHandler = { seen.add([UInt8]($0.availableData)) }
-        defer { output.fileHandleForReading.readabilityHandler = nil }
-        #expect(d.eventually { seen.text.contains("echo ready") }, "\(seen.text)")
-        #expect(seen.text.contains("uid \(Self.otherUID) cannot open /dev/kvm"))
+        let p = try TestProcess(setprivUID: Self.otherUID, example,
+                                ["--kernel", try TestGuests.path("echo"), "--name", "mine", "--memory", "16", "--socket", d.handleSocket])
+        #expect(d.eventually { p.text.contains("echo ready") }, "\(p.text)")
+        #expect(p.text.contains("uid \(Self.otherUID) cannot open /dev/kvm"))
         // The daemon has the name, under that uid, running elsewhere; its owner sees it.
         let info = try #require(d.vm("mine", query: "?owner=\(Self.otherUID)"))
         #expect(info["state"] as? String == "external" && info["owner_uid"] as? Int == Int(Self.otherUID))
@@ -185,10 +174,9 @@ struct SandboxTests {
         let again = d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("mine", guest: "idle"), asUID: Self.otherUID)
         #expect(again.status == 409)
         // The guest ends; the process exits; the name is gone.
-        input.fileHandleForWriting.write(Data("q".utf8))
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 0, "\(seen.text)")
-        #expect(seen.text.contains("vm 'mine' ended: guest powered off"))
+        p.write("q")
+        #expect(p.wait(10) == 0, "\(p.text)")
+        #expect(p.text.contains("vm 'mine' ended: guest powered off"))
         #expect(d.eventually(1) { d.vmNames(asUID: Self.otherUID).isEmpty })
     }
 
@@ -224,7 +212,7 @@ struct SandboxTests {
         #expect(d.eventually(1) { d.vm("lib") == nil })
     }
 
-    private static let sharedDaemon = Result { try DaemonFixture() }
+    private static let sharedDaemon = Result { try DaemonFixture(shared: true) }
     static func shared() throws -> DaemonFixture { try sharedDaemon.get() }
 }
 
