@@ -147,7 +147,10 @@ public final class VMService: Sendable {
             if let connection, lifetime == .connection { bind(vm, to: connection) }
             if lifetime == .process { try watchCreator(of: vm, pid: opener.pid) }
             try await spawnWorker(for: vm)
-            if persist { try store.save(StateStore.Record(request: request, opener: opener, createdAt: vm.createdAt)) }
+            if persist {
+                try checkStateDirectory()
+                try store.save(StateStore.Record(request: request, opener: opener, createdAt: vm.createdAt))
+            }
         } catch {
             failedCreates.increment()
             await destroyLocked(vm)
@@ -454,6 +457,7 @@ public final class VMService: Sendable {
     /// of the configuration. Failures are logged, not fatal: one bad record must not
     /// keep the daemon (and every other VM) down.
     public func restore() async {
+        startStateChecks()
         for record in store.load(logger: logger) {
             do {
                 _ = try await create(record.request, owner: .user(record.opener.uid), lifetime: .persistent,
@@ -461,6 +465,12 @@ public final class VMService: Sendable {
                 logger.info("restored persistent VM", metadata: ["vm": "\(record.request.name)", "uid": "\(record.opener.uid)"])
             } catch {
                 logger.error("cannot restore persistent VM", metadata: ["vm": "\(record.request.name)", "error": "\(error)"])
+                // Shown as failed, with the reason, so that its owner can see it and
+                // destroy it (with its record), rather than a 404 that comes back later.
+                let key = VMKey(owner: .user(record.opener.uid), name: record.request.name)
+                let vm = ManagedVM.unrestored(key: key, request: record.request, opener: record.opener,
+                                              createdAt: record.createdAt, why: error.message)
+                registry.withLock { r in if r.vms[key] == nil, r.reserved[key] == nil { r.vms[key] = vm } }
             }
         }
         for request in config.systemVMs {
@@ -477,8 +487,39 @@ public final class VMService: Sendable {
         }
     }
 
+    // MARK: - State directory
+
+    /// How often the state directory is checked for having gone missing.
+    static let stateCheckInterval = TimeAmount.seconds(5)
+    private let stateCheck = Mutex<RepeatedTask?>(nil)
+
+    /// Recreates the state directory if it was deleted under the running daemon, and
+    /// writes again the records of every persistent VM it holds (they went with it):
+    /// otherwise those VMs would silently not come back at the next start. Runs before
+    /// each record is written and every `stateCheckInterval`.
+    func checkStateDirectory() throws(APIError) {
+        guard try store.ensureDirectories() else { return }
+        let persistent = registry.withLock { $0.vms.values.filter { $0.lifetime == .persistent } }
+        logger.error("the state directory was deleted under vmmd: recreated it, writing the records of its persistent VMs again",
+                     metadata: ["directory": "\(store.directory)", "vms": "\(persistent.count)"])
+        for vm in persistent where !vm.isDestroying {
+            try store.save(StateStore.Record(request: vm.request, opener: vm.opener, createdAt: vm.createdAt))
+        }
+    }
+
+    private func startStateChecks() {
+        let task = group.next().scheduleRepeatedTask(initialDelay: Self.stateCheckInterval, delay: Self.stateCheckInterval) { [weak self] _ in
+            guard let self else { return }
+            do { try self.checkStateDirectory() } catch {
+                self.logger.critical("persistent VMs cannot be recorded", metadata: ["error": "\(error)"])
+            }
+        }
+        stateCheck.withLock { $0 = task }
+    }
+
     /// Stops every worker. Persistent records stay, so those VMs come back next start.
     public func shutdown() async {
+        stateCheck.withLock { t -> RepeatedTask? in defer { t = nil }; return t }?.cancel()
         let vms = registry.withLock { r -> [ManagedVM] in defer { r.vms = [:] }; return Array(r.vms.values) }
         for vm in vms {
             await vm.operations.lock()

@@ -24,8 +24,8 @@ struct Console: AsyncParsableCommand {
         let connection = try await options.connect()
         if noFollow {
             let result: APIResult
-            do { result = try await connection.request(.GET, vmPath(name, options, "/console")) } catch { clientFail("\(error)", status: 2) }
-            do { try result.throwIfError() } catch { clientFail("\(error)") }
+            do { result = try await connection.request(.GET, vmPath(name, options, "/console")) } catch { clientFail(error) }
+            do { try result.throwIfError() } catch { clientFail(error) }
             FileHandle.standardOutput.write(Data(result.body))
             return
         }
@@ -46,7 +46,7 @@ struct ConsoleSession {
         let terminal = RawTerminal()
         defer { terminal.restore() }
         let input: APIConnection
-        do { input = try await APIConnection.connect(socketPath: options.socket) } catch { clientFail("\(error)", status: 2) }
+        do { input = try await APIConnection.connect(socketPath: options.socket) } catch { clientFail(error) }
         let inputPath = vmPath(name, options, "/console")
         // Keystrokes on their own thread: read(2) on stdin blocks.
         _ = try? HostThread(name: "console-in") {
@@ -75,7 +75,7 @@ struct ConsoleSession {
             printError("\r\nvmmctl: the console of \(name) ended (the VM was destroyed)")
         } catch {
             terminal.restore()
-            clientFail("\(error)")
+            clientFail(error)
         }
     }
 

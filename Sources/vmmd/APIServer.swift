@@ -64,11 +64,19 @@ final class APIServer: Service {
                 }
             }
             .bind(unixDomainSocketPath: socketPath).get()
-        try Self.setSocketPermissions(socketPath, logger: logger)
-        try Self.removeStaleSocket(handleSocketPath)
-        let broker = try HandleBroker(path: handleSocketPath, service: service, logger: logger,
+        let broker: HandleBroker
+        do {
+            try Self.setSocketPermissions(socketPath, logger: logger)
+            try Self.removeStaleSocket(handleSocketPath)
+            broker = try HandleBroker(path: handleSocketPath, service: service, logger: logger,
                                       limiter: ConnectionLimiter(perUID: limits.perUID, total: nonRoot))
-        try Self.setSocketPermissions(handleSocketPath, logger: logger)
+            try Self.setSocketPermissions(handleSocketPath, logger: logger)
+        } catch {
+            // A start that fails leaves no socket file behind.
+            try? await channel.close().get()
+            unlink(socketPath)
+            throw error
+        }
         logger.info("vmmd listening", metadata: ["socket": "\(socketPath)", "handles": "\(handleSocketPath)", "pid": "\(getpid())"])
         await service.restore()
 

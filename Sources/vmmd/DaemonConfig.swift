@@ -16,10 +16,12 @@ import VMMService
 ///
 /// System VMs take the fields of a create request except `lifetime` (they have the
 /// `system` lifetime: no client owns them, they start with the daemon, only root may
-/// act on them). Quotas limit each non-root uid; a missing limit is no limit.
+/// act on them). Quotas limit each non-root uid: a limit missing from a uid's entry is the
+/// default's, and the default's memory limit, unless given, is the host's RAM (a missing
+/// VM or vCPU limit is none).
 struct DaemonConfig: Decodable {
     var systemVMs: [CreateVMRequest] = []
-    var quotas = QuotaPolicy()
+    var quotas = QuotaPolicy.defaults
     var connections = ConnectionLimits()
 
     enum CodingKeys: String, CodingKey, CaseIterable { case systemVMs = "system_vms", quotas, connections }
@@ -30,7 +32,7 @@ struct DaemonConfig: Decodable {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let k = try decoder.container(keyedBy: CodingKeys.self)
         systemVMs = try k.decodeIfPresent([CreateVMRequest].self, forKey: .systemVMs) ?? []
-        quotas = try k.decodeIfPresent(QuotaSection.self, forKey: .quotas)?.policy ?? QuotaPolicy()
+        quotas = try k.decodeIfPresent(QuotaSection.self, forKey: .quotas)?.policy ?? QuotaPolicy.defaults
         connections = try k.decodeIfGiven(ConnectionSection.self, forKey: .connections)?.limits ?? ConnectionLimits()
     }
 
@@ -49,7 +51,9 @@ private struct QuotaSection: Decodable {
     init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let k = try decoder.container(keyedBy: CodingKeys.self)
-        let standard = try k.decodeIfPresent(QuotaEntry.self, forKey: .standard)?.quota ?? Quota()
+        var standard = try k.decodeIfPresent(QuotaEntry.self, forKey: .standard)?.quota ?? Quota()
+        // Unless the configuration says otherwise, nobody's guests add up to more than the host's RAM.
+        standard.memoryMiB = standard.memoryMiB ?? QuotaPolicy.hostMemoryMiB
         var perUID: [UInt32: Quota] = [:]
         for (key, entry) in try k.decodeIfPresent([String: QuotaEntry].self, forKey: .uids) ?? [:] {
             guard let uid = UInt32(key) else { throw APIError(.invalidField, "quotas.uids: '\(key)' is not a uid", field: "quotas.uids") }

@@ -66,6 +66,15 @@ struct VMMD: AsyncParsableCommand {
         }
         let workerPath = worker ?? Self.siblingExecutable("vmm-worker")
         guard access(workerPath, X_OK) == 0 else { throw ValidationError("no vmm-worker executable at \(workerPath)") }
+        let handles = handleSocket ?? ((socket as NSString).deletingLastPathComponent as NSString).appendingPathComponent("vmmd-handle.sock")
+        // Another vmmd on either socket: refuse before creating anything (socket files,
+        // directories, the state directory), so that the failed start leaves nothing.
+        do {
+            try APIServer.removeStaleSocket(socket)
+            try APIServer.removeStaleSocket(handles)
+        } catch {
+            throw ValidationError("\(error)")
+        }
         let socketDir = (socket as NSString).deletingLastPathComponent
         if !socketDir.isEmpty { try? FileManager.default.createDirectory(atPath: socketDir, withIntermediateDirectories: true) }
 
@@ -78,7 +87,6 @@ struct VMMD: AsyncParsableCommand {
         logger.info("workers run as", metadata: ["uid": "\(serviceConfig.workerUID)", "gid": "\(serviceConfig.workerGID)"])
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let service = try VMService(config: serviceConfig, kvm: kvm, group: group, logger: logger)
-        let handles = handleSocket ?? ((socket as NSString).deletingLastPathComponent as NSString).appendingPathComponent("vmmd-handle.sock")
         Self.raiseDescriptorLimit(logger: logger)
         let server = APIServer(socketPath: socket, handleSocketPath: handles, service: service, group: group,
                                metrics: metrics, logger: logger, limits: daemonConfig.connections)
