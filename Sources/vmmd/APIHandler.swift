@@ -162,7 +162,7 @@ final class APIHandler: ChannelInboundHandler {
     private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, _ response: APIResponse) {
         metrics.countRequest(method: head.method.rawValue, status: Int(response.status.code))
         var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: response.contentType)
+        if !response.body.isEmpty { headers.add(name: "Content-Type", value: response.contentType) }
         headers.add(name: "Content-Length", value: String(response.body.count))
         for (name, value) in response.headers { headers.add(name: name, value: value) }
         let keepAlive = head.isKeepAlive && !inputClosed
