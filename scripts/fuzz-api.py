@@ -7,9 +7,11 @@ with scripts/schemathesis.toml. schemathesis speaks TCP, vmmd a Unix socket: a r
 Exits with schemathesis's status (0: no failure).
 """
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 
 
@@ -52,10 +54,16 @@ def main():
     threading.Thread(target=relay, args=(listener, path), daemon=True).start()
     port = listener.getsockname()[1]
     here = os.path.dirname(os.path.abspath(__file__))
+    spec = os.path.abspath(spec)
     command = [sys.executable, "-m", "schemathesis.cli", "--config-file", os.path.join(here, "schemathesis.toml"),
                "run", spec, "--url", f"http://127.0.0.1:{port}", "--checks", "all",
                "--max-time", seconds, "--workers", "1", "--no-color"]
-    return subprocess.run(command).returncode
+    # schemathesis keeps a cache where it runs: somewhere of its own, not the work tree.
+    workdir = tempfile.mkdtemp(prefix="fuzz-api-")
+    try:
+        return subprocess.run(command, cwd=workdir).returncode
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 import Foundation
 import Testing
-import VMMClient
 
 /// vmmd's HTTP connections as a careless or hostile client uses them: garbage,
 /// half-closes, wrong methods, idle and half-sent requests, too many connections.
@@ -91,7 +90,7 @@ struct DaemonConnectionTests {
         #expect(d.eventually { d.api("GET", "/v1/version", asUID: 4242).status == 200 })
     }
 
-    @Test func idleAndHalfSentConnectionsAreClosedButStreamsAndConnectionVMsStay() async throws {
+    @Test func idleAndHalfSentConnectionsAreClosedButStreamsAndConnectionVMsStay() throws {
         let config = try DaemonFixture.writeConfig(#"{"connections": {"idle_seconds": 1, "request_seconds": 1}}"#)
         defer { try? FileManager.default.removeItem(atPath: config) }
         let d = try DaemonFixture(config: config)
@@ -106,22 +105,44 @@ struct DaemonConnectionTests {
             #expect(c !== halfHead || r.text.isEmpty)
         }
         // A console stream and a connection that holds a connection-lifetime VM outlive
-        // the idle timeout.
+        // the idle timeout. (Raw connections: each request goes out as soon as the
+        // connection is up, so a slow test machine cannot make them look idle.)
         #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("echo", guest: "echo")).status == 201)
-        let follower = try await APIConnection.connect(socketPath: d.socket)
-        let seen = Collected()
-        let stream = Task { try await follower.stream(.GET, "/v1/vms/echo/console?follow=true") { seen.add($0) } }
-        let holder = try await APIConnection.connect(socketPath: d.socket)
-        let body = Array(try DaemonFixture.createBody("mine", guest: "idle", lifetime: "connection").utf8)
-        #expect(try await holder.request(.POST, "/v1/vms", body: body).status == 201)
-        try await Task.sleep(nanoseconds: 3_000_000_000)
+        let follower = try #require(RawConnection(path: d.socket))
+        follower.send("GET /v1/vms/echo/console?follow=true HTTP/1.1\r\nHost: vmm\r\n\r\n")
+        #expect(follower.receive(for: 5, until: "echo ready").text.contains("echo ready"))
+        let holder = try #require(RawConnection(path: d.socket))
+        let body = try DaemonFixture.createBody("mine", guest: "idle", lifetime: "connection")
+        holder.send("POST /v1/vms HTTP/1.1\r\nHost: vmm\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+        #expect(holder.receive(for: 10, until: "}\n").text.hasPrefix("HTTP/1.1 201"))
+        usleep(3_000_000)
         #expect(d.api("POST", "/v1/vms/echo/console", data: "late").status == 204)
-        #expect(d.eventually { seen.text.contains("late") }, "the stream ended: \(seen.text)")
+        let streamed = follower.receive(for: 5, until: "late")
+        #expect(streamed.text.contains("late") && !streamed.closed, "the stream ended: \(streamed.text)")
         #expect(d.vmNames().contains("mine"))
-        #expect(try await holder.request(.GET, "/v1/vms/mine").status == 200)
-        await holder.close()
+        holder.send("GET /v1/vms/mine HTTP/1.1\r\nHost: vmm\r\n\r\n")
+        #expect(holder.receive(for: 5, until: "}\n").text.hasPrefix("HTTP/1.1 200"))
+        holder.close()
         #expect(d.eventually { !d.vmNames().contains("mine") })
         #expect(d.api("DELETE", "/v1/vms/echo").status == 204)
-        _ = try await stream.value
+        // Destroying the VM ends the stream (the last chunk), and then the connection is idle.
+        #expect(follower.receive(for: 5, until: "0\r\n\r\n").text.hasSuffix("0\r\n\r\n"))
+        #expect(follower.receive(for: 4).closed)
+    }
+
+    /// vmmctl's console sends keystrokes on a connection of their own, which vmmd closes
+    /// when it sits idle: typing after a pause still reaches the guest.
+    @Test func keystrokesAfterAnIdlePauseStillReachTheGuest() throws {
+        let config = try DaemonFixture.writeConfig(#"{"connections": {"idle_seconds": 1}}"#)
+        defer { try? FileManager.default.removeItem(atPath: config) }
+        let d = try DaemonFixture(config: config)
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("echo", guest: "echo")).status == 201)
+        let console = try TestProcess(DaemonFixture.vmmctl, ["console", "echo", "--socket", d.socket], discardStderr: true)
+        #expect(d.eventually { console.text.contains("echo ready") }, "\(console.text)")
+        usleep(2_500_000)
+        console.write("abc")
+        #expect(d.eventually { console.text.contains("echo ready\nabc") }, "\(console.text)")
+        console.write("\u{1D}")
+        #expect(console.wait(10) == 0)
     }
 }

@@ -40,9 +40,9 @@ final class RawConnection {
 
     func shutdownWrite() { _ = shutdown(fd, Int32(SHUT_WR)) }
 
-    /// Everything the server sends within `seconds`, and whether it closed the
-    /// connection (EOF or reset) in that time.
-    func receive(for seconds: Double) -> (text: String, closed: Bool) {
+    /// Everything the server sends within `seconds` (or until what came so far contains
+    /// `until`), and whether it closed the connection (EOF or reset) in that time.
+    func receive(for seconds: Double, until: String? = nil) -> (text: String, closed: Bool) {
         var out: [UInt8] = []
         let deadline = Date().addingTimeInterval(seconds)
         var buffer = [UInt8](repeating: 0, count: 4096)
@@ -53,6 +53,7 @@ final class RawConnection {
             let n = recv(fd, &buffer, buffer.count, 0)
             if n <= 0 { return (String(decoding: out, as: UTF8.self), true) }
             out += buffer[0 ..< n]
+            if let until, String(decoding: out, as: UTF8.self).contains(until) { break }
         }
         return (String(decoding: out, as: UTF8.self), false)
     }
