@@ -371,20 +371,21 @@ int csys_accept(int listener)
 #define CSYS_PROC_SUPER_MAGIC 0x9fa0
 #define CSYS_SYSFS_MAGIC 0x62656572
 
-int csys_open_image(const char *path)
+/* Opens `path` with `flags`, refusing magic links, procfs/sysfs files and memfds. */
+static int open_refusing_special(const char *path, int flags)
 {
     struct open_how how;
     struct statfs fs;
     int fd, seals;
 
     memset(&how, 0, sizeof how);
-    how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+    how.flags = (unsigned long long)flags;
     how.resolve = RESOLVE_NO_MAGICLINKS;
     fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
     if (fd < 0 && errno == ENOSYS) {
         if (strncmp(path, "/proc/", 6) == 0 || strncmp(path, "/dev/fd/", 8) == 0)
             return -EPERM;
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        fd = open(path, flags);
     }
     if (fd < 0)
         return errno == ELOOP ? -EPERM : -errno;
@@ -398,6 +399,20 @@ int csys_open_image(const char *path)
         return -EPERM;
     }
     return fd;
+}
+
+int csys_open_image(const char *path)
+{
+    return open_refusing_special(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+}
+
+int csys_open_disk(const char *path, int writable, int direct)
+{
+    int flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+
+    if (direct)
+        flags |= O_DIRECT;
+    return open_refusing_special(path, flags);
 }
 
 int csys_set_receive_timeout(int sock, int seconds)

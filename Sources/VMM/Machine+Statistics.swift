@@ -21,6 +21,9 @@ public struct MachineStatistics: Sendable {
     public let reboots: UInt64
     /// Calls per hypercall (empty when hypercalls are off).
     public let hypercalls: [(name: String, count: UInt64)]
+    /// Each virtio device's counters (requests, bytes, errors, notifications, ...), by
+    /// its layout name (blk0, rng0).
+    public var devices: [(name: String, counters: [(name: String, value: UInt64)])] = []
 }
 
 extension Machine {
@@ -39,6 +42,7 @@ extension Machine {
             unclaimedMMIOReads: mmio.unclaimedReads.load(ordering: .relaxed),
             unclaimedMMIOWrites: mmio.unclaimedWrites.load(ordering: .relaxed),
             reboots: reboots.load(ordering: .relaxed),
-            hypercalls: hypercalls?.callCounts ?? [])
+            hypercalls: hypercalls?.callCounts ?? [],
+            devices: virtioDevices.map { ($0.slot.name, $0.transport.device.statistics.snapshot) })
     }
 }

@@ -34,6 +34,18 @@ public struct MachineConfig: Sendable {
     /// kernel. Needs the in-kernel irqchip, whose IOAPIC and LAPICs the MADT describes.
     public var acpi: Bool = true
 
+    /// Disks, each a virtio-blk device in this order: the first is the root disk
+    /// (Linux's /dev/vda).
+    public var disks: [DiskConfig] = []
+    /// A virtio-rng device (after the disks).
+    public var rng: Bool = false
+    /// How virtio queue notifications and interrupts travel (`VirtioNotification`).
+    public var virtioNotification: VirtioNotification = .ioeventfd
+    /// Also announce the virtio devices on a Linux command line (`virtio_mmio.device=`,
+    /// for kernels with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES); ACPI always describes them.
+    /// Off by default: a kernel that reads both would probe each device twice.
+    public var virtioOnCommandLine: Bool = false
+
     /// The VM's name: what the `vm_name` hypercall answers and what log lines carry.
     public var name: String = "vm"
     /// Enable the hypercall doorbell and set CPUID 0x40000001 bit 0 (off by default:

@@ -38,6 +38,10 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
     /// The CPU template (`vmmctl cpu-templates`): "host" (default) or "emulation-safe".
     public var cpuTemplate: String
     public var lifetime: Lifetime
+    /// virtio-blk disks, in order (the first is /dev/vda).
+    public var disks: [DiskRequest] = []
+    /// A virtio-rng device.
+    public var rng = false
     /// Start the guest right away.
     public var start: Bool
     /// No flag is defined yet: must be 0.
@@ -59,6 +63,7 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, memoryMiB = "memory_mib", vcpus, kernel, initrd, cmdline, debugExit = "debug_exit"
         case hypercalls, noReboot = "no_reboot", tripleFault = "triple_fault", cpuTemplate = "cpu_template", lifetime, start, flags, reserved
+        case disks, rng
     }
 
     public init(from decoder: Decoder) throws {
@@ -77,6 +82,8 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
         cpuTemplate = try c.decodeIfGiven(String.self, forKey: .cpuTemplate) ?? "host"
         lifetime = try c.decodeIfGiven(Lifetime.self, forKey: .lifetime) ?? .persistent
         start = try c.decodeIfGiven(Bool.self, forKey: .start) ?? true
+        disks = try c.decodeIfGiven([DiskRequest].self, forKey: .disks) ?? []
+        rng = try c.decodeIfGiven(Bool.self, forKey: .rng) ?? false
         flags = try c.decodeIfGiven(UInt64.self, forKey: .flags) ?? 0
         reserved = try c.decodeIfGiven(UInt64.self, forKey: .reserved) ?? 0
     }
@@ -106,6 +113,7 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
         guard cmdline.unicodeScalars.count <= Self.maxCmdlineLength, !cmdline.utf8.contains(0) else {
             throw APIError(.invalidField, "cmdline must be at most \(Self.maxCmdlineLength) characters with no NUL", field: "cmdline")
         }
+        try DiskRequest.validate(disks)
         guard lifetime != .system else {
             throw APIError(.invalidField, "lifetime 'system' is for VMs in the daemon's configuration; use connection, process or persistent", field: "lifetime")
         }

@@ -61,6 +61,8 @@ public struct VMInfo: Codable, Sendable, Equatable {
     public var cpuTemplate: String
     public var bootFormat: String?
     public var lastExit: ExitInfo?
+    public var disks: [DiskRequest] = []
+    public var rng = false
 
     public init(name: String, ownerUID: UInt32?, state: VMState, lifetime: Lifetime, workerPID: Int32?,
                 createdAt: String, memoryMiB: UInt64, vcpus: Int, kernel: String, initrd: String?, cmdline: String,
@@ -78,6 +80,7 @@ public struct VMInfo: Codable, Sendable, Equatable {
         case name, ownerUID = "owner_uid", state, lifetime, workerPID = "worker_pid", createdAt = "created_at"
         case memoryMiB = "memory_mib", vcpus, kernel, initrd, cmdline, debugExit = "debug_exit", hypercalls
         case noReboot = "no_reboot", tripleFault = "triple_fault", cpuTemplate = "cpu_template", bootFormat = "boot_format", lastExit = "last_exit"
+        case disks, rng
     }
 
     /// Encodes every key, nulls included, so the shape is the same for every VM.
@@ -92,6 +95,7 @@ public struct VMInfo: Codable, Sendable, Equatable {
         try c.encode(hypercalls, forKey: .hypercalls); try c.encode(noReboot, forKey: .noReboot)
         try c.encode(tripleFault, forKey: .tripleFault); try c.encode(cpuTemplate, forKey: .cpuTemplate)
         try c.encode(bootFormat, forKey: .bootFormat); try c.encode(lastExit, forKey: .lastExit)
+        try c.encode(disks, forKey: .disks); try c.encode(rng, forKey: .rng)
     }
 }
 

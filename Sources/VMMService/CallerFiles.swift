@@ -6,7 +6,7 @@ import VMMAPI
 import Glibc
 #endif
 
-/// Opens the files a request names (kernel, initrd) with the caller's permissions, not
+/// Opens the files a request names (kernel, initrd, disks) with the caller's permissions, not
 /// the daemon's: a root daemon must not boot /etc/shadow as somebody's initrd.
 ///
 /// Linux keeps credentials per thread in the kernel, so a short-lived thread takes the
@@ -22,9 +22,22 @@ enum CallerFiles {
     /// A path that does not open in this long (a hung network or FUSE mount) is refused.
     static let timeoutSeconds: UInt64 = 10
 
+    /// What to open: an image (read-only, a regular file) or a disk.
+    enum Kind: Sendable {
+        case image
+        /// A disk: a regular file, or a block device the caller owns; read-write unless
+        /// `readOnly` (so the caller needs write permission), O_DIRECT with `direct`.
+        case disk(readOnly: Bool, direct: Bool)
+    }
+
     /// Opens each path read-only for `caller`. The descriptors are close-on-exec and
     /// belong to the caller of this function. Throws `image_rejected` naming the field.
     static func open(_ paths: [(field: String, path: String)], as caller: Caller) async throws(APIError) -> [Int32] {
+        try await open(paths.map { ($0.field, $0.path, Kind.image) }, as: caller)
+    }
+
+    /// Opens each path as its kind says, for `caller`.
+    static func open(_ paths: [(field: String, path: String, kind: Kind)], as caller: Caller) async throws(APIError) -> [Int32] {
         // Resumed once: by the opening thread, or by the timeout, whichever comes first.
         let once = OnceResume()
         let result: Result<[Int32], APIError> = await withCheckedContinuation { continuation in
@@ -47,7 +60,7 @@ enum CallerFiles {
         return try result.get()
     }
 
-    private static func openOnThisThread(_ paths: [(field: String, path: String)], as caller: Caller) -> Result<[Int32], APIError> {
+    private static func openOnThisThread(_ paths: [(field: String, path: String, kind: Kind)], as caller: Caller) -> Result<[Int32], APIError> {
         if caller.uid != geteuid() || caller.gid != getegid() {
             guard geteuid() == 0 else {
                 return .failure(APIError(.forbidden, "this daemon does not run as root and cannot open files for uid \(caller.uid)"))
@@ -58,29 +71,73 @@ enum CallerFiles {
             }
         }
         var fds: [Int32] = []
+        // The disks opened so far, as files: the same image attached twice may only be
+        // read-only every time. Compared by what was opened, not by path: a symlink, a
+        // bind mount or "/a/./img" names the same file as "/a/img".
+        var disksOpened: [(field: String, file: FileIdentity, readOnly: Bool)] = []
         func refuse(_ fd: Int32, _ error: APIError) -> Result<[Int32], APIError> {
             if fd >= 0 { close(fd) }
             for f in fds { close(f) }
             return .failure(error)
         }
-        for (field, path) in paths {
-            let fd = csys_open_image(path)
+        for (field, path, kind) in paths {
+            let fd: Int32
+            switch kind {
+            case .image: fd = csys_open_image(path)
+            case .disk(let readOnly, let direct): fd = csys_open_disk(path, readOnly ? 0 : 1, direct ? 1 : 0)
+            }
             guard fd >= 0 else {
                 let why = -fd == EPERM ? "not something an image may be (a magic link, a procfs or sysfs file, or guest memory)"
                     : String(cString: strerror(-fd))
                 return refuse(-1, APIError(.imageRejected, "\(field) \(path): \(why)", field: field))
             }
             var st = stat()
-            guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
-                return refuse(fd, APIError(.imageRejected, "\(field) \(path): not a regular file", field: field))
+            guard fstat(fd, &st) == 0 else {
+                return refuse(fd, APIError(.imageRejected, "\(field) \(path): \(String(cString: strerror(errno)))", field: field))
             }
-            guard Int64(st.st_size) <= maxSize, st.st_size > 0 else {
-                return refuse(fd, APIError(.imageRejected, "\(field) \(path): \(st.st_size) bytes (must be 1 byte to 1 GiB)", field: field))
+            let type = st.st_mode & S_IFMT
+            switch kind {
+            case .image:
+                guard type == S_IFREG else {
+                    return refuse(fd, APIError(.imageRejected, "\(field) \(path): not a regular file", field: field))
+                }
+                guard Int64(st.st_size) <= maxSize, st.st_size > 0 else {
+                    return refuse(fd, APIError(.imageRejected, "\(field) \(path): \(st.st_size) bytes (must be 1 byte to 1 GiB)", field: field))
+                }
+            case .disk:
+                // A device node could be anyone's disk: only its owner may attach it.
+                guard type == S_IFREG || (type == S_IFBLK && (caller.uid == 0 || st.st_uid == caller.uid)) else {
+                    return refuse(fd, APIError(.imageRejected, "\(field) \(path): not a regular file or a block device the caller owns", field: field))
+                }
+                guard lseek(fd, 0, SEEK_END) >= 512 else {
+                    return refuse(fd, APIError(.imageRejected, "\(field) \(path): smaller than one 512-byte sector", field: field))
+                }
+                guard case .disk(let readOnly, _) = kind else { break }
+                let file = FileIdentity(st)
+                if let other = disksOpened.first(where: { $0.file == file }), !(readOnly && other.readOnly) {
+                    return refuse(fd, APIError(.imageRejected, "\(field) \(path) is the image of \(other.field) too; an image may be attached twice only read-only",
+                                               field: field))
+                }
+                disksOpened.append((field, file, readOnly))
             }
-            _ = fcntl(fd, F_SETFL, 0)   // back to blocking for the worker's reads
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)   // back to blocking for the worker
             fds.append(fd)
         }
         return .success(fds)
+    }
+}
+
+/// Which file a descriptor is: the inode for a file, the device number for a device node.
+struct FileIdentity: Equatable {
+    let device: UInt64
+    let inode: UInt64
+
+    init(_ st: stat) {
+        if (st.st_mode & S_IFMT) == S_IFBLK {
+            device = UInt64(st.st_rdev); inode = 0
+        } else {
+            device = UInt64(st.st_dev); inode = UInt64(st.st_ino)
+        }
     }
 }
 

@@ -108,18 +108,22 @@ final class ManagedVM: Sendable {
                     commandLine: request.cmdline, debugExit: request.debugExit, hypercalls: request.hypercalls,
                     rebootOnReset: !request.noReboot, hasInitrd: request.initrd != nil, memory: memory.segments,
                     sandboxUID: sandboxUID, sandboxGID: sandboxGID,
-                    rebootOnTripleFault: request.tripleFault == .reboot, cpuTemplate: request.cpuTemplate)
+                    rebootOnTripleFault: request.tripleFault == .reboot, cpuTemplate: request.cpuTemplate,
+                    disks: request.disks.map { .init(readOnly: $0.readOnly, serial: $0.serial) }, rng: request.rng)
     }
 
     var phase: VMState { state.withLock { $0.phase } }
 
     func info() -> VMInfo {
         state.withLock { s in
-            VMInfo(name: key.name, ownerUID: key.owner.uid, state: s.phase, lifetime: lifetime,
+            var info = VMInfo(name: key.name, ownerUID: key.owner.uid, state: s.phase, lifetime: lifetime,
                    workerPID: s.worker?.pid ?? handleClientPID, createdAt: createdAt, memoryMiB: request.memoryMiB,
                    vcpus: request.vcpus, kernel: request.kernel, initrd: request.initrd, cmdline: request.cmdline,
                    debugExit: request.debugExit, hypercalls: request.hypercalls, noReboot: request.noReboot,
                    tripleFault: request.tripleFault, cpuTemplate: request.cpuTemplate, bootFormat: s.bootFormat, lastExit: s.lastExit)
+            info.disks = request.disks
+            info.rng = request.rng
+            return info
         }
     }
 

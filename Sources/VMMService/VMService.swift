@@ -121,7 +121,11 @@ public final class VMService: Sendable {
         do throws(APIError) {
             var paths = [(field: "kernel", path: request.kernel)]
             if let initrd = request.initrd { paths.append((field: "initrd", path: initrd)) }
-            let images = try await CallerFiles.open(paths, as: opener)
+            var files = paths.map { ($0.field, $0.path, CallerFiles.Kind.image) }
+            for (i, disk) in request.disks.enumerated() {
+                files.append(("disks[\(i)].path", disk.path, .disk(readOnly: disk.readOnly, direct: disk.direct)))
+            }
+            let images = try await CallerFiles.open(files, as: opener)
             let memory: GuestMemoryFiles
             switch Result(catching: { try GuestMemoryFiles(vmName: request.name, memoryMiB: request.memoryMiB) }) {
             case .success(let m): memory = m
@@ -535,4 +539,37 @@ public final class VMService: Sendable {
 /// The worker a spawn produced, for callbacks created before it existed.
 final class SpawnedWorker: Sendable {
     let worker = Mutex<WorkerProcess?>(nil)
+}
+
+extension VMService {
+    /// One virtio device counter of one VM, for /metrics.
+    public struct DeviceCounter: Sendable, Hashable {
+        public let vm: String
+        public let owner: String
+        public let device: String
+        public let counter: String
+        public let value: UInt64
+    }
+
+    /// The virtio device counters of every VM whose worker answers (asked all at once;
+    /// a worker that does not answer within its statistics timeout is left out).
+    public func deviceCounters() async -> [DeviceCounter] {
+        let vms = registry.withLock { Array($0.vms.values) }.filter { vm in
+            vm.state.withLock { $0.worker != nil } && (!vm.request.disks.isEmpty || vm.request.rng)
+        }
+        return await withTaskGroup(of: [DeviceCounter].self) { group in
+            for vm in vms {
+                group.addTask {
+                    guard let lines = try? await vm.statistics() else { return [] }
+                    let owner = vm.key.owner.uid.map(String.init) ?? "system"
+                    return lines.filter { $0.source == "virtio" }.map {
+                        DeviceCounter(vm: vm.key.name, owner: owner, device: $0.scope, counter: $0.name, value: $0.value)
+                    }
+                }
+            }
+            var all: [DeviceCounter] = []
+            for await part in group { all += part }
+            return all
+        }
+    }
 }

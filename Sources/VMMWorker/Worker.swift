@@ -36,6 +36,9 @@ final class Worker: @unchecked Sendable {
         let memory = try GuestMemory(segments: segments)
         let kernel = try readAll(next())
         let initrd = setup.hasInitrd ? try readAll(next()) : nil
+        let disks = try setup.disks.map { d in
+            DiskConfig(backend: try BlockBackend(fd: next()), readOnly: d.readOnly, serial: d.serial)
+        }
 
         var config = MachineConfig()
         config.name = setup.name
@@ -49,11 +52,13 @@ final class Worker: @unchecked Sendable {
         config.cpuTemplate = try CPUTemplate.named(setup.cpuTemplate)
         config.kernel = kernel
         config.initrd = initrd
+        config.disks = disks
+        config.rng = setup.rng
         console = try ConsoleForwarder(link: link)
         config.serialOutput = console
         machine = try Machine(config: config, kvm: kvm, memory: memory)
         // The machine is complete: from here on the worker only runs it.
-        try Sandbox.restrict()
+        try Sandbox.restrict(keeping: Set(machine.virtioDescriptors))
     }
 
     /// Obeys the daemon until the link closes.
@@ -165,6 +170,9 @@ func statisticLines(_ s: MachineStatistics) -> [StatisticLine] {
         StatisticLine(scope: "vm", source: "vmm", name: "reboots", value: s.reboots),
     ]
     lines += s.hypercalls.map { StatisticLine(scope: "vm", source: "hypercall", name: $0.name, value: $0.count) }
+    for device in s.devices {
+        lines += device.counters.map { StatisticLine(scope: device.name, source: "virtio", name: $0.name, value: $0.value) }
+    }
     for v in s.vcpus {
         let scope = "vcpu\(v.id)"
         lines += v.kvm.filter { $0.values.count == 1 }.map { StatisticLine(scope: scope, source: "kvm", name: $0.name, value: $0.value) }

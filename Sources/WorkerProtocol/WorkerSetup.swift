@@ -1,6 +1,7 @@
 /// Everything a worker needs to build its machine, sent once as the first message with
 /// the descriptors attached (SCM_RIGHTS), in this order: /dev/kvm, one memfd per
-/// entry of `memory`, the kernel image, then the initrd when `hasInitrd`.
+/// entry of `memory`, the kernel image, the initrd when `hasInitrd`, then one image per
+/// entry of `disks`.
 public struct WorkerSetup: Sendable, Equatable {
     /// One guest-memory segment the daemon created as a memfd.
     public struct Segment: Sendable, Equatable {
@@ -27,10 +28,21 @@ public struct WorkerSetup: Sendable, Equatable {
     public var sandboxGID: UInt32
     /// The CPU template's name (`CPUTemplate.all`); the worker refuses one it does not know.
     public var cpuTemplate: String
+    /// One virtio-blk disk (its image is a descriptor of the setup).
+    public struct Disk: Sendable, Equatable {
+        public var readOnly: Bool
+        public var serial: String
+        public init(readOnly: Bool, serial: String) { self.readOnly = readOnly; self.serial = serial }
+    }
+    public var disks: [Disk]
+    /// A virtio-rng device.
+    public var rng: Bool
 
     public init(name: String, memoryMiB: UInt64, cpus: UInt32, commandLine: String, debugExit: Bool,
                 hypercalls: Bool, rebootOnReset: Bool, hasInitrd: Bool, memory: [Segment],
-                sandboxUID: UInt32, sandboxGID: UInt32, rebootOnTripleFault: Bool = false, cpuTemplate: String = "host") {
+                sandboxUID: UInt32, sandboxGID: UInt32, rebootOnTripleFault: Bool = false, cpuTemplate: String = "host",
+                disks: [Disk] = [], rng: Bool = false) {
+        self.disks = disks; self.rng = rng
         self.rebootOnTripleFault = rebootOnTripleFault
         self.name = name; self.memoryMiB = memoryMiB; self.cpus = cpus; self.commandLine = commandLine
         self.debugExit = debugExit; self.hypercalls = hypercalls; self.rebootOnReset = rebootOnReset
@@ -39,7 +51,7 @@ public struct WorkerSetup: Sendable, Equatable {
     }
 
     /// How many descriptors travel with this setup.
-    public var descriptorCount: Int { 1 + memory.count + 1 + (hasInitrd ? 1 : 0) }
+    public var descriptorCount: Int { 1 + memory.count + 1 + (hasInitrd ? 1 : 0) + disks.count }
 
     func encode(into w: inout WireWriter) {
         w.string(name); w.u64(memoryMiB); w.u32(cpus); w.string(commandLine)
@@ -48,6 +60,9 @@ public struct WorkerSetup: Sendable, Equatable {
         for s in memory { w.string(s.name); w.u64(s.guestBase); w.u64(s.size) }
         w.u32(sandboxUID); w.u32(sandboxGID)
         w.string(cpuTemplate)
+        w.u32(UInt32(disks.count))
+        for d in disks { w.bool(d.readOnly); w.string(d.serial) }
+        w.bool(rng)
     }
 
     static func decode(from r: inout WireReader) throws -> WorkerSetup {
@@ -60,9 +75,14 @@ public struct WorkerSetup: Sendable, Equatable {
         for _ in 0 ..< count { memory.append(Segment(name: try r.string(), guestBase: try r.u64(), size: try r.u64())) }
         let sandboxUID = try r.u32(), sandboxGID = try r.u32()
         let cpuTemplate = try r.string()
+        let diskCount = try r.u32()
+        guard diskCount <= 8 else { throw WireError.malformed("\(diskCount) disks") }
+        var disks: [Disk] = []
+        for _ in 0 ..< diskCount { disks.append(Disk(readOnly: try r.bool(), serial: try r.string())) }
+        let rng = try r.bool()
         return WorkerSetup(name: name, memoryMiB: memoryMiB, cpus: cpus, commandLine: commandLine, debugExit: debugExit,
                            hypercalls: hypercalls, rebootOnReset: rebootOnReset, hasInitrd: hasInitrd,
                            memory: memory, sandboxUID: sandboxUID, sandboxGID: sandboxGID,
-                           rebootOnTripleFault: rebootOnTripleFault, cpuTemplate: cpuTemplate)
+                           rebootOnTripleFault: rebootOnTripleFault, cpuTemplate: cpuTemplate, disks: disks, rng: rng)
     }
 }

@@ -109,16 +109,21 @@ struct Create: AsyncParsableCommand {
     @Option(help: "CPU template (vmmctl cpu-templates).") var cpuTemplate: String = "host"
     @Option(help: "connection, process or persistent.") var lifetime: String = "persistent"
     @Flag(help: "Create without starting.") var noStart = false
+    @Option(help: ArgumentHelp("A virtio-blk disk (repeatable; the first is /dev/vda), opened by vmmd with your permissions.",
+                               valueName: DiskOption.helpText)) var disk: [DiskOption] = []
+    @Flag(help: "Add a virtio-rng device.") var rng = false
 
     func run() async throws {
         guard let lifetime = Lifetime(rawValue: lifetime), lifetime != .system else {
             clientFail("--lifetime must be connection, process or persistent")
         }
-        let request = CreateVMRequest(name: name, memoryMiB: memory, vcpus: cpus, kernel: absolute(kernel),
+        var request = CreateVMRequest(name: name, memoryMiB: memory, vcpus: cpus, kernel: absolute(kernel),
                                       initrd: initrd.map(absolute), cmdline: cmdline, debugExit: debugExit,
                                       hypercalls: hypercalls, noReboot: noReboot,
                                       tripleFault: rebootOnTripleFault ? .reboot : .stop, cpuTemplate: cpuTemplate,
                                       lifetime: lifetime, start: !noStart)
+        request.disks = disk.map { DiskRequest(path: absolute($0.path), readOnly: $0.readOnly, serial: $0.serial, direct: $0.direct) }
+        request.rng = rng
         let connection = try await options.connect()
         let (info, result) = await perform(connection, .POST, "/v1/vms", body: encodeJSON(request), as: VMInfo.self)
         if options.json { printJSON(result.body) } else { printVMs([info]) }

@@ -128,7 +128,7 @@ final class APIHandler: ChannelInboundHandler {
             switch route {
             case .version: return .json(VersionInfo.current)
             case .capabilities: return .json(service.capabilities())
-            case .metrics: return .bytes(metrics.scrape(service), contentType: "text/plain; version=0.0.4")
+            case .metrics: return .bytes(await metrics.scrape(service), contentType: "text/plain; version=0.0.4")
             case .listVMs: return .json(VMList(vms: service.list(caller: caller)))
             case .createVM:
                 let request = try decodeRequest(CreateVMRequest.self, from: body)

@@ -79,6 +79,11 @@ int csys_guest_memfd(const char *name, uint64_t size);
 /// memfds (guest memory). Returns the descriptor, or -errno (-EPERM for a refusal).
 int csys_open_image(const char *path);
 
+/// Opens `path` as a VM disk image on behalf of a client, with the refusals of
+/// `csys_open_image`: read-write when `writable`, O_DIRECT when `direct`, close-on-exec,
+/// no controlling tty, non-blocking. Returns the descriptor or -errno (-EPERM for a refusal).
+int csys_open_disk(const char *path, int writable, int direct);
+
 /// prctl(PR_SET_NO_NEW_PRIVS, 1): no exec can ever grant privileges again. Returns 0 or -errno.
 int csys_set_no_new_privs(void);
 
