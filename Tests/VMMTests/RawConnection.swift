@@ -57,4 +57,31 @@ final class RawConnection {
         }
         return (String(decoding: out, as: UTF8.self), false)
     }
+
+    /// The body of a chunked response received so far (`text` from its status line on),
+    /// chunk framing removed; a chunk cut short counts as far as it came.
+    static func dechunked(_ text: String) -> String {
+        guard let start = text.range(of: "\r\n\r\n") else { return "" }
+        var rest = Substring(text[start.upperBound...])
+        var body = ""
+        while let line = rest.range(of: "\r\n"), let size = Int(rest[..<line.lowerBound], radix: 16), size > 0 {
+            let data = rest[line.upperBound...]
+            body += String(data.utf8.prefix(size)).map { String($0) } ?? ""
+            guard data.utf8.count >= size + 2 else { break }
+            rest = Substring(String(data.utf8.dropFirst(size + 2)) ?? "")
+        }
+        return body
+    }
+
+    /// Reads a chunked stream until its body so far contains `text`, for up to `seconds`.
+    func stream(until text: String, within seconds: Double, after seen: inout String) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if Self.dechunked(seen).contains(text) { return true }
+            let r = receive(for: 0.2)
+            seen += r.text
+            if r.closed { break }
+        }
+        return Self.dechunked(seen).contains(text)
+    }
 }
