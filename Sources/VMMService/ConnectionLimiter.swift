@@ -71,9 +71,6 @@ public final class ConnectionLimiter: Sendable {
             total.give()
         }
     }
-
-    /// Connections `uid` holds now.
-    public func held(by uid: UInt32) -> Int { counts.withLock { $0[uid, default: 0] } }
 }
 
 /// The daemon-wide count of non-root connections.

@@ -29,10 +29,6 @@ enum SpawnedProcesses {
         lock.lock(); entries[pid] = nil; lock.unlock()
     }
 
-    static func markShared(_ pid: Int32) {
-        lock.lock(); if let e = entries[pid] { entries[pid] = Entry(what: e.what, shared: true) }; lock.unlock()
-    }
-
     /// Whether `pid` still runs (a zombie does not).
     static func isRunning(_ pid: Int32) -> Bool {
         guard kill(pid, 0) == 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
