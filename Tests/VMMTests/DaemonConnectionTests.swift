@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMMClient
 
 /// vmmd's HTTP connections as a careless or hostile client uses them: garbage,
 /// half-closes, wrong methods, idle and half-sent requests, too many connections.
@@ -144,5 +145,32 @@ struct DaemonConnectionTests {
         #expect(d.eventually { console.text.contains("echo ready\nabc") }, "\(console.text)")
         console.write("\u{1D}")
         #expect(console.wait(10) == 0)
+    }
+
+    /// The handle socket counts per uid too, and never refuses root.
+    @Test func theHandleSocketLimitsEachUserButNotRoot() throws {
+        let config = try DaemonFixture.writeConfig(#"{"connections": {"per_uid": 2}}"#)
+        defer { try? FileManager.default.removeItem(atPath: config) }
+        let d = try DaemonFixture(config: config)
+        chmod(d.handleSocket, 0o666)
+        let script = """
+            import socket, sys
+            conns = [socket.socket(socket.AF_UNIX) for _ in range(3)]
+            for s in conns: s.connect(sys.argv[1])
+            waiting = refused = 0
+            for s in conns:
+                s.settimeout(1)
+                try: data = s.recv(4096)
+                except socket.timeout: waiting += 1; continue
+                if b"quota_exceeded" in data: refused += 1
+            print(waiting, refused, flush=True)
+            sys.stdin.read()
+            """
+        let holder = try TestProcess(setprivUID: 4242, "/usr/bin/python3", ["-c", script, d.handleSocket])
+        #expect(holder.readLine(timeout: 20) == "2 1", "\(holder.text)")
+        let handle = try VMHandle.open(name: "root", memoryMiB: 16, socketPath: d.handleSocket)
+        #expect(d.vm("root")?["state"] as? String == "external")
+        handle.close()
+        holder.stop()
     }
 }
