@@ -106,7 +106,8 @@ public final class VMService: Sendable {
                 connection: ConnectionToken?, persist: Bool, createdAt: String? = nil) async throws(APIError) -> VMInfo {
         let key = VMKey(owner: owner, name: request.name)
         // Name and quota first, before anything is opened or allocated: a refused
-        // request leaves nothing behind.
+        // request leaves nothing behind. (The descriptor count reads /proc: outside the lock.)
+        if case .user(let uid) = owner { try DescriptorBudget.checkUnprivileged(uid: uid) }
         try registry.withLock { r throws(APIError) in
             guard r.vms[key] == nil, r.reserved[key] == nil else {
                 throw APIError(.nameTaken, "a VM named '\(request.name)' already exists", field: "name")
@@ -281,6 +282,7 @@ public final class VMService: Sendable {
         try checkVCPUs(request.vcpus)
         let create = request.asCreateRequest
         let key = VMKey(owner: .user(caller.uid), name: request.name)
+        try DescriptorBudget.checkUnprivileged(uid: caller.uid)
         let vm = ManagedVM(key: key, request: create, lifetime: .connection, opener: caller,
                            backing: .handle(connection: connection, clientPID: caller.pid))
         try registry.withLock { r throws(APIError) in

@@ -173,4 +173,23 @@ struct DaemonConnectionTests {
         handle.close()
         holder.stop()
     }
+
+    /// VMs hold descriptors too: one user's many small VMs, each within its quota, stop
+    /// at a share of the daemon's descriptors, and root can still create.
+    @Test func oneUsersVMsCannotTakeEveryDescriptor() throws {
+        let d = try DaemonFixture(launcher: ["/usr/bin/prlimit", "--nofile=160:160"])
+        chmod(d.socket, 0o666)
+        var created = 0
+        var refusal = ""
+        for i in 0 ..< 60 {
+            let r = d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("v\(i)", guest: "idle"), asUID: 4242)
+            if r.status == 201 { created += 1; continue }
+            refusal = r.body
+            break
+        }
+        #expect(created > 5 && refusal.contains("quota_exceeded") && refusal.contains("descriptors"), "\(created) created, then \(refusal)")
+        #expect(d.descriptorCount < 160)
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("root", guest: "idle")).status == 201)
+        #expect(d.api("GET", "/v1/version").status == 200)
+    }
 }

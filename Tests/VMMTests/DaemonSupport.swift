@@ -20,9 +20,14 @@ final class DaemonFixture: @unchecked Sendable {
     /// when the test process exits (`SpawnedProcesses`).
     let shared: Bool
 
-    init(stateDirectory: String? = nil, config: String? = nil, arguments: [String] = [], shared: Bool = false) throws {
+    /// A command vmmd is started through (it must exec it), e.g. `prlimit --nofile=N:N`.
+    let launcher: [String]
+
+    init(stateDirectory: String? = nil, config: String? = nil, arguments: [String] = [], shared: Bool = false,
+         launcher: [String] = []) throws {
         extraArguments = arguments
         self.shared = shared
+        self.launcher = launcher
         try #require(FileManager.default.isExecutableFile(atPath: Self.vmmd), "vmmd is not built: run `swift build` first")
         directory = FileManager.default.temporaryDirectory.appendingPathComponent(SpawnedProcesses.testRunMarker + String(UUID().uuidString.prefix(8)))
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -36,8 +41,9 @@ final class DaemonFixture: @unchecked Sendable {
 
     func start(config: String? = nil) throws {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.vmmd)
-        p.arguments = ["--socket", socket, "--state-dir", stateDirectory] + (config.map { ["--config", $0] } ?? []) + extraArguments
+        let arguments = ["--socket", socket, "--state-dir", stateDirectory] + (config.map { ["--config", $0] } ?? []) + extraArguments
+        p.executableURL = URL(fileURLWithPath: launcher.first ?? Self.vmmd)
+        p.arguments = launcher.isEmpty ? arguments : Array(launcher.dropFirst()) + [Self.vmmd] + arguments
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()
