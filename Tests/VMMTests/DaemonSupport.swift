@@ -51,7 +51,7 @@ final class DaemonFixture: @unchecked Sendable {
         p.standardError = log
         try p.run()
         process = p
-        SpawnedProcesses.register(p.processIdentifier, "vmmd --socket \(socket)", shared: shared)
+        SpawnedProcesses.register(p.processIdentifier, "vmmd --socket \(socket)", shared: shared, directory: directory)
         // Ready when the API answers.
         for _ in 0 ..< 200 {
             if api("GET", "/v1/version").status == 200 { return }

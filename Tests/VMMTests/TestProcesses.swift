@@ -15,14 +15,15 @@ enum SpawnedProcesses {
     /// In the name of every temporary directory a test gives a process (sockets, state).
     static let testRunMarker = "vmmd-test-\(getpid())-"
 
-    private struct Entry { let what: String; let shared: Bool }
+    private struct Entry { let what: String; let shared: Bool; let directory: URL? }
     nonisolated(unsafe) private static var entries: [Int32: Entry] = [:]
     private static let lock = NSLock()
     private static let installExitCheck: Void = { atexit { SpawnedProcesses.checkAtExit() } }()
 
-    static func register(_ pid: Int32, _ what: String, shared: Bool = false) {
+    /// `directory`: removed once a shared process has been stopped at exit.
+    static func register(_ pid: Int32, _ what: String, shared: Bool = false, directory: URL? = nil) {
         installExitCheck
-        lock.lock(); entries[pid] = Entry(what: what, shared: shared); lock.unlock()
+        lock.lock(); entries[pid] = Entry(what: what, shared: shared, directory: directory); lock.unlock()
     }
 
     static func unregister(_ pid: Int32) {
@@ -63,7 +64,10 @@ enum SpawnedProcesses {
 
     private static func checkAtExit() {
         lock.lock(); let all = entries; lock.unlock()
-        for (pid, entry) in all where entry.shared { end(pid) }
+        for (pid, entry) in all where entry.shared {
+            end(pid)
+            if let directory = entry.directory { try? FileManager.default.removeItem(at: directory) }
+        }
         var leaks = all.filter { !$0.value.shared && isRunning($0.key) }.map { "\($0.key) \($0.value.what)" }
         for (pid, line) in marked() where all[pid] == nil { leaks.append("\(pid) \(line)") }
         guard !leaks.isEmpty else { return }
