@@ -15,14 +15,15 @@ final class RawConnection {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { Glibc.close(fd); return nil }
+        // A failed init still runs deinit: close here and forget the number, never twice.
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { close(); return nil }
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
             for (i, b) in bytes.enumerated() { raw[i] = b }
         }
         let rc = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
-        guard rc == 0 else { Glibc.close(fd); return nil }
+        guard rc == 0 else { close(); return nil }
     }
 
     deinit { close() }

@@ -18,7 +18,11 @@ enum SpawnedProcesses {
     private struct Entry { let what: String; let shared: Bool; let directory: URL? }
     nonisolated(unsafe) private static var entries: [Int32: Entry] = [:]
     private static let lock = NSLock()
-    private static let installExitCheck: Void = { atexit { SpawnedProcesses.checkAtExit() } }()
+    private static let installExitCheck: Void = {
+        // A write to a helper that has already exited must fail, not kill the test run.
+        signal(SIGPIPE, SIG_IGN)
+        atexit { SpawnedProcesses.checkAtExit() }
+    }()
 
     /// `directory`: removed once a shared process has been stopped at exit.
     static func register(_ pid: Int32, _ what: String, shared: Bool = false, directory: URL? = nil) {
@@ -114,7 +118,7 @@ final class TestProcess: @unchecked Sendable {
     var text: String { output.text }
     var pid: Int32 { process.processIdentifier }
 
-    func write(_ text: String) { stdin.fileHandleForWriting.write(Data(text.utf8)) }
+    func write(_ text: String) { try? stdin.fileHandleForWriting.write(contentsOf: Data(text.utf8)) }
     func closeInput() { try? stdin.fileHandleForWriting.close() }
 
     /// The first line of output, once it is complete (nil if none came in time).
