@@ -12,8 +12,10 @@ import Testing
 /// line names one of this run's temporary directories (`testRunMarker`). They are
 /// listed, killed, and the run fails (exit status 1).
 enum SpawnedProcesses {
-    /// In the name of every temporary directory a test gives a process (sockets, state).
-    static let testRunMarker = "vmmd-test-\(getpid())-"
+    /// In the name of every temporary directory a test gives a process (sockets, state):
+    /// this test process's pid, or `VMM_TEST_RUN` when scripts/test.sh sets it, so that
+    /// the script can find what is left even after a test process that died.
+    static let testRunMarker = "vmmd-test-\(ProcessInfo.processInfo.environment["VMM_TEST_RUN"] ?? String(getpid()))-"
 
     private struct Entry { let what: String; let shared: Bool; let directory: URL? }
     nonisolated(unsafe) private static var entries: [Int32: Entry] = [:]
