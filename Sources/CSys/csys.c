@@ -18,6 +18,8 @@
 #include <grp.h>
 #include <pwd.h>
 #include <linux/seccomp.h>
+#include <malloc.h>
+#include <sys/sysinfo.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/ioctl.h>
@@ -294,6 +296,16 @@ int csys_install_seccomp(const struct sock_filter *filter, unsigned short count)
     if (rc < 0)
         return -errno;
     return (int)rc;
+}
+
+int csys_settle_malloc_arenas(void)
+{
+    /* NARENAS_FROM_NCORES in glibc's malloc: 8 arenas per core on 64-bit; two cores
+       when the count is unknown, as glibc assumes. */
+    int cpus = get_nprocs();
+    int limit = 8 * (cpus >= 1 ? cpus : 2);
+
+    return mallopt(M_ARENA_MAX, limit) == 1 ? limit : -1;
 }
 
 /* A new close-on-exec Unix stream socket and the address of `path` in `*a`. */

@@ -114,8 +114,11 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
         }
         try Self.validatePath(kernel, field: "kernel")
         if let initrd { try Self.validatePath(initrd, field: "initrd") }
-        guard cmdline.utf8.count <= Self.maxCmdlineLength, !cmdline.utf8.contains(0) else {
-            throw APIError(.invalidField, "cmdline must be at most \(Self.maxCmdlineLength) bytes with no NUL", field: "cmdline")
+        // Lengths in characters (Unicode scalars), as JSON Schema's maxLength counts them:
+        // the contract and the server agree on every string. A kernel that takes fewer
+        // bytes of command line refuses a longer one when the image is loaded.
+        guard cmdline.unicodeScalars.count <= Self.maxCmdlineLength, !cmdline.utf8.contains(0) else {
+            throw APIError(.invalidField, "cmdline must be at most \(Self.maxCmdlineLength) characters with no NUL", field: "cmdline")
         }
         try DiskRequest.validate(disks)
         try NetRequest.validate(net)
@@ -143,8 +146,10 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
     }
 
     static func validatePath(_ path: String, field: String) throws(APIError) {
-        guard path.hasPrefix("/"), path.utf8.count <= maxPathLength, !path.utf8.contains(0) else {
-            throw APIError(.invalidField, "\(field) must be an absolute path", field: field)
+        // The first byte, not the first Character: "/" followed by a combining mark or an
+        // emoji modifier is one grapheme, and String.hasPrefix would say it is no "/".
+        guard path.utf8.first == UInt8(ascii: "/"), path.unicodeScalars.count <= maxPathLength, !path.utf8.contains(0) else {
+            throw APIError(.invalidField, "\(field) must be an absolute path of at most \(maxPathLength) characters with no NUL", field: field)
         }
     }
 }

@@ -44,10 +44,6 @@ public struct DiskRequest: Codable, Sendable, Equatable {
                 throw APIError(.invalidField, "\(field).serial must be at most \(maxSerialLength) printable ASCII characters without spaces",
                                field: field + ".serial")
             }
-            if let other = disks[..<i].firstIndex(where: { $0.path == disk.path }), !(disk.readOnly && disks[other].readOnly) {
-                throw APIError(.invalidField, "\(field).path is disks[\(other)] too; an image may be attached twice only read-only",
-                               field: field + ".path")
-            }
         }
     }
 }

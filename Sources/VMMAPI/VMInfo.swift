@@ -13,6 +13,10 @@ public enum VMState: String, Codable, Sendable, CaseIterable {
     /// The VM runs in its owner's own process through a brokered /dev/kvm handle; the
     /// daemon keeps its name and quota until the handle's connection closes.
     case external
+    /// A persistent VM that could not be brought back when the daemon started (its
+    /// kernel is gone, say; `last_exit` says why). It keeps its name and record until
+    /// its owner destroys it.
+    case failed
 }
 
 /// How the guest or its worker last ended.

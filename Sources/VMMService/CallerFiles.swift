@@ -102,6 +102,10 @@ enum CallerFiles {
             }
         }
         var fds: [Int32] = []
+        // The disks opened so far, as files: the same image attached twice may only be
+        // read-only every time. Compared by what was opened, not by path: a symlink, a
+        // bind mount or "/a/./img" names the same file as "/a/img".
+        var disksOpened: [(field: String, file: FileIdentity, readOnly: Bool)] = []
         func refuse(_ fd: Int32, _ error: APIError) -> Result<[Int32], APIError> {
             if fd >= 0 { close(fd) }
             for f in fds { close(f) }
@@ -154,11 +158,32 @@ enum CallerFiles {
                 guard lseek(fd, 0, SEEK_END) >= 512 else {
                     return refuse(fd, APIError(.imageRejected, "\(field) \(path): smaller than one 512-byte sector", field: field))
                 }
+                guard case .disk(let readOnly, _) = kind else { break }
+                let file = FileIdentity(st)
+                if let other = disksOpened.first(where: { $0.file == file }), !(readOnly && other.readOnly) {
+                    return refuse(fd, APIError(.imageRejected, "\(field) \(path) is the image of \(other.field) too; an image may be attached twice only read-only",
+                                               field: field))
+                }
+                disksOpened.append((field, file, readOnly))
             }
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)   // back to blocking for the worker
             fds.append(fd)
         }
         return .success(fds)
+    }
+}
+
+/// Which file a descriptor is: the inode for a file, the device number for a device node.
+struct FileIdentity: Equatable {
+    let device: UInt64
+    let inode: UInt64
+
+    init(_ st: stat) {
+        if (st.st_mode & S_IFMT) == S_IFBLK {
+            device = UInt64(st.st_rdev); inode = 0
+        } else {
+            device = UInt64(st.st_dev); inode = UInt64(st.st_ino)
+        }
     }
 }
 

@@ -47,6 +47,9 @@ final class ManagedVM: Sendable {
         /// The owner's own process, through a brokered /dev/kvm descriptor: the daemon
         /// keeps only the name, the quota and the handle connection.
         case handle(connection: HandleConnection, clientPID: Int32)
+        /// Nothing: a persistent VM whose record could not be restored. It holds its
+        /// name (and quota) so that its owner sees it, and can destroy it.
+        case unrestored
     }
     let backing: Backing
 
@@ -80,6 +83,17 @@ final class ManagedVM: Sendable {
         self.key = key; self.request = request; self.lifetime = lifetime; self.opener = opener
         self.backing = backing; self.createdAt = createdAt
         if case .handle = backing { state.withLock { $0.phase = .external } }
+    }
+
+    /// A persistent VM recorded on disk that did not come back, and why.
+    static func unrestored(key: VMKey, request: CreateVMRequest, opener: Caller, createdAt: String, why: String) -> ManagedVM {
+        let vm = ManagedVM(key: key, request: request, lifetime: .persistent, opener: opener, backing: .unrestored,
+                           createdAt: createdAt)
+        vm.state.withLock { s in
+            s.phase = .failed
+            s.lastExit = ExitInfo(kind: "vmm_error", status: 10, message: "not restored when vmmd started: \(why)", at: Timestamp.now())
+        }
+        return vm
     }
 
     /// The guest memory and images of a worker-backed VM.
@@ -141,7 +155,12 @@ final class ManagedVM: Sendable {
             state.withLock { $0.setupFailure = why }
         case .state(let run):
             let phase: VMState = run == .paused ? .paused : run == .running ? .running : .stopped
-            resumeChangeWaiters(state.withLock { s in setPhase(phase, &s); return takeChangeWaiters(&s) })
+            resumeChangeWaiters(state.withLock { s in
+                // A guest that runs again (a start, a restart after a crash) has not ended yet.
+                if phase == .running, s.phase != .paused { s.lastExit = nil }
+                setPhase(phase, &s)
+                return takeChangeWaiters(&s)
+            })
         case .stopped(let kind, let status, let message):
             // Only the documented kinds reach clients: a worker cannot invent new ones.
             let known = ["poweroff", "reset", "halt", "triple_fault", "internal_error", "debug_exit", "vmm_error", "killed"]
@@ -356,6 +375,8 @@ final class ManagedVM: Sendable {
         case .handle(let connection, _):
             // The client's /dev/kvm descriptor cannot be revoked; the connection can end.
             connection.shutdown()
+        case .unrestored:
+            break
         }
         if let pidfd = state.withLock({ s -> Int32? in defer { s.creatorPidfd = nil }; return s.creatorPidfd }) {
             close(pidfd)

@@ -57,7 +57,14 @@ struct DaemonDiskTests {
         r = try create("z", #"[{"path":"\#(disk.path)","cache":"none"}]"#)
         #expect(r.0 == 400)
         r = try create("twice", #"[{"path":"\#(disk.path)"},{"path":"\#(disk.path)","read_only":true}]"#)
-        #expect(r.0 == 400 && r.1.contains("disks[1].path"))
+        #expect(r.0 == 422 && r.1.contains("disks[1].path"), "\(r.1)")
+        // The same file under another name is the same image.
+        let alias = d.directory.appendingPathComponent("alias.img").path
+        try FileManager.default.createSymbolicLink(atPath: alias, withDestinationPath: disk.path)
+        r = try create("alias", #"[{"path":"\#(disk.path)"},{"path":"\#(alias)"}]"#)
+        #expect(r.0 == 422 && r.1.contains("disks[1].path") && r.1.contains("attached twice only read-only"), "\(r.1)")
+        r = try create("both", #"[{"path":"\#(disk.path)","read_only":true},{"path":"\#(alias)","read_only":true}]"#)
+        #expect(r.0 == 201, "\(r.1)")
         let tooMany = "[" + Array(repeating: #"{"path":"\#(disk.path)","read_only":true}"#, count: 9).joined(separator: ",") + "]"
         r = try create("many", tooMany)
         #expect(r.0 == 400)

@@ -86,7 +86,7 @@ struct DaemonSocketTests {
         try netns.createTap(user: nobody)
         let other = "svo\(UInt16.random(in: 0 ... .max))"
         try TestNetns.ip(["-n", netns.name, "tuntap", "add", "dev", other, "mode", "tap"])
-        let d = try DaemonFixture(netns: netns.name)
+        let d = try DaemonFixture(launcher: ["/usr/sbin/ip", "netns", "exec", netns.name])
         chmod(d.socket, 0o666)
         let ping = "ip=\(netns.guestAddress) peer=\(netns.hostAddress)"
         let mine = try DaemonFixture.createBody("net", guest: "sockets", extra:

@@ -98,6 +98,12 @@ int csys_drop_privileges(uid_t uid, gid_t gid);
 /// CAP_SYS_ADMIN). Returns 0, -errno, or a positive thread id that could not be synced.
 int csys_install_seccomp(const struct sock_filter *filter, unsigned short count);
 
+/// Fixes glibc malloc's arena limit now (mallopt(M_ARENA_MAX)) at glibc's own default,
+/// 8 per online CPU: otherwise the first thread that needs a new arena past the eighth
+/// computes it by reading /sys/devices/system/cpu/online, which a sandboxed process
+/// cannot open. Returns the limit set, or -1.
+int csys_settle_malloc_arenas(void);
+
 /// Creates a listening Unix stream socket at `path` (close-on-exec). Returns it or -errno.
 int csys_listen_unix(const char *path, int backlog);
 

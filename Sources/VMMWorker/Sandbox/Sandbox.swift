@@ -13,7 +13,8 @@ import Glibc
 ///
 /// `restrict`, once the machine is built and before the guest's first instruction:
 /// 3. close every descriptor the machine does not use;
-/// 4. the seccomp allow-list of `SyscallPolicy`, on every thread (TSYNC).
+/// 4. settle what glibc would otherwise read from files later (`settleLibraryState`);
+/// 5. the seccomp allow-list of `SyscallPolicy`, on every thread (TSYNC).
 enum Sandbox {
     static func dropPrivileges(uid: UInt32, gid: UInt32) throws {
         var rc = csys_set_no_new_privs()
@@ -27,6 +28,7 @@ enum Sandbox {
     /// `keeping`: descriptors the machine's devices use (disk images, eventfds).
     static func restrict(keeping: Set<Int32> = []) throws {
         closeUnneededDescriptors(keeping: keeping)
+        try settleLibraryState()
         let program = try SeccompFilter.program(SyscallPolicy.entries(ownPID: getpid()))
         let rc = csys_install_seccomp(program, UInt16(program.count))
         guard rc == 0 else { throw SandboxError("seccomp: \(rc < 0 ? String(cString: strerror(-rc)) : "thread \(rc) not synced")") }

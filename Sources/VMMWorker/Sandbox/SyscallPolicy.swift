@@ -12,6 +12,11 @@ import Glibc
 /// stat of any path, no new sockets or connections, no fork, no ptrace, no changes of
 /// identity, no executable mappings, and ioctl only with the KVM requests the machine
 /// uses. Every entry says why it is there (the README's security section prints it).
+///
+/// Nothing here fails soft for the sake of a library: what glibc would read lazily from
+/// files after the filter is on (malloc's arena limit, the time zone) is settled before it
+/// (`Sandbox.settleLibraryState`), so an `openat` from a sandboxed worker is always a
+/// finding, and kills it.
 enum SyscallPolicy {
     /// How one system call is allowed.
     enum Rule {
