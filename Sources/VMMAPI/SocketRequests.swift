@@ -20,7 +20,9 @@ public struct VsockRequest: Codable, Sendable, Equatable {
         socket = try c.decode(String.self, forKey: .socket)
     }
 
-    /// sockaddr_un holds 107 bytes; `<socket>_4294967295` must fit too.
+    /// sockaddr_un holds 107 bytes; `<socket>_4294967295` must fit too. Counted in
+    /// characters, as the contract's maxLength; a path whose bytes do not fit fails when
+    /// the socket is created (422).
     public static let maxSocketPath = 107 - 11
 
     public func validate() throws(APIError) {
@@ -28,7 +30,7 @@ public struct VsockRequest: Codable, Sendable, Equatable {
             throw APIError(.invalidField, "vsock.cid must be between 3 and 4294967294 (0-2 are reserved, -1 is VMADDR_CID_ANY)", field: "vsock.cid")
         }
         try CreateVMRequest.validatePath(socket, field: "vsock.socket")
-        guard socket.utf8.count <= Self.maxSocketPath else {
+        guard socket.unicodeScalars.count <= Self.maxSocketPath else {
             throw APIError(.invalidField, "vsock.socket must be at most \(Self.maxSocketPath) bytes (with _PORT it must fit a sockaddr_un)",
                            field: "vsock.socket")
         }
@@ -64,15 +66,13 @@ public struct NetRequest: Codable, Sendable, Equatable {
             let allowed = { (b: UInt8) in
                 (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x2E || b == 0x5F || b == 0x2D
             }
-            guard (1 ... 15).contains(name.count), name.allSatisfy(allowed), n.tap != ".", n.tap != ".." else {
+            // "." and ".." pass here and name no tap when opened (422).
+            guard (1 ... 15).contains(name.count), name.allSatisfy(allowed) else {
                 throw APIError(.invalidField, "\(field).tap must be an interface name: 1-15 of [A-Za-z0-9._-]", field: field + ".tap")
             }
             if let mac = n.mac, !Self.isUnicastMAC(mac) {
                 throw APIError(.invalidField, "\(field).mac must be six hex octets of a unicast address (52:54:00:12:34:56)",
                                field: field + ".mac")
-            }
-            if list[..<i].contains(where: { $0.tap == n.tap }) {
-                throw APIError(.invalidField, "\(field).tap is attached twice", field: field + ".tap")
             }
         }
     }

@@ -19,7 +19,7 @@ struct DaemonSocketTests {
         }
         served.start()
         let body = try DaemonFixture.createBody("sock", guest: "sockets", extra:
-            #","memory_mib":32,"debug_exit":true,"cmdline":"connect=7000 refused=7001","vsock":{"cid":7,"socket":"\#(socket)"}"#)
+            #","debug_exit":true,"cmdline":"connect=7000 refused=7001","vsock":{"cid":7,"socket":"\#(socket)"}"#)
         let created = d.api("POST", "/v1/vms", json: body, record: "/v1/vms")
         #expect(created.status == 201, "\(created.body)")
         #expect(d.eventually(30) { d.api("GET", "/v1/vms/sock/console").body.contains("vsock: ready cid 7") },
@@ -61,7 +61,7 @@ struct DaemonSocketTests {
         chmod(rootOnly.path, 0o600)
         let nobody: UInt32 = 65534
         let body = try DaemonFixture.createBody("nb", guest: "sockets", extra:
-            #","memory_mib":32,"debug_exit":true,"cmdline":"refused=7000","vsock":{"cid":9,"socket":"\#(socket)"}"#)
+            #","debug_exit":true,"cmdline":"refused=7000","vsock":{"cid":9,"socket":"\#(socket)"}"#)
         let created = d.api("POST", "/v1/vms", json: body, asUID: nobody)
         #expect(created.status == 201, "\(created.body)")
         var st = stat()
@@ -90,7 +90,7 @@ struct DaemonSocketTests {
         chmod(d.socket, 0o666)
         let ping = "ip=\(netns.guestAddress) peer=\(netns.hostAddress)"
         let mine = try DaemonFixture.createBody("net", guest: "sockets", extra:
-            #","memory_mib":32,"debug_exit":true,"cmdline":"\#(ping)","net":[{"tap":"\#(netns.tapName)","mac":"52:54:00:00:00:42"}]"#)
+            #","debug_exit":true,"cmdline":"\#(ping)","net":[{"tap":"\#(netns.tapName)","mac":"52:54:00:00:00:42"}]"#)
         let created = d.api("POST", "/v1/vms", json: mine, asUID: nobody)
         #expect(created.status == 201, "\(created.body)\n\(d.log)")
         #expect(d.eventually(30) { d.api("GET", "/v1/vms/net/console?owner=\(nobody)").body.contains("sockets: ok") },

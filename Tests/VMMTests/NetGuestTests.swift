@@ -77,6 +77,27 @@ struct NetGuestTests {
         #expect(counters["tx_dropped"] == 0)
     }
 
+    /// Link status lives in configuration space: a change bumps ConfigGeneration and,
+    /// for a live driver, raises a configuration-change interrupt.
+    @Test func linkChangesReachTheDriver() throws {
+        let tap = try TapDevice.open(name: "svl\(UInt16.random(in: 0 ... .max))")
+        let mac = try #require(MACAddress("52:54:00:01:02:03"))
+        let device = try NetDevice(tap: tap, mac: mac)
+        let d = try TestDriver(device: device)
+        #expect((0 ..< 6).map { UInt8(d.transport.read(offset: 0x100 + UInt64($0), size: 1)) } == mac.bytes)
+        #expect(d.transport.read(offset: 0x106, size: 2) == 1)   // VIRTIO_NET_S_LINK_UP
+        d.negotiate(low: UInt32(truncatingIfNeeded: NetDevice.featureStatus | NetDevice.featureMAC))
+        d.driverOK()
+        let generation = d.reg(0xFC)
+        device.setLink(up: false, transport: d.transport)
+        #expect(d.transport.read(offset: 0x106, size: 2) == 0 && d.reg(0xFC) == generation + 1)
+        #expect(d.reg(0x60) & 2 == 2 && d.line.edges.load(ordering: .relaxed) == 1)
+        device.setLink(up: false, transport: d.transport)   // no change, no interrupt
+        #expect(d.line.edges.load(ordering: .relaxed) == 1)
+        device.setLink(up: true, transport: d.transport)
+        #expect(d.transport.read(offset: 0x106, size: 2) == 1 && device.counters.first { $0.name == "link_changes" }?.value == 2)
+    }
+
     /// A descriptor that is not a tap with a vnet header is refused with a clear error.
     @Test func aDescriptorThatIsNotATapIsRefused() throws {
         let fd = open("/dev/null", O_RDWR)
