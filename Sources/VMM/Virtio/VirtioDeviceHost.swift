@@ -63,8 +63,9 @@ final class VirtioDeviceHost: @unchecked Sendable {
         queueEvents = events
         descriptors = fds
         let transport = self.transport
+        guard !events.isEmpty else { return }   // a request device on the bus path: no thread
+        transport.onNotify = { [events] queue in events[queue].signal() }
         if let eventDevice {
-            transport.onNotify = { [events] queue in events[queue].signal() }
             let queueFDs = events.dropLast().map(\.rawDescriptor)
             let stopFD = events[events.count - 1].rawDescriptor
             threads.append(try HostThread(name: slot.name) {
@@ -72,8 +73,6 @@ final class VirtioDeviceHost: @unchecked Sendable {
             })
             return
         }
-        guard notification == .ioeventfd else { return }
-        transport.onNotify = { [events] queue in events[queue].signal() }
         for (queue, event) in events.enumerated() {
             threads.append(try HostThread(name: "\(slot.name)-q\(queue)") { [stopping] in
                 while true {

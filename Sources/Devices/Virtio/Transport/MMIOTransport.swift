@@ -103,9 +103,6 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
     /// The device status register (2.1).
     public var deviceStatus: UInt32 { status.load(ordering: .acquiring) }
 
-    /// The features the driver accepted (meaningful once FEATURES_OK is set).
-    public var negotiatedFeatures: UInt64 { registers.withLock { $0.driverFeatures } }
-
     // MARK: - Registers
 
     public func read(offset: UInt64, size: Int) -> UInt64 {
@@ -276,20 +273,21 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
     /// Serves every chain queue `index` has available to the request device, then
     /// interrupts the driver if it asked for it.
     public func processQueue(_ index: Int) {
-        let served: Bool? = requestDevice.flatMap { requestDevice in
-            withQueue(index) { q, memory -> Bool in
+        var served = false
+        if let requestDevice {
+            withQueue(index) { q, memory in
+                served = true
                 while let chain = try q.pop(memory: memory) {
                     let written = requestDevice.handle(chain, queue: index, memory: memory)
                     try q.putUsed(head: chain.head, length: written, memory: memory)
                 }
-                return true
             }
         }
-        guard served != nil else {
+        if served {
+            VirtioStatistics.add(device.statistics.notifications)
+        } else {
             VirtioStatistics.add(device.statistics.ignoredNotifications)
-            return
         }
-        VirtioStatistics.add(device.statistics.notifications)
     }
 
     /// Runs `body` on queue `index` under the queue's lock, when the driver has set
@@ -322,12 +320,6 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
         if interruptNeeded { raise(Virtio.Interrupt.usedBuffer) }
         if let failure { needsReset(failure) }
         return result
-    }
-
-    /// Whether queue `index` is ready for the device: DRIVER_OK set, no reset needed,
-    /// QueueReady.
-    public func isQueueLive(_ index: Int) -> Bool {
-        withQueue(index) { _, _ in true } != nil
     }
 
     /// Sets DEVICE_NEEDS_RESET and tells a live driver through a configuration-change
