@@ -358,13 +358,21 @@ int csys_listen_unix_replacing_stale(const char *path, int backlog)
     return csys_listen_unix(path, backlog);
 }
 
-int csys_connect_unix(const char *path)
+/* Connects a fresh Unix stream socket to `path`, non-blocking when asked: a Unix
+ * stream connect completes at once or fails (a full backlog is EAGAIN when non-blocking). */
+static int connect_unix(const char *path, int nonblocking)
 {
     struct sockaddr_un a;
     int fd = unix_socket(&a, path);
 
     if (fd < 0)
         return fd;
+    int flags = nonblocking ? fcntl(fd, F_GETFL) : 0;
+    if (flags < 0 || (nonblocking && fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0)) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
     while (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
         if (errno == EINTR)
             continue;
@@ -375,29 +383,9 @@ int csys_connect_unix(const char *path)
     return fd;
 }
 
-int csys_connect_unix_nonblocking(const char *path)
-{
-    struct sockaddr_un a;
-    int fd = unix_socket(&a, path);
+int csys_connect_unix(const char *path) { return connect_unix(path, 0); }
 
-    if (fd < 0)
-        return fd;
-    int flags = fcntl(fd, F_GETFL);
-    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    /* A Unix stream connect completes at once or fails: EAGAIN is a full backlog. */
-    while (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        if (errno == EINTR)
-            continue;
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    return fd;
-}
+int csys_connect_unix_nonblocking(const char *path) { return connect_unix(path, 1); }
 
 ssize_t csys_send_from(int sock, const void *base, size_t offset, size_t len)
 {
