@@ -55,6 +55,7 @@ final class VsockGuest: @unchecked Sendable {
     func finish() throws -> StopReason {
         _ = try? connect(port: 5253, command: "connect")
         if outcome.done.wait(timeout: .now() + 60) == .timedOut { machine.kill(); _ = outcome.done.wait(timeout: .now() + 10) }
+        unlink(path)   // the machine may outlive the test (the backend removes it when it goes)
         guard let result = outcome.result.withLock({ $0 }) else { return .vmmError("the guest did not stop") }
         return try result.get()
     }
