@@ -28,7 +28,7 @@ let package = Package(
         // Guest physical memory: memfd-backed segments with guard regions.
         .target(name: "GuestMemory", dependencies: ["CKVM"]),
         // Port-I/O and MMIO buses and the device models.
-        .target(name: "Devices", dependencies: ["GuestMemory", "CKVM"]),
+        .target(name: "Devices", dependencies: ["GuestMemory", "CKVM", "CSys"]),
         // Image loaders, boot data, initial CPU state.
         .target(name: "Boot", dependencies: ["GuestMemory", "KVM"]),
         // The guest-to-VMM call ABI, the dispatch table and the built-in calls.

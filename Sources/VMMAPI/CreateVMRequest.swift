@@ -42,6 +42,10 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
     public var disks: [DiskRequest] = []
     /// A virtio-rng device.
     public var rng = false
+    /// virtio-net devices on taps, in order.
+    public var net: [NetRequest] = []
+    /// A virtio-vsock device.
+    public var vsock: VsockRequest?
     /// Start the guest right away.
     public var start: Bool
     /// No flag is defined yet: must be 0.
@@ -64,6 +68,7 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
         case name, memoryMiB = "memory_mib", vcpus, kernel, initrd, cmdline, debugExit = "debug_exit"
         case hypercalls, noReboot = "no_reboot", tripleFault = "triple_fault", cpuTemplate = "cpu_template", lifetime, start, flags, reserved
         case disks, rng
+        case net, vsock
     }
 
     public init(from decoder: Decoder) throws {
@@ -84,6 +89,8 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
         start = try c.decodeIfGiven(Bool.self, forKey: .start) ?? true
         disks = try c.decodeIfGiven([DiskRequest].self, forKey: .disks) ?? []
         rng = try c.decodeIfGiven(Bool.self, forKey: .rng) ?? false
+        net = try c.decodeIfGiven([NetRequest].self, forKey: .net) ?? []
+        vsock = try c.decodeIfGiven(VsockRequest.self, forKey: .vsock)
         flags = try c.decodeIfGiven(UInt64.self, forKey: .flags) ?? 0
         reserved = try c.decodeIfGiven(UInt64.self, forKey: .reserved) ?? 0
     }
@@ -114,6 +121,8 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
             throw APIError(.invalidField, "cmdline must be at most \(Self.maxCmdlineLength) characters with no NUL", field: "cmdline")
         }
         try DiskRequest.validate(disks)
+        try NetRequest.validate(net)
+        try vsock?.validate()
         guard lifetime != .system else {
             throw APIError(.invalidField, "lifetime 'system' is for VMs in the daemon's configuration; use connection, process or persistent", field: "lifetime")
         }

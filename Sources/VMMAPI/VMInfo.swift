@@ -63,6 +63,9 @@ public struct VMInfo: Codable, Sendable, Equatable {
     public var lastExit: ExitInfo?
     public var disks: [DiskRequest] = []
     public var rng = false
+    /// The network devices, each with the MAC the guest sees.
+    public var net: [NetRequest] = []
+    public var vsock: VsockRequest?
 
     public init(name: String, ownerUID: UInt32?, state: VMState, lifetime: Lifetime, workerPID: Int32?,
                 createdAt: String, memoryMiB: UInt64, vcpus: Int, kernel: String, initrd: String?, cmdline: String,
@@ -81,6 +84,7 @@ public struct VMInfo: Codable, Sendable, Equatable {
         case memoryMiB = "memory_mib", vcpus, kernel, initrd, cmdline, debugExit = "debug_exit", hypercalls
         case noReboot = "no_reboot", tripleFault = "triple_fault", cpuTemplate = "cpu_template", bootFormat = "boot_format", lastExit = "last_exit"
         case disks, rng
+        case net, vsock
     }
 
     /// Encodes every key, nulls included, so the shape is the same for every VM.
@@ -96,6 +100,7 @@ public struct VMInfo: Codable, Sendable, Equatable {
         try c.encode(tripleFault, forKey: .tripleFault); try c.encode(cpuTemplate, forKey: .cpuTemplate)
         try c.encode(bootFormat, forKey: .bootFormat); try c.encode(lastExit, forKey: .lastExit)
         try c.encode(disks, forKey: .disks); try c.encode(rng, forKey: .rng)
+        try c.encode(net, forKey: .net); try c.encode(vsock, forKey: .vsock)
     }
 }
 

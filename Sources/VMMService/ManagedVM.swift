@@ -104,12 +104,17 @@ final class ManagedVM: Sendable {
 
     /// What the worker needs to build this VM, and whom it runs as once sandboxed.
     func setup(memory: GuestMemoryFiles, sandboxUID: UInt32, sandboxGID: UInt32) -> WorkerSetup {
-        WorkerSetup(name: key.name, memoryMiB: request.memoryMiB, cpus: UInt32(request.vcpus),
+        var setup = WorkerSetup(name: key.name, memoryMiB: request.memoryMiB, cpus: UInt32(request.vcpus),
                     commandLine: request.cmdline, debugExit: request.debugExit, hypercalls: request.hypercalls,
                     rebootOnReset: !request.noReboot, hasInitrd: request.initrd != nil, memory: memory.segments,
                     sandboxUID: sandboxUID, sandboxGID: sandboxGID,
                     rebootOnTripleFault: request.tripleFault == .reboot, cpuTemplate: request.cpuTemplate,
                     disks: request.disks.map { .init(readOnly: $0.readOnly, serial: $0.serial) }, rng: request.rng)
+        setup.networks = request.net.map { n in
+            .init(mac: (n.mac ?? "").split(separator: ":").compactMap { UInt8($0, radix: 16) })
+        }
+        setup.vsockCID = request.vsock?.cid
+        return setup
     }
 
     var phase: VMState { state.withLock { $0.phase } }
@@ -123,6 +128,8 @@ final class ManagedVM: Sendable {
                    tripleFault: request.tripleFault, cpuTemplate: request.cpuTemplate, bootFormat: s.bootFormat, lastExit: s.lastExit)
             info.disks = request.disks
             info.rng = request.rng
+            info.net = request.net
+            info.vsock = request.vsock
             return info
         }
     }
@@ -364,6 +371,7 @@ final class ManagedVM: Sendable {
         case .worker(let memory, let images):
             memory.close()
             for fd in images { close(fd) }
+            if let vsock = request.vsock { CallerFiles.removeSocket(vsock.socket, as: opener) }
         case .handle(let connection, _):
             // The client's /dev/kvm descriptor cannot be revoked; the connection can end.
             connection.shutdown()

@@ -39,6 +39,11 @@ final class Worker: @unchecked Sendable {
         let disks = try setup.disks.map { d in
             DiskConfig(backend: try BlockBackend(fd: next()), readOnly: d.readOnly, serial: d.serial)
         }
+        let networks = try setup.networks.map { n in
+            guard let mac = MACAddress(bytes: n.mac) else { throw WorkerError("a network device's MAC is not unicast") }
+            return NetworkConfig(tap: try TapDevice(adopting: next()), mac: mac)
+        }
+        let broker = try setup.vsockCID.map { _ in try BrokeredVsockBackend(listener: next(), link: next()) }
 
         var config = MachineConfig()
         config.name = setup.name
@@ -54,11 +59,13 @@ final class Worker: @unchecked Sendable {
         config.initrd = initrd
         config.disks = disks
         config.rng = setup.rng
+        config.networks = networks
+        if let cid = setup.vsockCID, let broker { config.vsock = VsockConfig(guestCID: cid, backend: broker) }
         console = try ConsoleForwarder(link: link)
         config.serialOutput = console
         machine = try Machine(config: config, kvm: kvm, memory: memory)
         // The machine is complete: from here on the worker only runs it.
-        try Sandbox.restrict(keeping: Set(machine.virtioDescriptors))
+        try Sandbox.restrict(keeping: Set(machine.virtioDescriptors + (broker.map { [$0.link.fd] } ?? [])))
     }
 
     /// Obeys the daemon until the link closes.

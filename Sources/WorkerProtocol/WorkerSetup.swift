@@ -1,7 +1,8 @@
 /// Everything a worker needs to build its machine, sent once as the first message with
 /// the descriptors attached (SCM_RIGHTS), in this order: /dev/kvm, one memfd per
-/// entry of `memory`, the kernel image, the initrd when `hasInitrd`, then one image per
-/// entry of `disks`.
+/// entry of `memory`, the kernel image, the initrd when `hasInitrd`, one image per
+/// entry of `disks`, one tap per entry of `networks`, then with `vsock` its listening
+/// socket and the worker's end of the vsock broker link (`VsockBrokerMessage`).
 public struct WorkerSetup: Sendable, Equatable {
     /// One guest-memory segment the daemon created as a memfd.
     public struct Segment: Sendable, Equatable {
@@ -37,6 +38,14 @@ public struct WorkerSetup: Sendable, Equatable {
     public var disks: [Disk]
     /// A virtio-rng device.
     public var rng: Bool
+    /// One virtio-net device (its tap is a descriptor of the setup).
+    public struct Network: Sendable, Equatable {
+        public var mac: [UInt8]
+        public init(mac: [UInt8]) { self.mac = mac }
+    }
+    public var networks: [Network] = []
+    /// The vsock device's guest CID (its listener and broker link are descriptors).
+    public var vsockCID: UInt64?
 
     public init(name: String, memoryMiB: UInt64, cpus: UInt32, commandLine: String, debugExit: Bool,
                 hypercalls: Bool, rebootOnReset: Bool, hasInitrd: Bool, memory: [Segment],
@@ -51,7 +60,9 @@ public struct WorkerSetup: Sendable, Equatable {
     }
 
     /// How many descriptors travel with this setup.
-    public var descriptorCount: Int { 1 + memory.count + 1 + (hasInitrd ? 1 : 0) + disks.count }
+    public var descriptorCount: Int {
+        1 + memory.count + 1 + (hasInitrd ? 1 : 0) + disks.count + networks.count + (vsockCID == nil ? 0 : 2)
+    }
 
     func encode(into w: inout WireWriter) {
         w.string(name); w.u64(memoryMiB); w.u32(cpus); w.string(commandLine)
@@ -63,6 +74,10 @@ public struct WorkerSetup: Sendable, Equatable {
         w.u32(UInt32(disks.count))
         for d in disks { w.bool(d.readOnly); w.string(d.serial) }
         w.bool(rng)
+        w.u32(UInt32(networks.count))
+        for n in networks { w.data(n.mac) }
+        w.bool(vsockCID != nil)
+        w.u64(vsockCID ?? 0)
     }
 
     static func decode(from r: inout WireReader) throws -> WorkerSetup {
@@ -80,9 +95,21 @@ public struct WorkerSetup: Sendable, Equatable {
         var disks: [Disk] = []
         for _ in 0 ..< diskCount { disks.append(Disk(readOnly: try r.bool(), serial: try r.string())) }
         let rng = try r.bool()
-        return WorkerSetup(name: name, memoryMiB: memoryMiB, cpus: cpus, commandLine: commandLine, debugExit: debugExit,
+        let networkCount = try r.u32()
+        guard networkCount <= 8 else { throw WireError.malformed("\(networkCount) network devices") }
+        var networks: [Network] = []
+        for _ in 0 ..< networkCount {
+            let mac = try r.data()
+            guard mac.count == 6 else { throw WireError.malformed("a MAC of \(mac.count) bytes") }
+            networks.append(Network(mac: mac))
+        }
+        let hasVsock = try r.bool(), cid = try r.u64()
+        var setup = WorkerSetup(name: name, memoryMiB: memoryMiB, cpus: cpus, commandLine: commandLine, debugExit: debugExit,
                            hypercalls: hypercalls, rebootOnReset: rebootOnReset, hasInitrd: hasInitrd,
                            memory: memory, sandboxUID: sandboxUID, sandboxGID: sandboxGID,
                            rebootOnTripleFault: rebootOnTripleFault, cpuTemplate: cpuTemplate, disks: disks, rng: rng)
+        setup.networks = networks
+        setup.vsockCID = hasVsock ? cid : nil
+        return setup
     }
 }

@@ -112,6 +112,10 @@ struct Create: AsyncParsableCommand {
     @Option(help: ArgumentHelp("A virtio-blk disk (repeatable; the first is /dev/vda), opened by vmmd with your permissions.",
                                valueName: DiskOption.helpText)) var disk: [DiskOption] = []
     @Flag(help: "Add a virtio-rng device.") var rng = false
+    @Option(help: ArgumentHelp("A virtio-net device on an existing tap you own (repeatable).",
+                               valueName: NetOption.helpText)) var net: [NetOption] = []
+    @Option(help: ArgumentHelp("A virtio-vsock device; vmmd creates the socket with your permissions.",
+                               valueName: VsockOption.helpText)) var vsock: VsockOption?
 
     func run() async throws {
         guard let lifetime = Lifetime(rawValue: lifetime), lifetime != .system else {
@@ -124,6 +128,8 @@ struct Create: AsyncParsableCommand {
                                       lifetime: lifetime, start: !noStart)
         request.disks = disk.map { DiskRequest(path: absolute($0.path), readOnly: $0.readOnly, serial: $0.serial, direct: $0.direct) }
         request.rng = rng
+        request.net = net.map { NetRequest(tap: $0.tap, mac: $0.mac?.description) }
+        request.vsock = vsock.map { VsockRequest(cid: $0.cid, socket: absolute($0.socket)) }
         let connection = try await options.connect()
         let (info, result) = await perform(connection, .POST, "/v1/vms", body: encodeJSON(request), as: VMInfo.self)
         if options.json { printJSON(result.body) } else { printVMs([info]) }
