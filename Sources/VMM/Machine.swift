@@ -29,6 +29,9 @@ public final class Machine: @unchecked Sendable {
     public let mmio: MMIOBus
     public let serial: Serial16550
     public let postCode: PostCode
+    /// Where the virtio devices are (MMIO windows and GSIs, in device order).
+    public let deviceLayout: DeviceLayout
+    let virtioDevices: [VirtioDeviceHost]
     /// The loaded image's format.
     public private(set) var bootFormat: BootImageFormat
     /// Guest resets that were turned into reboots.
@@ -56,6 +59,7 @@ public final class Machine: @unchecked Sendable {
 
     deinit {
         for runner in vcpus { runner.terminate() }
+        for device in virtioDevices { device.stop() }
     }
 
     /// Identity-map page and TSS for Intel VMX, just below the 4 GiB BIOS area.
@@ -105,6 +109,7 @@ public final class Machine: @unchecked Sendable {
         if config.debugExit {
             try portIO.register(DebugExit(events: events), base: DebugExit.defaultPort, length: 1)
         }
+        (deviceLayout, virtioDevices) = try Self.buildVirtioDevices(config, vm: vm, memory: memory, bus: mmio)
         portIO.seal()
         mmio.seal()
 
@@ -127,7 +132,8 @@ public final class Machine: @unchecked Sendable {
         }
         vcpus = runners
         featuresTemplateCouldNotHide = try Self.checkTemplate(config, on: runners[0].vcpu)
-        commandLine = Self.commandLine(config, templateCouldNotHide: featuresTemplateCouldNotHide)
+        commandLine = Self.withVirtioParameters(Self.commandLine(config, templateCouldNotHide: featuresTemplateCouldNotHide),
+                                                config, layout: deviceLayout)
         vcpuStatistics = stats
         vmStatistics = try? vm.openStatistics()
         bootFormat = .pvhELF
@@ -178,6 +184,7 @@ public final class Machine: @unchecked Sendable {
         emulationAssist?.reset()
         bootFormat = try loadImage()
         serial.reset()
+        for device in virtioDevices { device.transport.reset() }
     }
 
     /// Whether a stop for `reason` becomes a reboot: a guest reset when the config says
