@@ -89,9 +89,7 @@ public final class Machine: @unchecked Sendable {
             try vm.setMemoryRegion(slot: UInt32(slot), guestAddress: segment.guestBase.raw, size: segment.size,
                                    hostAddress: segment.hostAddress, flags: segment.readOnly ? .readOnly : [])
         }
-        // Before the irqchip: with one, KVM_X86_SET_MSR_FILTER waits out an SRCU grace
-        // period (15 ms here, against 0.01 ms without).
-        emulationAssist = try Self.makeEmulationAssist(config, kvm: self.kvm, vm: vm, memory: memory)
+        emulationAssist = Self.makeEmulationAssist(config, kvm: self.kvm, memory: memory)
         if config.inKernelIRQChip {
             try vm.createIRQChip()
             try vm.createPIT()

@@ -108,7 +108,7 @@ struct TestKernelBootTests {
     }
 
     /// The same kernel through vmmd: a worker in its sandbox (seccomp, no privileges) runs
-    /// it with the emulation assist and its MSR filter; /init powers off on its own
+    /// it with the emulation assist and the syscall repair; /init powers off on its own
     /// (`vmm_action=poweroff`), the VM ends `poweroff` with status 0, and the statistics
     /// carry the assist's counts. (In this suite, so the two boots never share the CPUs.)
     @Test(.timeLimit(.minutes(10))) func testKernelPowersOffThroughVmmd() async throws {

@@ -36,7 +36,6 @@ static const unsigned long CKVM_SET_TSS_ADDR = KVM_SET_TSS_ADDR;
 static const unsigned long CKVM_SET_IDENTITY_MAP_ADDR = KVM_SET_IDENTITY_MAP_ADDR;
 static const unsigned long CKVM_GET_DIRTY_LOG = KVM_GET_DIRTY_LOG;
 static const unsigned long CKVM_ENABLE_CAP = KVM_ENABLE_CAP;
-static const unsigned long CKVM_X86_SET_MSR_FILTER = KVM_X86_SET_MSR_FILTER;
 static const unsigned long CKVM_GET_CLOCK = KVM_GET_CLOCK;
 static const unsigned long CKVM_SET_CLOCK = KVM_SET_CLOCK;
 static const unsigned long CKVM_SET_GSI_ROUTING = KVM_SET_GSI_ROUTING;
@@ -187,9 +186,6 @@ static const size_t CKVM_RUN_EMULATION_FAILURE_FLAGS = offsetof(struct kvm_run, 
 static const size_t CKVM_RUN_EMULATION_FAILURE_INSN_SIZE = offsetof(struct kvm_run, emulation_failure.insn_size);
 static const size_t CKVM_RUN_EMULATION_FAILURE_INSN_BYTES = offsetof(struct kvm_run, emulation_failure.insn_bytes);
 static const unsigned long long CKVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES = KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES;
-static const size_t CKVM_RUN_MSR_ERROR = offsetof(struct kvm_run, msr.error);
-static const size_t CKVM_RUN_MSR_REASON = offsetof(struct kvm_run, msr.reason);
-static const size_t CKVM_RUN_MSR_INDEX = offsetof(struct kvm_run, msr.index);
-static const size_t CKVM_RUN_MSR_DATA = offsetof(struct kvm_run, msr.data);
+
 
 #endif

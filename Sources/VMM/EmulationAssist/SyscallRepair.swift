@@ -11,9 +11,11 @@ import Synchronization
 /// - a VMM breakpoint (`0xCC`) on the first instruction of the guest's #PF handler, found
 ///   through its IDT; the byte it covers is kept and that instruction is finished by the
 ///   assist whenever the breakpoint is passed;
-/// - the MSR filter traps guest writes of STAR, LSTAR and SFMASK (`KVMVM.trapMSRs`): the
-///   VMM applies each write itself and knows the values without an ioctl, and an LSTAR
-///   write (each CPU's `syscall_init`) is the first moment to plant;
+/// - the breakpoint is (re)planted from every emulation failure, the only exits such a
+///   host gives a CPL-0 guest on its own (Linux makes them from its int3 self-test on, and
+///   with SMAP at every interrupt entry). An MSR filter on LSTAR writes would give an
+///   earlier moment, but setting one costs an SRCU grace period per VM here (~16 ms,
+///   a third of a VM's create/run/destroy), so the repair does without;
 /// - at the breakpoint, the #PF frame is a broken syscall only if it is exactly what a
 ///   `syscall` at RCX - 2 would have produced: a user-mode instruction-fetch fault at
 ///   CR2 = RIP = LSTAR from CS RPL 3, RFLAGS = R11 with the SFMASK bits (IF among them)
@@ -26,14 +28,14 @@ import Synchronization
 /// #PF entry's `clac`): every emulation failure and LSTAR write re-checks the site, and a
 /// byte no longer 0xCC is taken as the kernel's new instruction and covered again.
 /// Known limits: a guest that reads its own #PF entry sees 0xCC there; CR2 after a repaired
-/// syscall holds LSTAR (a real syscall leaves it alone); and a kernel that rewrote the byte
-/// with no emulation failure or LSTAR write before its next syscall would miss one repair.
+/// syscall holds LSTAR (a real syscall leaves it alone); and a guest that makes its first
+/// syscall (or rewrites the byte) with no emulation failure since setting up its IDT gets
+/// that one #PF unrepaired.
 final class SyscallRepair: Sendable {
     static let msrSTAR: UInt32 = 0xC000_0081, msrLSTAR: UInt32 = 0xC000_0082, msrSFMASK: UInt32 = 0xC000_0084
-    /// STAR, LSTAR and SFMASK writes exit; CSTAR (0xC0000083, compatibility mode) does not.
-    static let trap = KVMVM.MSRTrap(first: msrSTAR, count: 4, trapped: 0b1011, reads: false, writes: true)
 
-    struct SyscallMSRs: Equatable { var star: UInt64?, lstar: UInt64?, sfmask: UInt64? }
+    /// STAR, LSTAR and SFMASK, read from KVM at the breakpoint (one KVM_GET_MSRS).
+    struct SyscallMSRs: Equatable { var star: UInt64, lstar: UInt64, sfmask: UInt64 }
 
     /// A planted breakpoint: where, and the byte it covers.
     struct Site: Equatable {
@@ -43,7 +45,6 @@ final class SyscallRepair: Sendable {
     }
 
     private struct State {
-        var msrs: [UInt32: SyscallMSRs] = [:]
         var site: Site?
     }
 
@@ -56,31 +57,6 @@ final class SyscallRepair: Sendable {
 
     /// The planted breakpoint, if any (for tests and statistics).
     var plantedSite: Site? { state.withLock { $0.site } }
-
-    // MARK: - MSR writes
-
-    /// A trapped `wrmsr`: applied with `KVM_SET_MSRS` (host-initiated, so not filtered),
-    /// recorded, and after an LSTAR write the breakpoint is (re)planted.
-    func msrWritten(_ access: MSRAccess, on vcpu: KVMVCPU) -> EmulationAssist.Outcome {
-        do { try vcpu.setMSRs([(index: access.index, value: access.value)]) } catch {
-            // What KVM would do with a value it refuses: #GP in the guest.
-            vcpu.completeMSR(failed: true)
-            return .resume
-        }
-        vcpu.completeMSR(failed: false)
-        state.withLock { s in
-            var msrs = s.msrs[vcpu.id] ?? SyscallMSRs()
-            switch access.index {
-            case Self.msrSTAR: msrs.star = access.value
-            case Self.msrLSTAR: msrs.lstar = access.value
-            case Self.msrSFMASK: msrs.sfmask = access.value
-            default: break
-            }
-            s.msrs[vcpu.id] = msrs
-        }
-        if access.index == Self.msrLSTAR, let ctx = try? AssistContext(vcpu: vcpu, memory: memory) { revalidate(ctx) }
-        return .resume
-    }
 
     // MARK: - Planting
 
@@ -139,8 +115,8 @@ final class SyscallRepair: Sendable {
               let here = try? memory.translate(ctx.regs.rip, paging: ctx.paging, access: .debugger(.execute)),
               here.physical == site.physical else { return .notOurs }
 
-        if isBrokenSyscall(ctx) {
-            enterSyscall(&ctx)
+        if let msrs = syscallMSRs(ctx.vcpu), isBrokenSyscall(ctx, msrs) {
+            enterSyscall(&ctx, msrs)
             return .repairedSyscall
         }
         // A genuine #PF: finish the instruction the breakpoint covers (its first byte from
@@ -163,8 +139,8 @@ final class SyscallRepair: Sendable {
     }
 
     /// Whether the #PF frame on the stack is exactly what a broken `syscall` leaves.
-    private func isBrokenSyscall(_ ctx: AssistContext) -> Bool {
-        guard let msrs = syscallMSRs(ctx.vcpu), let lstar = msrs.lstar, let sfmask = msrs.sfmask else { return false }
+    private func isBrokenSyscall(_ ctx: AssistContext, _ msrs: SyscallMSRs) -> Bool {
+        let lstar = msrs.lstar, sfmask = msrs.sfmask
         // The frame with an error code: error, RIP, CS, RFLAGS, RSP, SS (SDM 6.14.2).
         guard let bytes = try? memory.readVirtual(at: ctx.regs.rsp, count: 48, paging: ctx.paging, access: .debugger(.read)) else {
             return false
@@ -187,24 +163,18 @@ final class SyscallRepair: Sendable {
         return opcode == [0x0F, 0x05]
     }
 
-    /// The vCPU's STAR/LSTAR/SFMASK: from the trapped writes, else read from KVM once.
     private func syscallMSRs(_ vcpu: KVMVCPU) -> SyscallMSRs? {
-        if let known = state.withLock({ $0.msrs[vcpu.id] }), known.star != nil, known.lstar != nil, known.sfmask != nil {
-            return known
-        }
         guard let values = try? vcpu.msrs([Self.msrSTAR, Self.msrLSTAR, Self.msrSFMASK]) else { return nil }
-        let read = SyscallMSRs(star: values[0], lstar: values[1], sfmask: values[2])
-        state.withLock { $0.msrs[vcpu.id] = read }
-        return read
+        return SyscallMSRs(star: values[0], lstar: values[1], sfmask: values[2])
     }
 
     /// What `syscall` does (SDM "SYSCALL", 64-bit mode): CS = STAR[47:32] & 0xFFFC and
     /// SS = that + 8, both flat with fixed attributes (not read from the GDT); RIP = LSTAR;
     /// RFLAGS = R11 & ~SFMASK. RCX and R11 the broken syscall set already; RSP stays the
     /// user's. The #PF frame the host pushed is simply abandoned.
-    private func enterSyscall(_ ctx: inout AssistContext) {
-        guard let msrs = syscallMSRs(ctx.vcpu), let star = msrs.star, let lstar = msrs.lstar, let sfmask = msrs.sfmask,
-              let frame = try? memory.readVirtual(at: ctx.regs.rsp &+ 32, count: 8, paging: ctx.paging, access: .debugger(.read))
+    private func enterSyscall(_ ctx: inout AssistContext, _ msrs: SyscallMSRs) {
+        let star = msrs.star, lstar = msrs.lstar, sfmask = msrs.sfmask
+        guard let frame = try? memory.readVirtual(at: ctx.regs.rsp &+ 32, count: 8, paging: ctx.paging, access: .debugger(.read))
         else { return }
         let userRSP = (0 ..< 8).reduce(UInt64(0)) { $0 | UInt64(frame[$1]) << UInt64(8 * $1) }
         let selector = UInt16((star >> 32) & 0xFFFC)
