@@ -70,18 +70,32 @@ final class SyscallRepair: Sendable {
         state.withLock { s in
             if let site = s.site, site.physical == physical {
                 guard let byte = try? memory.read(at: physical, count: 1).first, byte != 0xCC else { return }
-                // The kernel wrote a new instruction here: cover it again.
+                // The kernel wrote a new instruction here: cover it again, if it can be.
+                guard canStepOver(at: handler, ctx) else { s.site = nil; return }
                 if (try? memory.write([0xCC], at: physical)) != nil { s.site?.original = byte }
                 return
             }
             if let old = s.site { restore(old) }
             s.site = nil
-            guard let byte = try? memory.read(at: physical, count: 1).first, byte != 0xCC else { return }  // the guest's own int3
+            guard let byte = try? memory.read(at: physical, count: 1).first, byte != 0xCC,  // not the guest's own int3
+                  canStepOver(at: handler, ctx) else { return }
             if (try? memory.write([0xCC], at: physical)) != nil {
                 s.site = Site(linear: handler, physical: physical, original: byte)
             }
         }
     }
+
+    /// Whether the instruction at `linear` is one the breakpoint can cover: one the assist
+    /// finishes exactly wherever it stands (Linux's #PF entry starts with `clac` or a nop).
+    /// Otherwise nothing is planted, and genuine #PFs never pass through the VMM.
+    private func canStepOver(at linear: UInt64, _ ctx: AssistContext) -> Bool {
+        guard let bytes = try? memory.readVirtual(at: linear, count: X86Decoder.maxLength, paging: ctx.paging,
+                                                  access: .debugger(.execute)),
+              let insn = try? X86Decoder.decode(bytes, codeSize: .bits64) else { return false }
+        return Self.steppable.contains(AssistedInstruction.identify(insn))
+    }
+
+    static let steppable: [AssistedInstruction] = [.nop, .clac, .stac, .cld]
 
     private func restore(_ site: Site) {
         if (try? memory.read(at: site.physical, count: 1).first) == 0xCC { try? memory.write([site.original], at: site.physical) }
@@ -127,9 +141,8 @@ final class SyscallRepair: Sendable {
             return .failed("the syscall repair's breakpoint covers an instruction it cannot decode at rip 0x\(String(ctx.regs.rip, radix: 16))")
         }
         let kind = AssistedInstruction.identify(displaced)
-        switch kind {
-        case .nop, .clac, .stac, .cld: break
-        default: return .failed(assist.describe(displaced, ctx, why: "the guest's #PF handler starts with an instruction the syscall repair cannot step over"))
+        guard Self.steppable.contains(kind) else {
+            return .failed(assist.describe(displaced, ctx, why: "the kernel rewrote its #PF entry into an instruction the syscall repair cannot step over"))
         }
         do { try assist.execute(kind, displaced, &ctx) } catch {
             return .failed(assist.describe(displaced, ctx, why: "stepping over it at the #PF handler: \(error)"))
