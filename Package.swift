@@ -25,8 +25,10 @@ let package = Package(
         .target(name: "CKVM"),
         // One Swift type per KVM file descriptor.
         .target(name: "KVM", dependencies: ["CKVM"]),
-        // Guest physical memory: memfd-backed segments with guard regions.
-        .target(name: "GuestMemory", dependencies: ["CKVM"]),
+        // Atomic compare-exchange on guest memory (8 and 16 bytes), for GuestMemory only.
+        .target(name: "CGuestAtomics"),
+        // Guest physical memory: memfd-backed segments with guard regions; the page walk.
+        .target(name: "GuestMemory", dependencies: ["CKVM", "CGuestAtomics"]),
         // Port-I/O and MMIO buses and the device models.
         .target(name: "Devices", dependencies: ["GuestMemory", "CKVM", "CSys"]),
         // Image loaders, boot data, initial CPU state.

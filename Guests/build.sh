@@ -61,6 +61,11 @@ current=exit64
 run as --64 --fatal-warnings --defsym PVH_ELF64=1 -I "$src" -o "$obj/exit64.o" "$src/exit64.S"
 run ld -m elf_x86_64 $LDFLAGS -T "$src/pvh.ld" -o "$out/exit64.elf" "$obj/exit64.o"
 
+# The emulation-assist guest: 64-bit code (long mode after the PVH entry) in an ELF64.
+current=assist
+run as --64 --fatal-warnings --defsym PVH_ELF64=1 -I "$src" -o "$obj/assist.o" "$src/assist.S"
+run ld -m elf_x86_64 $LDFLAGS -T "$src/pvh.ld" -o "$out/assist.elf" "$obj/assist.o"
+
 # The C guest (self-contained in c-hello/).
 current=c-hello
 CFLAGS="-m32 -ffreestanding -fno-pic -fno-pie -fno-stack-protector -nostdlib -O2

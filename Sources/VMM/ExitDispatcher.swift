@@ -17,8 +17,12 @@ final class ExitDispatcher: Sendable {
     /// The doorbell port, or -1 (no port) when hypercalls are off: one compare per exit.
     let doorbell: Int
 
+    /// Finishes refused instructions (entered only from emulation failures).
+    let assist: EmulationAssist?
+
     init(portIO: PortIOBus, mmio: MMIOBus, machine: PlatformEventRelay, memory: GuestMemory,
-         hypercalls: HypercallRegistry?) {
+         hypercalls: HypercallRegistry?, assist: EmulationAssist? = nil) {
+        self.assist = assist
         self.portIO = portIO
         self.mmio = mmio
         self.machine = machine
@@ -70,6 +74,9 @@ final class ExitDispatcher: Sendable {
             runner.counters.bump(.debug)  // no debugger attached: carry on
         case .internalError(let suberror, let data):
             runner.counters.bump(.internalError)
+            if suberror == Self.emulationFailure, let assist {
+                return assisted(assist.handleEmulationFailure(on: vcpu), on: runner)
+            }
             machine.stop(.internalError(vcpu: runner.id, detail: Self.describeInternalError(suberror, data, vcpu)))
         case .failEntry(let reason, let cpu):
             runner.counters.bump(.failEntry)
@@ -82,6 +89,16 @@ final class ExitDispatcher: Sendable {
         case .unknown(let reason, let hardware):
             runner.counters.bump(.other)
             machine.stop(.internalError(vcpu: runner.id, detail: "unexpected exit reason \(reason) (hardware 0x\(String(hardware, radix: 16)))"))
+        }
+    }
+
+    /// KVM_INTERNAL_ERROR_EMULATION.
+    static let emulationFailure: UInt32 = 1
+
+    private func assisted(_ outcome: EmulationAssist.Outcome, on runner: VCPURunner) {
+        switch outcome {
+        case .resume, .claimed: break
+        case .stop(let detail): machine.stop(.internalError(vcpu: runner.id, detail: detail))
         }
     }
 

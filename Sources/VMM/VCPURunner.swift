@@ -152,8 +152,13 @@ public final class VCPURunner: @unchecked Sendable {
         return nil
     }
 
-    /// On the vCPU thread, outside KVM_RUN: the MP state and RFLAGS.IF decide.
+    /// On the vCPU thread, outside KVM_RUN: the MP state and RFLAGS.IF decide. A vCPU
+    /// the assist finds stuck in a `vmcall` the host never returns from is finished and alive.
     private func answerProbe() {
+        if let assist = handler.assist, assist.finishStalledHypercall(on: vcpu) {
+            probe.store(3, ordering: .releasing)
+            return
+        }
         let dead: Bool
         switch try? vcpu.mpState() {
         case .halted?:

@@ -109,6 +109,7 @@ final class ManagedVM: Sendable {
                     rebootOnReset: !request.noReboot, hasInitrd: request.initrd != nil, memory: memory.segments,
                     sandboxUID: sandboxUID, sandboxGID: sandboxGID,
                     rebootOnTripleFault: request.tripleFault == .reboot, cpuTemplate: request.cpuTemplate,
+                    emulationAssist: request.emulationAssist.rawValue,
                     disks: request.disks.map { .init(readOnly: $0.readOnly, serial: $0.serial) }, rng: request.rng)
         setup.networks = request.net.map { n in
             .init(mac: (n.mac ?? "").split(separator: ":").compactMap { UInt8($0, radix: 16) })

@@ -55,6 +55,10 @@ final class Worker: @unchecked Sendable {
         config.rebootOnReset = setup.rebootOnReset
         config.rebootOnTripleFault = setup.rebootOnTripleFault
         config.cpuTemplate = try CPUTemplate.named(setup.cpuTemplate)
+        guard let assist = EmulationAssistMode(rawValue: setup.emulationAssist) else {
+            throw MachineError.invalidConfig("unknown emulation assist mode \(setup.emulationAssist)")
+        }
+        config.emulationAssist = assist
         config.kernel = kernel
         config.initrd = initrd
         config.disks = disks
@@ -177,6 +181,7 @@ func statisticLines(_ s: MachineStatistics) -> [StatisticLine] {
         StatisticLine(scope: "vm", source: "vmm", name: "reboots", value: s.reboots),
     ]
     lines += s.hypercalls.map { StatisticLine(scope: "vm", source: "hypercall", name: $0.name, value: $0.count) }
+    lines += s.assisted.map { StatisticLine(scope: "vm", source: "emulation_assist", name: $0.name, value: $0.count) }
     for device in s.devices {
         lines += device.counters.map { StatisticLine(scope: device.name, source: "virtio", name: $0.name, value: $0.value) }
     }

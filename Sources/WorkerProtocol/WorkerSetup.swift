@@ -29,6 +29,8 @@ public struct WorkerSetup: Sendable, Equatable {
     public var sandboxGID: UInt32
     /// The CPU template's name (`CPUTemplate.all`); the worker refuses one it does not know.
     public var cpuTemplate: String
+    /// `EmulationAssistMode`'s raw value: auto, on or off; the worker refuses anything else.
+    public var emulationAssist: String
     /// One virtio-blk disk (its image is a descriptor of the setup).
     public struct Disk: Sendable, Equatable {
         public var readOnly: Bool
@@ -50,7 +52,8 @@ public struct WorkerSetup: Sendable, Equatable {
     public init(name: String, memoryMiB: UInt64, cpus: UInt32, commandLine: String, debugExit: Bool,
                 hypercalls: Bool, rebootOnReset: Bool, hasInitrd: Bool, memory: [Segment],
                 sandboxUID: UInt32, sandboxGID: UInt32, rebootOnTripleFault: Bool = false, cpuTemplate: String = "host",
-                disks: [Disk] = [], rng: Bool = false) {
+                emulationAssist: String = "auto", disks: [Disk] = [], rng: Bool = false) {
+        self.emulationAssist = emulationAssist
         self.disks = disks; self.rng = rng
         self.rebootOnTripleFault = rebootOnTripleFault
         self.name = name; self.memoryMiB = memoryMiB; self.cpus = cpus; self.commandLine = commandLine
@@ -78,6 +81,7 @@ public struct WorkerSetup: Sendable, Equatable {
         for n in networks { w.data(n.mac) }
         w.bool(vsockCID != nil)
         w.u64(vsockCID ?? 0)
+        w.string(emulationAssist)
     }
 
     static func decode(from r: inout WireReader) throws -> WorkerSetup {
@@ -107,7 +111,8 @@ public struct WorkerSetup: Sendable, Equatable {
         var setup = WorkerSetup(name: name, memoryMiB: memoryMiB, cpus: cpus, commandLine: commandLine, debugExit: debugExit,
                            hypercalls: hypercalls, rebootOnReset: rebootOnReset, hasInitrd: hasInitrd,
                            memory: memory, sandboxUID: sandboxUID, sandboxGID: sandboxGID,
-                           rebootOnTripleFault: rebootOnTripleFault, cpuTemplate: cpuTemplate, disks: disks, rng: rng)
+                           rebootOnTripleFault: rebootOnTripleFault, cpuTemplate: cpuTemplate,
+                           emulationAssist: try r.string(), disks: disks, rng: rng)
         setup.networks = networks
         setup.vsockCID = hasVsock ? cid : nil
         return setup

@@ -4,6 +4,7 @@ import Devices
 import KVM
 import Logging
 import VMM
+import VMMAPI
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -66,6 +67,8 @@ struct Run: ParsableCommand {
     @Option(help: "The VM's name (the vm_name hypercall returns it; log lines carry it).")
     var name: String = "vm"
 
+    @Option(help: "Finish in the VMM what this host's instruction emulator refuses: auto (when a probe VM shows it is needed), on, off.")
+    var emulationAssist: EmulationAssistMode = .auto
     @Option(help: ArgumentHelp("A virtio-blk disk (repeatable; the first is the root disk, /dev/vda): a raw image, read-write unless readonly, O_DIRECT with direct, GET_ID answering serial.",
                                valueName: DiskOption.helpText))
     var disk: [DiskOption] = []
@@ -111,6 +114,7 @@ struct Run: ParsableCommand {
         config.rebootOnTripleFault = rebootOnTripleFault
         config.hypercalls = hypercalls
         config.name = name
+        config.emulationAssist = emulationAssist
         do {
             config.kernel = try readFile(kernel)
             if let initrd { config.initrd = try readFile(initrd) }
@@ -130,6 +134,9 @@ struct Run: ParsableCommand {
         throw ExitCode(status)
     }
 }
+
+extension EmulationAssistMode: ExpressibleByArgument {}
+extension EmulationAssistSetting: ExpressibleByArgument {}
 
 /// Builds and runs a machine, printing one line on stderr about how it ended; returns
 /// the exit status.
@@ -163,6 +170,10 @@ func runMachine(_ base: MachineConfig, serial: SerialTarget, verbose: Bool = fal
         fail("\(error)")
     }
     let status = reason.exitStatus
+    let assisted = machine.statistics().assisted
+    if !assisted.isEmpty {
+        printError("vmmctl: emulation assist: " + assisted.map { "\($0.name) \($0.count)" }.joined(separator: ", "))
+    }
     printError("vmmctl: \(reason) (exit status \(status))")
     return status
 }
