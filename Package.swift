@@ -30,7 +30,7 @@ let package = Package(
         // Guest physical memory: memfd-backed segments with guard regions; the page walk.
         .target(name: "GuestMemory", dependencies: ["CKVM", "CGuestAtomics"]),
         // Port-I/O and MMIO buses and the device models.
-        .target(name: "Devices", dependencies: ["GuestMemory"]),
+        .target(name: "Devices", dependencies: ["GuestMemory", "CKVM", "CSys"]),
         // Image loaders, boot data, initial CPU state.
         .target(name: "Boot", dependencies: ["GuestMemory", "KVM"]),
         // The guest-to-VMM call ABI, the dispatch table and the built-in calls.

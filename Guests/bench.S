@@ -10,6 +10,9 @@
 #   SYSEXIT to ring 3.
 # Ring 3: read N, then N times `outb %al, $0x80` (one KVM_EXIT_IO each), then
 # outb 0 to 0xf4 (exit status 1).  N == 0 goes straight to the 0xf4 write.
+# Assembled with `--defsym NOTIFY=1` (notify.elf) the loop body is instead a
+# 32-bit store of 0 to the first virtio-mmio device's QueueNotify register
+# (0xd0000050): a queue notification, through an MMIO exit or an ioeventfd.
 #
 # Why SYSEXIT and not IRET: on the target host CPL 0 runs in KVM's
 # instruction emulator, and KVM's emulator only implements IRET for real
@@ -34,8 +37,12 @@ ring3:
         movl    SCRATCH, %ecx           # N
         testl   %ecx, %ecx
         jz      2f
+.ifdef NOTIFY
+1:      movl    $0, 0xd0000050          # QueueNotify of queue 0
+.else
 1:      movb    %cl, %al                # the POST device stores the byte
         outb    %al, $POST_PORT
+.endif
         decl    %ecx
         jnz     1b
 2:      xorl    %eax, %eax

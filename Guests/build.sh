@@ -42,6 +42,11 @@ for g in hello exit triple int3 reset halt hostile bench smp hypercall hypercall
     run ld -m elf_i386 $LDFLAGS -T "$src/$script" -o "$out/$g.elf" "$obj/$g.o"
 done
 
+# bench.S with its loop notifying a virtio queue instead of writing port 0x80.
+current=notify
+run as --32 --fatal-warnings --defsym NOTIFY=1 -I "$src" -o "$obj/notify.o" "$src/bench.S"
+run ld -m elf_i386 $LDFLAGS -T "$src/pvh.ld" -o "$out/notify.elf" "$obj/notify.o"
+
 # The multiboot kernel: an ELF, and a flat binary placed by the a.out kludge.
 current=multiboot
 run as --32 --fatal-warnings -I "$src" -o "$obj/multiboot.o" "$src/multiboot.S"
@@ -73,13 +78,27 @@ run ld -m elf_i386 $LDFLAGS -T "$src/c-hello/link.ld" -o "$out/c-hello.elf" \
 # The gdb test guest (self-contained in gdb-target/): 64-bit C with debug info, linked
 # in the higher half so that gdb's addresses go through the page walk.
 current=gdb-target
-CFLAGS64="-m64 -mcmodel=kernel -ffreestanding -fno-pic -fno-pie -fno-stack-protector -nostdlib -O1 -g
+GDB_CFLAGS="-m64 -mcmodel=kernel -ffreestanding -fno-pic -fno-pie -fno-stack-protector -nostdlib -O1 -g
           -mno-red-zone -mgeneral-regs-only -fno-omit-frame-pointer -fno-asynchronous-unwind-tables
           -Wall -Wextra -Werror"
-run cc $CFLAGS64 -c -o "$obj/gdb-boot.o" "$src/gdb-target/boot.S"
-run cc $CFLAGS64 -c -o "$obj/gdb-target.o" "$src/gdb-target/target.c"
+run cc $GDB_CFLAGS -c -o "$obj/gdb-boot.o" "$src/gdb-target/boot.S"
+run cc $GDB_CFLAGS -c -o "$obj/gdb-target.o" "$src/gdb-target/target.c"
 run ld -m elf_x86_64 $LDFLAGS -T "$src/gdb-target/link.ld" -o "$out/gdb-target.elf" \
     "$obj/gdb-boot.o" "$obj/gdb-target.o"
+# The virtio driver guest: c-hello's PVH entry stub and linker script, its own C.
+current=virtio
+run cc $CFLAGS -c -o "$obj/virtio.o" "$src/virtio/virtio.c"
+run ld -m elf_i386 $LDFLAGS -T "$src/c-hello/link.ld" -o "$out/virtio.elf" \
+    "$obj/c-start.o" "$obj/virtio.o"
+
+# The vsock and net driver guest: 64-bit C at ring 3 with paging (see sockets/start.S).
+current=sockets
+CFLAGS64="-m64 -ffreestanding -fno-pic -fno-pie -fno-stack-protector -nostdlib -O2 -mno-red-zone
+          -mgeneral-regs-only -fno-asynchronous-unwind-tables -fno-tree-loop-distribute-patterns -Wall -Wextra -Werror"
+run as --64 --fatal-warnings -o "$obj/sockets-start.o" "$src/sockets/start.S"
+run cc $CFLAGS64 -c -o "$obj/sockets.o" "$src/sockets/sockets.c"
+run ld -m elf_x86_64 $LDFLAGS -T "$src/sockets/link.ld" -o "$out/sockets.elf" \
+    "$obj/sockets-start.o" "$obj/sockets.o"
 
 current=""
 echo "built: $(cd "$out" && ls *.elf *.bin | tr '\n' ' ')"

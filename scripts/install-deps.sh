@@ -9,8 +9,10 @@
 #   gdb            - the debugger tests drive the GDB stub with the real gdb
 #   linux-source-6.1, make, flex, bison, bc, libelf-dev, libssl-dev, xz-utils
 #                  - scripts/build-test-kernel.sh builds the test kernel from Debian's source
+#   iproute2       - ip netns / ip tuntap: the virtio-net tests' namespaces and taps
 # and, with pip, the OpenAPI validators the contract test uses
-# (openapi-spec-validator, which brings openapi-schema-validator, and PyYAML).
+# (openapi-spec-validator, which brings openapi-schema-validator, and PyYAML) and
+# schemathesis, which fuzzes vmmd against the contract (scripts/fuzz-api.py).
 # Needs root (or sudo) and apt; does nothing when everything is already there.
 set -eu
 need=()
@@ -31,13 +33,16 @@ command -v bc >/dev/null 2>&1 || need+=(bc)
 command -v xz >/dev/null 2>&1 || need+=(xz-utils)
 [ -e /usr/include/libelf.h ] || need+=(libelf-dev)
 [ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+[ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 
+schemathesis_version=4.32.5
 python_deps() {
-    python3 -c 'import yaml, openapi_spec_validator, openapi_schema_validator, referencing' 2>/dev/null && return 0
-    echo "install-deps: installing the OpenAPI validators with pip" >&2
-    python3 -m pip install --quiet openapi-spec-validator pyyaml 2>/dev/null ||
-        python3 -m pip install --quiet --break-system-packages openapi-spec-validator pyyaml
+    python3 -c 'import yaml, openapi_spec_validator, openapi_schema_validator, referencing, importlib.metadata as m
+assert m.version("schemathesis") == "'$schemathesis_version'"' 2>/dev/null && return 0
+    echo "install-deps: installing the OpenAPI validators and schemathesis with pip" >&2
+    python3 -m pip install --quiet openapi-spec-validator pyyaml "schemathesis==$schemathesis_version" 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages openapi-spec-validator pyyaml "schemathesis==$schemathesis_version"
 }
 if [ ${#need[@]} -eq 0 ]; then python_deps; exit 0; fi
 if ! command -v apt-get >/dev/null 2>&1; then

@@ -13,4 +13,17 @@ scripts/install-deps.sh
 scripts/fetch-linux.sh
 scripts/build-test-kernel.sh
 swift build --build-tests
-swift test --skip-build
+# The tests name their temporary directories after VMM_TEST_RUN: whatever they started
+# that is still running afterwards (even after a test process that died) is found here,
+# reported, ended, and fails the run.
+export VMM_TEST_RUN="run$$"
+status=0
+swift test --skip-build || status=$?
+left=$(pgrep -f "vmmd-test-$VMM_TEST_RUN-" || true)
+if [ -n "$left" ]; then
+    echo "test.sh: processes the tests started are still running:" >&2
+    ps -o pid=,args= -p "$(echo $left | tr ' ' ',')" >&2 || true
+    kill -9 $left 2>/dev/null || true
+    status=1
+fi
+exit $status

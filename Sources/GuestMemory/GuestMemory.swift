@@ -125,7 +125,13 @@ public final class GuestMemory: @unchecked Sendable {
         memmove(dst.host + dstOffset, src.host + srcOffset, Int(count))
     }
 
-    /// Reads a little-endian integer.
+    /// Reads a little-endian integer. Specialised for the widths devices read on every
+    /// request (ring indices, descriptors), so callers in other modules do not go
+    /// through the unspecialised generic.
+    @_specialize(exported: true, where T == UInt8)
+    @_specialize(exported: true, where T == UInt16)
+    @_specialize(exported: true, where T == UInt32)
+    @_specialize(exported: true, where T == UInt64)
     public func readInteger<T: FixedWidthInteger>(_ type: T.Type = T.self, at address: GuestAddress) throws -> T {
         let (segment, offset) = try resolve(address, length: UInt64(MemoryLayout<T>.size))
         // SAFETY: resolve() proved the integer's bytes lie inside the segment mapping.
@@ -133,6 +139,10 @@ public final class GuestMemory: @unchecked Sendable {
     }
 
     /// Writes a little-endian integer; refuses read-only segments.
+    @_specialize(exported: true, where T == UInt8)
+    @_specialize(exported: true, where T == UInt16)
+    @_specialize(exported: true, where T == UInt32)
+    @_specialize(exported: true, where T == UInt64)
     public func writeInteger<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws {
         let (segment, offset) = try resolve(address, length: UInt64(MemoryLayout<T>.size))
         guard !segment.readOnly else { throw GuestMemoryError.readOnly(address: address.raw, segment: segment.name) }

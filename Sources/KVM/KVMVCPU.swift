@@ -112,9 +112,6 @@ public final class KVMVCPU: @unchecked Sendable {
         case KVM_EXIT_EXCEPTION:
             return .exception(vector: load(CKVM_RUN_EX_EXCEPTION, UInt32.self),
                               errorCode: load(CKVM_RUN_EX_ERROR_CODE, UInt32.self))
-        case KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR:
-            return .msr(MSRAccess(isWrite: Int32(reason) == KVM_EXIT_X86_WRMSR, index: load(CKVM_RUN_MSR_INDEX, UInt32.self),
-                                  value: load(CKVM_RUN_MSR_DATA, UInt64.self), reason: load(CKVM_RUN_MSR_REASON, UInt32.self)))
         case KVM_EXIT_IRQ_WINDOW_OPEN:
             return .irqWindowOpen
         case KVM_EXIT_INTR:
@@ -150,14 +147,6 @@ public final class KVMVCPU: @unchecked Sendable {
         case 2: run.storeBytes(of: UInt16(truncatingIfNeeded: value), toByteOffset: offset, as: UInt16.self)
         default: run.storeBytes(of: UInt32(truncatingIfNeeded: value), toByteOffset: offset, as: UInt32.self)
         }
-    }
-
-    /// Answers a trapped MSR access: `failed` makes KVM inject #GP into the guest; for a
-    /// read, `value` is what the guest's `rdmsr` returns.
-    public func completeMSR(failed: Bool, value: UInt64 = 0) {
-        // SAFETY: msr.error (u8) and msr.data (u64) lie inside the mapped run area.
-        run.storeBytes(of: failed ? 1 : 0, toByteOffset: CKVM_RUN_MSR_ERROR, as: UInt8.self)
-        run.storeBytes(of: value, toByteOffset: CKVM_RUN_MSR_DATA, as: UInt64.self)
     }
 
     /// Answers an MMIO read: the low `size` bytes of `value` go to `kvm_run.mmio.data`.

@@ -20,9 +20,6 @@ public enum VCPUExit: Sendable, Equatable {
     case failEntry(reason: UInt64, cpu: UInt32)
     /// `KVM_EXIT_EXCEPTION` (only with some in-kernel configurations).
     case exception(vector: UInt32, errorCode: UInt32)
-    /// `KVM_EXIT_X86_RDMSR`/`KVM_EXIT_X86_WRMSR`: a guest access to an MSR the VMM asked
-    /// to see (`KVMVM.trapMSRs`). Answer with `KVMVCPU.completeMSR` before the next run.
-    case msr(MSRAccess)
     /// `KVM_EXIT_IRQ_WINDOW_OPEN`: the guest can take an interrupt (userspace irqchip only).
     case irqWindowOpen
     /// `KVM_RUN` returned EINTR: a signal (the kick) or `immediate_exit` stopped it.
@@ -52,16 +49,6 @@ public struct MMIOAccess: Sendable, Equatable {
     public let isWrite: Bool
     /// For writes, the little-endian value written (`size` low bytes valid).
     public let value: UInt64
-}
-
-/// The payload of `KVM_EXIT_X86_RDMSR`/`KVM_EXIT_X86_WRMSR`.
-public struct MSRAccess: Sendable, Equatable {
-    public let isWrite: Bool
-    public let index: UInt32
-    /// For a write, the value the guest wrote.
-    public let value: UInt64
-    /// `KVM_MSR_EXIT_REASON_*`: why it exited (filter, unknown MSR, invalid access).
-    public let reason: UInt32
 }
 
 /// The payload of `KVM_EXIT_DEBUG` on x86 (`struct kvm_debug_exit_arch`).

@@ -19,7 +19,7 @@ final class ExitDispatcher: Sendable {
     /// Reaches the machine's debugger, for `KVM_EXIT_DEBUG` only.
     let debug = DebugExitRelay()
 
-    /// Finishes refused instructions (entered only from emulation failures and MSR exits).
+    /// Finishes refused instructions (entered only from emulation failures).
     let assist: EmulationAssist?
 
     init(portIO: PortIOBus, mmio: MMIOBus, machine: PlatformEventRelay, memory: GuestMemory,
@@ -81,13 +81,6 @@ final class ExitDispatcher: Sendable {
                 return assisted(assist.handleEmulationFailure(on: vcpu), on: runner)
             }
             machine.stop(.internalError(vcpu: runner.id, detail: Self.describeInternalError(suberror, data, vcpu)))
-        case .msr(let access):
-            runner.counters.bump(.other)
-            // Only the syscall repair traps MSRs (writes of STAR, LSTAR, SFMASK).
-            if access.isWrite, let repair = assist?.syscallRepair {
-                return assisted(repair.msrWritten(access, on: vcpu), on: runner)
-            }
-            vcpu.completeMSR(failed: true)
         case .failEntry(let reason, let cpu):
             runner.counters.bump(.failEntry)
             machine.stop(.internalError(vcpu: runner.id, detail: "VM entry failed on host CPU \(cpu), hardware reason 0x\(String(reason, radix: 16))"))

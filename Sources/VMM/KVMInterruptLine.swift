@@ -12,6 +12,23 @@ struct KVMInterruptLine: InterruptLine {
     }
 }
 
+/// A device interrupt line wired to a GSI through an irqfd (`KVM_IRQFD`): one eventfd
+/// write sends an edge, without an ioctl and from any thread.
+struct IRQFDLine: InterruptLine {
+    let event: EventFD
+
+    /// An irqfd only sends edges; a level cannot be held on it (that needs a resample fd).
+    func set(_ level: Bool) { if level { event.signal() } }
+
+    @inline(__always)
+    func trigger() { event.signal() }
+}
+
+/// The line of a device on a machine without an in-kernel irqchip: nothing to drive.
+struct NoInterruptLine: InterruptLine {
+    func set(_ level: Bool) {}
+}
+
 /// Forwards device platform events to the machine once it exists (devices are built
 /// before the machine finishes initialising, so they cannot capture it directly).
 final class PlatformEventRelay: @unchecked Sendable {

@@ -3,16 +3,12 @@ import GuestMemory
 import KVM
 
 extension Machine {
-    /// The emulation assist for `config` on this host, or nil when it is off. Sets up
-    /// what it needs on the VM before any vCPU exists: the MSR filter for the syscall
-    /// repair.
-    static func makeEmulationAssist(_ config: MachineConfig, kvm: KVMSystem, vm: KVMVM,
-                                    memory: GuestMemory) throws -> EmulationAssist? {
+    /// The emulation assist for `config` on this host, or nil when it is off.
+    static func makeEmulationAssist(_ config: MachineConfig, kvm: KVMSystem, memory: GuestMemory) -> EmulationAssist? {
         guard config.emulationAssist != .off else { return nil }
         let host = HostEmulation.probe(kvm)
         guard config.emulationAssist == .on || host.needsAssist else { return nil }
         let assist = EmulationAssist(memory: memory, host: host)
-        if assist.syscallRepair != nil { try vm.trapMSRs([SyscallRepair.trap]) }
         config.logger.info("emulation assist on: this KVM \(host)")
         return assist
     }

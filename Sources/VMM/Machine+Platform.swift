@@ -5,10 +5,12 @@ import KVM
 
 extension Machine {
     /// The platform the ACPI tables describe: a local APIC per vCPU, the IOAPIC, COM1 on
-    /// IRQ 4 and the `ACPIPowerControl` registers.
+    /// IRQ 4, the `ACPIPowerControl` registers and the virtio-mmio devices.
     var acpiPlatform: ACPITables.Platform {
-        ACPITables.Platform(apicIDs: vcpus.map(\.id), powerPort: ACPIPowerControl.defaultPort,
-                            resetValue: ACPIPowerControl.resetValue, s5SleepType: ACPIPowerControl.s5SleepType)
+        var platform = ACPITables.Platform(apicIDs: vcpus.map(\.id), powerPort: ACPIPowerControl.defaultPort,
+                                           resetValue: ACPIPowerControl.resetValue, s5SleepType: ACPIPowerControl.s5SleepType)
+        platform.devices += virtioACPIDevices
+        return platform
     }
 
     /// Writes the ACPI tables and returns the RSDP's address, or nil when the machine has

@@ -29,6 +29,9 @@ public final class Machine: @unchecked Sendable {
     public let mmio: MMIOBus
     public let serial: Serial16550
     public let postCode: PostCode
+    /// Where the virtio devices are (MMIO windows and GSIs, in device order).
+    public let deviceLayout: DeviceLayout
+    let virtioDevices: [VirtioDeviceHost]
     /// The loaded image's format.
     public private(set) var bootFormat: BootImageFormat
     /// Guest resets that were turned into reboots.
@@ -58,6 +61,7 @@ public final class Machine: @unchecked Sendable {
 
     deinit {
         for runner in vcpus { runner.terminate() }
+        for device in virtioDevices { device.stop() }
     }
 
     /// Identity-map page and TSS for Intel VMX, just below the 4 GiB BIOS area.
@@ -87,6 +91,7 @@ public final class Machine: @unchecked Sendable {
             try vm.setMemoryRegion(slot: UInt32(slot), guestAddress: segment.guestBase.raw, size: segment.size,
                                    hostAddress: segment.hostAddress, flags: segment.readOnly ? .readOnly : [])
         }
+        emulationAssist = Self.makeEmulationAssist(config, kvm: self.kvm, memory: memory)
         if config.inKernelIRQChip {
             try vm.createIRQChip()
             try vm.createPIT()
@@ -107,12 +112,12 @@ public final class Machine: @unchecked Sendable {
         if config.debugExit {
             try portIO.register(DebugExit(events: events), base: DebugExit.defaultPort, length: 1)
         }
+        (deviceLayout, virtioDevices) = try Self.buildVirtioDevices(config, vm: vm, memory: memory, bus: mmio)
         portIO.seal()
         mmio.seal()
 
         supportedCPUID = try self.kvm.supportedCPUID()
         hypercalls = config.hypercalls ? config.hypercallRegistry : nil
-        emulationAssist = try Self.makeEmulationAssist(config, kvm: self.kvm, vm: vm, memory: memory)
         let handler = ExitDispatcher(portIO: portIO, mmio: mmio, machine: relay, memory: memory, hypercalls: hypercalls,
                                      assist: emulationAssist)
         let cpuid = Self.cpuidForAssist(config.cpuTemplate.apply(to: CPUIDBuilder.relocatingHypervisorLeaves(
@@ -132,7 +137,8 @@ public final class Machine: @unchecked Sendable {
                                    assist: emulationAssist, fail: { relay.stop(.vmmError($0)) })
         handler.debug.target = debugger
         featuresTemplateCouldNotHide = try Self.checkTemplate(config, on: runners[0].vcpu)
-        commandLine = Self.commandLine(config, templateCouldNotHide: featuresTemplateCouldNotHide)
+        commandLine = Self.withVirtioParameters(Self.commandLine(config, templateCouldNotHide: featuresTemplateCouldNotHide),
+                                                config, layout: deviceLayout)
         vcpuStatistics = stats
         vmStatistics = try? vm.openStatistics()
         bootFormat = .pvhELF
@@ -183,6 +189,7 @@ public final class Machine: @unchecked Sendable {
         emulationAssist?.reset()
         bootFormat = try loadImage()
         serial.reset()
+        for device in virtioDevices { device.transport.reset() }
     }
 
     /// Whether a stop for `reason` becomes a reboot: a guest reset when the config says

@@ -37,6 +37,21 @@ public struct MachineConfig: Sendable {
     /// Whether the VMM finishes what the host's instruction emulator refuses
     /// (`EmulationAssist`): `auto` turns it on only where a probe VM shows it is needed.
     public var emulationAssist: EmulationAssistMode = .auto
+    /// Disks, each a virtio-blk device in this order: the first is the root disk
+    /// (Linux's /dev/vda).
+    public var disks: [DiskConfig] = []
+    /// A virtio-rng device (after the disks).
+    public var rng: Bool = false
+    /// Network devices (virtio-net), each on a tap, after the entropy device.
+    public var networks: [NetworkConfig] = []
+    /// A virtio-vsock device (the last virtio device).
+    public var vsock: VsockConfig?
+    /// How virtio queue notifications and interrupts travel (`VirtioNotification`).
+    public var virtioNotification: VirtioNotification = .ioeventfd
+    /// Also announce the virtio devices on a Linux command line (`virtio_mmio.device=`,
+    /// for kernels with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES); ACPI always describes them.
+    /// Off by default: a kernel that reads both would probe each device twice.
+    public var virtioOnCommandLine: Bool = false
 
     /// The VM's name: what the `vm_name` hypercall answers and what log lines carry.
     public var name: String = "vm"

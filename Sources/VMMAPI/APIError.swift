@@ -3,9 +3,11 @@
 public enum APIErrorCode: String, Codable, Sendable, CaseIterable {
     /// The body is not JSON, or not the JSON object the endpoint takes.
     case invalidJSON = "invalid_json"
-    /// The body has a field this server does not know (never ignored: the ABI rule).
+    /// The body has a field, or the URI a query parameter, this server does not know
+    /// (never ignored: the ABI rule).
     case unknownField = "unknown_field"
-    /// A field is missing, has the wrong type, or a value out of range.
+    /// A known field or query parameter is missing, null, of the wrong type, out of
+    /// range, or given twice.
     case invalidField = "invalid_field"
     /// A reserved field or flag bit is non-zero.
     case reservedNonZero = "reserved_nonzero"
@@ -50,10 +52,15 @@ public struct APIError: Error, Codable, Sendable, Equatable, CustomStringConvert
     public var message: String
     /// The request field at fault, when there is one (JSON name).
     public var field: String?
+    /// For `method_not_allowed`: the methods the path takes (the response's `Allow`
+    /// header, RFC 9110 §15.5.6); not part of the JSON body.
+    public var allowedMethods: [String]?
 
-    public init(_ code: APIErrorCode, _ message: String, field: String? = nil) {
-        self.code = code; self.message = message; self.field = field
+    public init(_ code: APIErrorCode, _ message: String, field: String? = nil, allowedMethods: [String]? = nil) {
+        self.code = code; self.message = message; self.field = field; self.allowedMethods = allowedMethods
     }
+
+    enum CodingKeys: String, CodingKey { case code, message, field }
 
     public var description: String { "\(code.rawValue): \(message)" }
 }

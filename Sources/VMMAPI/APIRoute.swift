@@ -38,10 +38,11 @@ public enum APIRoute: Sendable, Equatable {
 
         func expect(_ allowed: [String], _ route: APIRoute, params: Set<String> = []) throws(APIError) -> APIRoute {
             guard allowed.contains(method) else {
-                throw APIError(.methodNotAllowed, "\(method) is not allowed on \(path); use \(allowed.joined(separator: " or "))")
+                throw APIError(.methodNotAllowed, "\(method) is not allowed on \(path); use \(allowed.joined(separator: " or "))",
+                               allowedMethods: allowed)
             }
             for key in query.keys where !params.contains(key) {
-                throw APIError(.invalidField, "unknown query parameter '\(key)'", field: key)
+                throw APIError(.unknownField, "unknown query parameter '\(key)'", field: key)
             }
             return route
         }
@@ -98,19 +99,22 @@ public enum APIRoute: Sendable, Equatable {
         return (String(uri[..<mark]), query)
     }
 
+    /// `owner`: `system`, or a uid in canonical decimal (0 to 2^32-1, no sign, no
+    /// leading zero), exactly what the contract's pattern allows.
     static func ownerSelector(_ value: String?) throws(APIError) -> OwnerSelector? {
         guard let value else { return nil }
         if value == "system" { return .system }
-        guard let uid = UInt32(value) else {
-            throw APIError(.invalidField, "owner must be a uid or 'system'", field: "owner")
+        guard let uid = UInt32(value), String(uid) == value else {
+            throw APIError(.invalidField, "owner must be a uid (0 to 4294967295, in decimal) or 'system'", field: "owner")
         }
         return .uid(uid)
     }
 
+    /// A boolean query parameter: `true` or `false`, as the contract has it.
     static func flag(_ value: String?, name: String) throws(APIError) -> Bool {
         switch value {
-        case nil, "0", "false": return false
-        case "", "1", "true": return true
+        case nil, "false": return false
+        case "true": return true
         default: throw APIError(.invalidField, "\(name) must be true or false", field: name)
         }
     }

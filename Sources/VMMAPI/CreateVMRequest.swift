@@ -46,6 +46,14 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
     /// `emulation_assist`: auto (default), on or off.
     public var emulationAssist: EmulationAssistSetting
     public var lifetime: Lifetime
+    /// virtio-blk disks, in order (the first is /dev/vda).
+    public var disks: [DiskRequest] = []
+    /// A virtio-rng device.
+    public var rng = false
+    /// virtio-net devices on taps, in order.
+    public var net: [NetRequest] = []
+    /// A virtio-vsock device.
+    public var vsock: VsockRequest?
     /// Start the guest right away.
     public var start: Bool
     /// No flag is defined yet: must be 0.
@@ -69,6 +77,8 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
         case name, memoryMiB = "memory_mib", vcpus, kernel, initrd, cmdline, debugExit = "debug_exit"
         case hypercalls, noReboot = "no_reboot", tripleFault = "triple_fault", cpuTemplate = "cpu_template", lifetime, start, flags, reserved
         case emulationAssist = "emulation_assist"
+        case disks, rng
+        case net, vsock
     }
 
     public init(from decoder: Decoder) throws {
@@ -88,6 +98,10 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
         emulationAssist = try c.decodeIfGiven(EmulationAssistSetting.self, forKey: .emulationAssist) ?? .auto
         lifetime = try c.decodeIfGiven(Lifetime.self, forKey: .lifetime) ?? .persistent
         start = try c.decodeIfGiven(Bool.self, forKey: .start) ?? true
+        disks = try c.decodeIfGiven([DiskRequest].self, forKey: .disks) ?? []
+        rng = try c.decodeIfGiven(Bool.self, forKey: .rng) ?? false
+        net = try c.decodeIfGiven([NetRequest].self, forKey: .net) ?? []
+        vsock = try c.decodeIfGiven(VsockRequest.self, forKey: .vsock)
         flags = try c.decodeIfGiven(UInt64.self, forKey: .flags) ?? 0
         reserved = try c.decodeIfGiven(UInt64.self, forKey: .reserved) ?? 0
     }
@@ -111,9 +125,15 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
         }
         try Self.validatePath(kernel, field: "kernel")
         if let initrd { try Self.validatePath(initrd, field: "initrd") }
-        guard cmdline.utf8.count <= Self.maxCmdlineLength, !cmdline.utf8.contains(0) else {
-            throw APIError(.invalidField, "cmdline must be at most \(Self.maxCmdlineLength) bytes with no NUL", field: "cmdline")
+        // Lengths in characters (Unicode scalars), as JSON Schema's maxLength counts them:
+        // the contract and the server agree on every string. A kernel that takes fewer
+        // bytes of command line refuses a longer one when the image is loaded.
+        guard cmdline.unicodeScalars.count <= Self.maxCmdlineLength, !cmdline.utf8.contains(0) else {
+            throw APIError(.invalidField, "cmdline must be at most \(Self.maxCmdlineLength) characters with no NUL", field: "cmdline")
         }
+        try DiskRequest.validate(disks)
+        try NetRequest.validate(net)
+        try vsock?.validate()
         guard lifetime != .system else {
             throw APIError(.invalidField, "lifetime 'system' is for VMs in the daemon's configuration; use connection, process or persistent", field: "lifetime")
         }
@@ -137,8 +157,10 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
     }
 
     static func validatePath(_ path: String, field: String) throws(APIError) {
-        guard path.hasPrefix("/"), path.utf8.count <= maxPathLength, !path.utf8.contains(0) else {
-            throw APIError(.invalidField, "\(field) must be an absolute path", field: field)
+        // The first byte, not the first Character: "/" followed by a combining mark or an
+        // emoji modifier is one grapheme, and String.hasPrefix would say it is no "/".
+        guard path.utf8.first == UInt8(ascii: "/"), path.unicodeScalars.count <= maxPathLength, !path.utf8.contains(0) else {
+            throw APIError(.invalidField, "\(field) must be an absolute path of at most \(maxPathLength) characters with no NUL", field: field)
         }
     }
 }

@@ -23,7 +23,21 @@ public extension Decoder {
 public extension KeyedDecodingContainer {
     /// The value when the key is there, nil when it is absent. Unlike `decodeIfPresent`,
     /// an explicit `null` is an error: the contract's optional fields are absent or typed.
+    ///
+    /// A number the type cannot hold (-1, 2.5, 1e300 or 2^64 for an unsigned integer)
+    /// comes out of JSONDecoder as an error of its own that names no field; it becomes
+    /// `invalid_field` with this key, like any other value out of range.
     func decodeIfGiven<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T? {
-        contains(key) ? try decode(T.self, forKey: key) : nil
+        guard contains(key) else { return nil }
+        do {
+            return try decode(T.self, forKey: key)
+        } catch let error as DecodingError {
+            throw error
+        } catch let error as APIError {
+            throw error
+        } catch {
+            let path = fieldPath(codingPath + [key])
+            throw APIError(.invalidField, "field '\(path)' must be a whole number in range", field: path)
+        }
     }
 }

@@ -13,6 +13,10 @@ public enum VMState: String, Codable, Sendable, CaseIterable {
     /// The VM runs in its owner's own process through a brokered /dev/kvm handle; the
     /// daemon keeps its name and quota until the handle's connection closes.
     case external
+    /// A persistent VM that could not be brought back when the daemon started (its
+    /// kernel is gone, say; `last_exit` says why). It keeps its name and record until
+    /// its owner destroys it.
+    case failed
 }
 
 /// How the guest or its worker last ended.
@@ -57,6 +61,11 @@ public struct VMInfo: Codable, Sendable, Equatable {
     public var cpuTemplate: String
     public var bootFormat: String?
     public var lastExit: ExitInfo?
+    public var disks: [DiskRequest] = []
+    public var rng = false
+    /// The network devices, each with the MAC the guest sees.
+    public var net: [NetRequest] = []
+    public var vsock: VsockRequest?
 
     public init(name: String, ownerUID: UInt32?, state: VMState, lifetime: Lifetime, workerPID: Int32?,
                 createdAt: String, memoryMiB: UInt64, vcpus: Int, kernel: String, initrd: String?, cmdline: String,
@@ -74,6 +83,8 @@ public struct VMInfo: Codable, Sendable, Equatable {
         case name, ownerUID = "owner_uid", state, lifetime, workerPID = "worker_pid", createdAt = "created_at"
         case memoryMiB = "memory_mib", vcpus, kernel, initrd, cmdline, debugExit = "debug_exit", hypercalls
         case noReboot = "no_reboot", tripleFault = "triple_fault", cpuTemplate = "cpu_template", bootFormat = "boot_format", lastExit = "last_exit"
+        case disks, rng
+        case net, vsock
     }
 
     /// Encodes every key, nulls included, so the shape is the same for every VM.
@@ -88,6 +99,8 @@ public struct VMInfo: Codable, Sendable, Equatable {
         try c.encode(hypercalls, forKey: .hypercalls); try c.encode(noReboot, forKey: .noReboot)
         try c.encode(tripleFault, forKey: .tripleFault); try c.encode(cpuTemplate, forKey: .cpuTemplate)
         try c.encode(bootFormat, forKey: .bootFormat); try c.encode(lastExit, forKey: .lastExit)
+        try c.encode(disks, forKey: .disks); try c.encode(rng, forKey: .rng)
+        try c.encode(net, forKey: .net); try c.encode(vsock, forKey: .vsock)
     }
 }
 

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -32,6 +35,8 @@ public final class APIConnection: Sendable {
                     }
                 }
                 .connect(unixDomainSocketPath: socketPath).get()
+        } catch let error as IOError {
+            throw ClientError.cannotConnect(socketPath, String(cString: strerror(error.errnoCode)))
         } catch {
             throw ClientError.cannotConnect(socketPath, "\(error)")
         }

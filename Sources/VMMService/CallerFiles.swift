@@ -6,7 +6,7 @@ import VMMAPI
 import Glibc
 #endif
 
-/// Opens the files a request names (kernel, initrd) with the caller's permissions, not
+/// Opens the files a request names (kernel, initrd, disks) with the caller's permissions, not
 /// the daemon's: a root daemon must not boot /etc/shadow as somebody's initrd.
 ///
 /// Linux keeps credentials per thread in the kernel, so a short-lived thread takes the
@@ -22,9 +22,28 @@ enum CallerFiles {
     /// A path that does not open in this long (a hung network or FUSE mount) is refused.
     static let timeoutSeconds: UInt64 = 10
 
+    /// What to open: an image (read-only, a regular file) or a disk.
+    enum Kind: Sendable {
+        case image
+        /// A disk: a regular file, or a block device the caller owns; read-write unless
+        /// `readOnly` (so the caller needs write permission), O_DIRECT with `direct`.
+        case disk(readOnly: Bool, direct: Bool)
+        /// A vsock device's listening Unix socket, created at the path (which must not
+        /// exist, or be a stale socket) with the caller's permissions: the caller owns it.
+        case vsockListener
+        /// An existing tap the caller owns (its TUNSETOWNER owner or TUNSETGROUP group);
+        /// the path is the interface's name.
+        case tap
+    }
+
     /// Opens each path read-only for `caller`. The descriptors are close-on-exec and
     /// belong to the caller of this function. Throws `image_rejected` naming the field.
     static func open(_ paths: [(field: String, path: String)], as caller: Caller) async throws(APIError) -> [Int32] {
+        try await open(paths.map { ($0.field, $0.path, Kind.image) }, as: caller)
+    }
+
+    /// Opens each path as its kind says, for `caller`.
+    static func open(_ paths: [(field: String, path: String, kind: Kind)], as caller: Caller) async throws(APIError) -> [Int32] {
         // Resumed once: by the opening thread, or by the timeout, whichever comes first.
         let once = OnceResume()
         let result: Result<[Int32], APIError> = await withCheckedContinuation { continuation in
@@ -47,40 +66,124 @@ enum CallerFiles {
         return try result.get()
     }
 
-    private static func openOnThisThread(_ paths: [(field: String, path: String)], as caller: Caller) -> Result<[Int32], APIError> {
-        if caller.uid != geteuid() || caller.gid != getegid() {
-            guard geteuid() == 0 else {
-                return .failure(APIError(.forbidden, "this daemon does not run as root and cannot open files for uid \(caller.uid)"))
-            }
-            let rc = csys_thread_assume_fs_identity(caller.uid, caller.gid, caller.groups, Int32(caller.groups.count))
-            guard rc == 0 else {
-                return .failure(APIError(.internalError, "cannot take uid \(caller.uid)'s identity: \(String(cString: strerror(-rc)))"))
+    /// Removes a vsock listener's socket file as the caller (who owns it), when its VM
+    /// goes; a path that is no longer a socket is left alone.
+    static func removeSocket(_ path: String, as caller: Caller) {
+        _ = try? HostThread(name: "unlink-as-caller") {
+            guard assumeIdentity(of: caller) == nil else { return }
+            var st = stat()
+            if lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK { unlink(path) }
+        }.detach()
+    }
+
+    /// Takes `caller`'s file-system identity on this thread (nil when done, or when the
+    /// daemon already is the caller).
+    static func assumeIdentity(of caller: Caller) -> APIError? {
+        guard caller.uid != geteuid() || caller.gid != getegid() else { return nil }
+        guard geteuid() == 0 else {
+            return APIError(.forbidden, "this daemon does not run as root and cannot act for uid \(caller.uid)")
+        }
+        let rc = csys_thread_assume_fs_identity(caller.uid, caller.gid, caller.groups, Int32(caller.groups.count))
+        guard rc == 0 else { return APIError(.internalError, "cannot take uid \(caller.uid)'s identity: \(String(cString: strerror(-rc)))") }
+        return nil
+    }
+
+    private static func openOnThisThread(_ paths: [(field: String, path: String, kind: Kind)], as caller: Caller) -> Result<[Int32], APIError> {
+        // Taps first, as the daemon: /dev/net/tun is root's, and what decides is the
+        // tap's owner, which `CallerTaps` checks against the caller.
+        var taps: [Int: Int32] = [:]
+        for (i, (field, name, kind)) in paths.enumerated() {
+            guard case .tap = kind else { continue }
+            switch CallerTaps.open(name: name, for: caller) {
+            case .success(let tap): taps[i] = tap
+            case .failure(let e):
+                for fd in taps.values { close(fd) }
+                return .failure(APIError(e.code, "\(field): \(e.message)", field: field))
             }
         }
         var fds: [Int32] = []
+        // The disks opened so far, as files: the same image attached twice may only be
+        // read-only every time. Compared by what was opened, not by path: a symlink, a
+        // bind mount or "/a/./img" names the same file as "/a/img".
+        var disksOpened: [(field: String, file: FileIdentity, readOnly: Bool)] = []
         func refuse(_ fd: Int32, _ error: APIError) -> Result<[Int32], APIError> {
             if fd >= 0 { close(fd) }
             for f in fds { close(f) }
+            for (i, f) in taps where i >= fds.count { close(f) }   // not handed over yet
             return .failure(error)
         }
-        for (field, path) in paths {
-            let fd = csys_open_image(path)
+        if let refusal = assumeIdentity(of: caller) { return refuse(-1, refusal) }
+        for (index, (field, path, kind)) in paths.enumerated() {
+            let fd: Int32
+            switch kind {
+            case .image: fd = csys_open_image(path)
+            case .disk(let readOnly, let direct): fd = csys_open_disk(path, readOnly ? 0 : 1, direct ? 1 : 0)
+            case .vsockListener:
+                let listener = csys_listen_unix_replacing_stale(path, 128)
+                guard listener >= 0 else {
+                    let why = listener == -EADDRINUSE ? "exists and is not a stale socket" : String(cString: strerror(-listener))
+                    return refuse(-1, APIError(.imageRejected, "\(field) \(path): \(why)", field: field))
+                }
+                fds.append(listener)
+                continue
+            case .tap:
+                if let tap = taps[index] { fds.append(tap) }
+                continue
+            }
             guard fd >= 0 else {
                 let why = -fd == EPERM ? "not something an image may be (a magic link, a procfs or sysfs file, or guest memory)"
                     : String(cString: strerror(-fd))
                 return refuse(-1, APIError(.imageRejected, "\(field) \(path): \(why)", field: field))
             }
             var st = stat()
-            guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
-                return refuse(fd, APIError(.imageRejected, "\(field) \(path): not a regular file", field: field))
+            guard fstat(fd, &st) == 0 else {
+                return refuse(fd, APIError(.imageRejected, "\(field) \(path): \(String(cString: strerror(errno)))", field: field))
             }
-            guard Int64(st.st_size) <= maxSize, st.st_size > 0 else {
-                return refuse(fd, APIError(.imageRejected, "\(field) \(path): \(st.st_size) bytes (must be 1 byte to 1 GiB)", field: field))
+            let type = st.st_mode & S_IFMT
+            switch kind {
+            case .image:
+                guard type == S_IFREG else {
+                    return refuse(fd, APIError(.imageRejected, "\(field) \(path): not a regular file", field: field))
+                }
+                guard Int64(st.st_size) <= maxSize, st.st_size > 0 else {
+                    return refuse(fd, APIError(.imageRejected, "\(field) \(path): \(st.st_size) bytes (must be 1 byte to 1 GiB)", field: field))
+                }
+            case .vsockListener, .tap:
+                break   // handled above
+            case .disk:
+                // A device node could be anyone's disk: only its owner may attach it.
+                guard type == S_IFREG || (type == S_IFBLK && (caller.uid == 0 || st.st_uid == caller.uid)) else {
+                    return refuse(fd, APIError(.imageRejected, "\(field) \(path): not a regular file or a block device the caller owns", field: field))
+                }
+                guard lseek(fd, 0, SEEK_END) >= 512 else {
+                    return refuse(fd, APIError(.imageRejected, "\(field) \(path): smaller than one 512-byte sector", field: field))
+                }
+                guard case .disk(let readOnly, _) = kind else { break }
+                let file = FileIdentity(st)
+                if let other = disksOpened.first(where: { $0.file == file }), !(readOnly && other.readOnly) {
+                    return refuse(fd, APIError(.imageRejected, "\(field) \(path) is the image of \(other.field) too; an image may be attached twice only read-only",
+                                               field: field))
+                }
+                disksOpened.append((field, file, readOnly))
             }
-            _ = fcntl(fd, F_SETFL, 0)   // back to blocking for the worker's reads
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)   // back to blocking for the worker
             fds.append(fd)
         }
         return .success(fds)
+    }
+}
+
+/// Which file a descriptor is: the inode for a file, the device number for a device node.
+struct FileIdentity: Equatable {
+    let device: UInt64
+    let inode: UInt64
+
+    init(_ st: stat) {
+        if (st.st_mode & S_IFMT) == S_IFBLK {
+            device = UInt64(st.st_rdev); inode = 0
+        } else {
+            device = UInt64(st.st_dev); inode = UInt64(st.st_ino)
+        }
     }
 }
 

@@ -31,13 +31,17 @@ public final class HandleBroker: Sendable {
 
     /// Largest request line accepted.
     static let maxRequest = 64 << 10
-    /// Handle connections served at once; more are closed at once (each holds a thread).
+    /// Handle connections served at once; more are closed at once (each holds a thread),
+    /// except root's.
     static let maxConnections = 256
     /// How long a client may take to send its request.
     static let requestTimeoutSeconds: Int32 = 5
     private let connections = Atomic<Int>(0)
 
-    public init(path: String, service: VMService, logger: Logger) throws {
+    /// Handle connections per uid (root is not limited, so it always gets in).
+    let limiter: ConnectionLimiter
+
+    public init(path: String, service: VMService, logger: Logger, limiter: ConnectionLimiter) throws {
         unlink(path)
         let fd = csys_listen_unix(path, 64)
         guard fd >= 0 else { throw ServiceError.system("listening on \(path)", -fd) }
@@ -45,6 +49,7 @@ public final class HandleBroker: Sendable {
         self.listener = fd
         self.service = service
         self.logger = logger
+        self.limiter = limiter
         let thread = try HostThread(name: "handle-accept") { [self] in acceptLoop() }
         acceptor.withLock { $0 = thread }
     }
@@ -65,7 +70,10 @@ public final class HandleBroker: Sendable {
                 usleep(10_000)   // EMFILE and friends: back off, keep serving
                 continue
             }
-            guard connections.wrappingAdd(1, ordering: .relaxed).newValue <= Self.maxConnections else {
+            // Root always gets in (its connections count, but are never refused).
+            var pid: pid_t = 0, uid: uid_t = 0, gid: gid_t = 0
+            let root = csys_peer_credentials(fd, &pid, &uid, &gid) == 0 && uid == 0
+            guard connections.wrappingAdd(1, ordering: .relaxed).newValue <= Self.maxConnections || root else {
                 connections.wrappingSubtract(1, ordering: .relaxed)
                 close(fd)
                 continue
@@ -88,6 +96,11 @@ public final class HandleBroker: Sendable {
         defer { connection.close() }
         var pid: pid_t = 0, uid: uid_t = 0, gid: gid_t = 0
         guard csys_peer_credentials(fd, &pid, &uid, &gid) == 0 else { return }
+        do { try limiter.admit(uid: uid) } catch {
+            reply(fd, HandleResponse(error: error), descriptor: nil)
+            return
+        }
+        defer { limiter.release(uid: uid) }
         _ = csys_set_receive_timeout(fd, Self.requestTimeoutSeconds)
         let caller = Caller(uid: uid, gid: gid, pid: pid, groups: Caller.supplementaryGroups(pid: pid, uid: uid))
         let request: HandleRequest

@@ -49,6 +49,9 @@ final class ManagedVM: Sendable {
         /// The owner's own process, through a brokered /dev/kvm descriptor: the daemon
         /// keeps only the name, the quota and the handle connection.
         case handle(connection: HandleConnection, clientPID: Int32)
+        /// Nothing: a persistent VM whose record could not be restored. It holds its
+        /// name (and quota) so that its owner sees it, and can destroy it.
+        case unrestored
     }
     let backing: Backing
 
@@ -84,6 +87,17 @@ final class ManagedVM: Sendable {
         if case .handle = backing { state.withLock { $0.phase = .external } }
     }
 
+    /// A persistent VM recorded on disk that did not come back, and why.
+    static func unrestored(key: VMKey, request: CreateVMRequest, opener: Caller, createdAt: String, why: String) -> ManagedVM {
+        let vm = ManagedVM(key: key, request: request, lifetime: .persistent, opener: opener, backing: .unrestored,
+                           createdAt: createdAt)
+        vm.state.withLock { s in
+            s.phase = .failed
+            s.lastExit = ExitInfo(kind: "vmm_error", status: 10, message: "not restored when vmmd started: \(why)", at: Timestamp.now())
+        }
+        return vm
+    }
+
     /// The guest memory and images of a worker-backed VM.
     var workerResources: (memory: GuestMemoryFiles, images: [Int32])? {
         if case .worker(let memory, let images) = backing { return (memory, images) }
@@ -92,23 +106,34 @@ final class ManagedVM: Sendable {
 
     /// What the worker needs to build this VM, and whom it runs as once sandboxed.
     func setup(memory: GuestMemoryFiles, sandboxUID: UInt32, sandboxGID: UInt32) -> WorkerSetup {
-        WorkerSetup(name: key.name, memoryMiB: request.memoryMiB, cpus: UInt32(request.vcpus),
+        var setup = WorkerSetup(name: key.name, memoryMiB: request.memoryMiB, cpus: UInt32(request.vcpus),
                     commandLine: request.cmdline, debugExit: request.debugExit, hypercalls: request.hypercalls,
                     rebootOnReset: !request.noReboot, hasInitrd: request.initrd != nil, memory: memory.segments,
                     sandboxUID: sandboxUID, sandboxGID: sandboxGID,
                     rebootOnTripleFault: request.tripleFault == .reboot, cpuTemplate: request.cpuTemplate,
-                    emulationAssist: request.emulationAssist.rawValue)
+                    emulationAssist: request.emulationAssist.rawValue,
+                    disks: request.disks.map { .init(readOnly: $0.readOnly, serial: $0.serial) }, rng: request.rng)
+        setup.networks = request.net.map { n in
+            .init(mac: (n.mac ?? "").split(separator: ":").compactMap { UInt8($0, radix: 16) })
+        }
+        setup.vsockCID = request.vsock?.cid
+        return setup
     }
 
     var phase: VMState { state.withLock { $0.phase } }
 
     func info() -> VMInfo {
         state.withLock { s in
-            VMInfo(name: key.name, ownerUID: key.owner.uid, state: s.phase, lifetime: lifetime,
+            var info = VMInfo(name: key.name, ownerUID: key.owner.uid, state: s.phase, lifetime: lifetime,
                    workerPID: s.worker?.pid ?? handleClientPID, createdAt: createdAt, memoryMiB: request.memoryMiB,
                    vcpus: request.vcpus, kernel: request.kernel, initrd: request.initrd, cmdline: request.cmdline,
                    debugExit: request.debugExit, hypercalls: request.hypercalls, noReboot: request.noReboot,
                    tripleFault: request.tripleFault, cpuTemplate: request.cpuTemplate, bootFormat: s.bootFormat, lastExit: s.lastExit)
+            info.disks = request.disks
+            info.rng = request.rng
+            info.net = request.net
+            info.vsock = request.vsock
+            return info
         }
     }
 
@@ -133,7 +158,12 @@ final class ManagedVM: Sendable {
             state.withLock { $0.setupFailure = why }
         case .state(let run):
             let phase: VMState = run == .paused ? .paused : run == .running ? .running : .stopped
-            resumeChangeWaiters(state.withLock { s in setPhase(phase, &s); return takeChangeWaiters(&s) })
+            resumeChangeWaiters(state.withLock { s in
+                // A guest that runs again (a start, a restart after a crash) has not ended yet.
+                if phase == .running, s.phase != .paused { s.lastExit = nil }
+                setPhase(phase, &s)
+                return takeChangeWaiters(&s)
+            })
         case .stopped(let kind, let status, let message):
             // Only the documented kinds reach clients: a worker cannot invent new ones.
             let known = ["poweroff", "reset", "halt", "triple_fault", "internal_error", "debug_exit", "vmm_error", "killed"]
@@ -350,9 +380,12 @@ final class ManagedVM: Sendable {
         case .worker(let memory, let images):
             memory.close()
             for fd in images { close(fd) }
+            if let vsock = request.vsock { CallerFiles.removeSocket(vsock.socket, as: opener) }
         case .handle(let connection, _):
             // The client's /dev/kvm descriptor cannot be revoked; the connection can end.
             connection.shutdown()
+        case .unrestored:
+            break
         }
         if let pidfd = state.withLock({ s -> Int32? in defer { s.creatorPidfd = nil }; return s.creatorPidfd }) {
             close(pidfd)

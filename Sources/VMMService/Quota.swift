@@ -1,8 +1,11 @@
 import VMMAPI
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Per-user limits (the analog of FreeBSD's RLIMIT_VMM): how many VMs, how much guest
-/// memory and how many vCPUs one uid may hold at once. Nil means no limit. Root is not
-/// limited: it administers the daemon.
+/// memory and how many vCPUs one uid may hold at once. Nil means no limit (in a uid's
+/// entry: the default's limit). Root is not limited: it administers the daemon.
 public struct Quota: Sendable, Equatable {
     public var vms: Int?
     public var memoryMiB: UInt64?
@@ -22,7 +25,23 @@ public struct QuotaPolicy: Sendable, Equatable {
         self.standard = standard; self.perUID = perUID
     }
 
-    public func quota(for uid: UInt32) -> Quota { perUID[uid] ?? standard }
+    /// A uid's entry, its missing limits taken from the default.
+    public func quota(for uid: UInt32) -> Quota {
+        guard let own = perUID[uid] else { return standard }
+        return Quota(vms: own.vms ?? standard.vms, memoryMiB: own.memoryMiB ?? standard.memoryMiB,
+                     vcpus: own.vcpus ?? standard.vcpus)
+    }
+
+    /// What a daemon without a quota configuration enforces: a uid's guest memory in
+    /// total may not exceed the host's RAM (the configuration raises or lowers it).
+    public static var defaults: QuotaPolicy { QuotaPolicy(standard: Quota(memoryMiB: hostMemoryMiB)) }
+
+    /// The host's RAM in MiB (_SC_PHYS_PAGES pages of _SC_PAGESIZE bytes).
+    public static var hostMemoryMiB: UInt64 {
+        let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+        guard pages > 0, size > 0 else { return CreateVMRequest.maxMemoryMiB }
+        return (UInt64(pages) * UInt64(size)) >> 20
+    }
 }
 
 /// What an owner holds (VMs and reservations for VMs being created).

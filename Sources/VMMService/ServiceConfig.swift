@@ -17,7 +17,7 @@ public struct ServiceConfig: Sendable {
     /// Enables the test-only hooks (e.g. asking a worker to make a forbidden system call).
     public var testHooks = false
     /// Per-user limits.
-    public var quotas = QuotaPolicy()
+    public var quotas = QuotaPolicy.defaults
     /// VMs that belong to no client: created when the daemon starts.
     public var systemVMs: [CreateVMRequest] = []
     /// How long a worker may take to build its machine.

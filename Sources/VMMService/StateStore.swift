@@ -23,9 +23,21 @@ struct StateStore: Sendable {
 
     init(directory: String) throws {
         self.directory = directory
-        for dir in [directory, directory + "/vms"] {
-            guard mkdir(dir, 0o700) == 0 || errno == EEXIST else { throw ServiceError.system("mkdir(\(dir))", errno) }
+        _ = try ensureDirectories()
+    }
+
+    /// Creates the state directory and `vms` under it when they are missing (someone
+    /// deleted them under a running daemon); true when `vms` had to be created.
+    func ensureDirectories() throws(APIError) -> Bool {
+        var created = false
+        for dir in [directory, vmsDirectory] {
+            if mkdir(dir, 0o700) == 0 {
+                created = created || dir == vmsDirectory
+            } else if errno != EEXIST {
+                throw APIError(.internalError, "the state directory \(dir) cannot be created: \(String(cString: strerror(errno)))")
+            }
         }
+        return created
     }
 
     private func ownerDirectory(_ owner: Owner) -> String {
@@ -63,7 +75,7 @@ struct StateStore: Sendable {
                 let path = dir + "/" + file
                 do {
                     let data = try Data(contentsOf: URL(fileURLWithPath: path))
-                    let record = try JSONDecoder().decode(Record.self, from: data)
+                    let record = try decodeRequest(Record.self, from: [UInt8](data))
                     guard String(record.opener.uid) == owner, record.request.name + ".json" == file else {
                         throw APIError(.invalidField, "the record does not match its place")
                     }

@@ -97,15 +97,20 @@ public final class VMService: Sendable {
     public func create(_ request: CreateVMRequest, caller: Caller, connection: ConnectionToken?) async throws(APIError) -> VMInfo {
         try request.validate()
         try Self.checkTemplate(request.cpuTemplate)
+        try checkVCPUs(request.vcpus)
         return try await create(request, owner: .user(caller.uid), lifetime: request.lifetime, opener: caller,
                                 connection: connection, persist: request.lifetime == .persistent)
     }
 
     func create(_ request: CreateVMRequest, owner: Owner, lifetime: Lifetime, opener: Caller,
                 connection: ConnectionToken?, persist: Bool, createdAt: String? = nil) async throws(APIError) -> VMInfo {
+        var request = request
+        // A MAC chosen here is part of the VM from now on (and of its persisted record).
+        for i in request.net.indices where request.net[i].mac == nil { request.net[i].mac = Self.randomMAC() }
         let key = VMKey(owner: owner, name: request.name)
         // Name and quota first, before anything is opened or allocated: a refused
-        // request leaves nothing behind.
+        // request leaves nothing behind. (The descriptor count reads /proc: outside the lock.)
+        if case .user(let uid) = owner { try DescriptorBudget.checkUnprivileged(uid: uid) }
         try registry.withLock { r throws(APIError) in
             guard r.vms[key] == nil, r.reserved[key] == nil else {
                 throw APIError(.nameTaken, "a VM named '\(request.name)' already exists", field: "name")
@@ -120,12 +125,19 @@ public final class VMService: Sendable {
         do throws(APIError) {
             var paths = [(field: "kernel", path: request.kernel)]
             if let initrd = request.initrd { paths.append((field: "initrd", path: initrd)) }
-            let images = try await CallerFiles.open(paths, as: opener)
+            var files = paths.map { ($0.field, $0.path, CallerFiles.Kind.image) }
+            for (i, disk) in request.disks.enumerated() {
+                files.append(("disks[\(i)].path", disk.path, .disk(readOnly: disk.readOnly, direct: disk.direct)))
+            }
+            for (i, network) in request.net.enumerated() { files.append(("net[\(i)].tap", network.tap, .tap)) }
+            if let vsock = request.vsock { files.append(("vsock.socket", vsock.socket, .vsockListener)) }
+            let images = try await CallerFiles.open(files, as: opener)
             let memory: GuestMemoryFiles
             switch Result(catching: { try GuestMemoryFiles(vmName: request.name, memoryMiB: request.memoryMiB) }) {
             case .success(let m): memory = m
             case .failure(let e):
                 for fd in images { close(fd) }
+                if let vsock = request.vsock { CallerFiles.removeSocket(vsock.socket, as: opener) }
                 throw APIError(.internalError, "cannot create \(request.memoryMiB) MiB of guest memory: \(e)")
             }
             vm = ManagedVM(key: key, request: request, lifetime: lifetime, opener: opener,
@@ -146,7 +158,10 @@ public final class VMService: Sendable {
             if let connection, lifetime == .connection { bind(vm, to: connection) }
             if lifetime == .process { try watchCreator(of: vm, pid: opener.pid) }
             try await spawnWorker(for: vm)
-            if persist { try store.save(StateStore.Record(request: request, opener: opener, createdAt: vm.createdAt)) }
+            if persist {
+                try checkStateDirectory()
+                try store.save(StateStore.Record(request: request, opener: opener, createdAt: vm.createdAt))
+            }
         } catch {
             failedCreates.increment()
             await destroyLocked(vm)
@@ -162,11 +177,30 @@ public final class VMService: Sendable {
         return vm.info()
     }
 
+    /// A locally administered unicast MAC in QEMU's 52:54:00 prefix.
+    static func randomMAC() -> String {
+        ([0x52, 0x54, 0x00] + (0 ..< 3).map { _ in UInt8.random(in: 0 ... 255) })
+            .map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: ":")
+    }
+
     /// A CPU template name the worker will understand.
     static func checkTemplate(_ name: String) throws(APIError) {
         guard CPUTemplate.all.contains(where: { $0.name == name }) else {
             throw APIError(.invalidField, "cpu_template must be one of: \(CPUTemplate.all.map(\.name).joined(separator: ", "))",
                            field: "cpu_template")
+        }
+    }
+
+    /// The most vCPUs a VM may have here: the API's limit, or this host's KVM's
+    /// (KVM_CAP_MAX_VCPUS) when that is lower.
+    var maxVCPUs: Int {
+        let host = Int(kvm.check(.maxVCPUs))
+        return host > 0 ? min(host, CreateVMRequest.maxVCPUs) : CreateVMRequest.maxVCPUs
+    }
+
+    func checkVCPUs(_ vcpus: Int) throws(APIError) {
+        guard vcpus <= maxVCPUs else {
+            throw APIError(.invalidField, "vcpus must be at most \(maxVCPUs) on this host (KVM_CAP_MAX_VCPUS)", field: "vcpus")
         }
     }
 
@@ -179,13 +213,19 @@ public final class VMService: Sendable {
         guard !vm.isDestroying else { throw APIError(.notFound, "no VM named '\(vm.key.name)'") }
         // The link's close must kill this worker, not whichever one the VM has by then.
         let spawned = SpawnedWorker()
+        // A vsock device gets a broker link of its own for the connections its guest opens.
+        var broker: (daemon: Int32, worker: Int32)?
+        if vm.request.vsock != nil {
+            do { broker = try VsockBrokerServer.pair() } catch { throw APIError(.internalError, "\(error)") }
+        }
+        defer { if let broker { close(broker.worker) } }   // the worker has its copy once spawned
         vm.workerStarting()
         let worker: WorkerProcess
         do {
             worker = try await WorkerProcess.spawn(
                 executable: config.workerExecutable, spawner: spawner,
                 setup: vm.setup(memory: memory, sandboxUID: config.workerUID, sandboxGID: config.workerGID),
-                descriptors: [kvm.rawDescriptor] + memory.descriptors + images, group: group,
+                descriptors: [kvm.rawDescriptor] + memory.descriptors + images + (broker.map { [$0.worker] } ?? []), group: group,
                 onMessage: { [weak vm] in vm?.handle($0) },
                 onClose: { [weak vm] why in
                     // The link is gone: make sure the process is too, so the pidfd fires.
@@ -193,6 +233,7 @@ public final class VMService: Sendable {
                     spawned.worker.withLock { $0 }?.kill()
                 })
         } catch {
+            if let broker { close(broker.daemon) }
             vm.state.withLock { s in
                 s.readiness = .failure(APIError(.internalError, "cannot start a worker: \(error)"))
                 if s.lastExit == nil || s.phase == .creating { s.phase = .crashed }
@@ -201,6 +242,7 @@ public final class VMService: Sendable {
         }
         spawned.worker.withLock { $0 = worker }
         vm.workerStarted(worker)
+        if let broker, let vsock = vm.request.vsock { VsockBrokerServer.serve(fd: broker.daemon, socket: vsock.socket, as: vm.opener) }
         watcher.watch(worker.pidfd) { [weak self, weak vm] in
             // The process is gone, but its last messages (a setup failure, the final
             // console bytes) may still sit in the socket: let the link drain to EOF
@@ -257,8 +299,10 @@ public final class VMService: Sendable {
     /// handle connection `connection`, which the broker watches).
     func openHandle(_ request: HandleRequest, caller: Caller, connection: HandleConnection) throws(APIError) -> ManagedVM {
         try request.validate()
+        try checkVCPUs(request.vcpus)
         let create = request.asCreateRequest
         let key = VMKey(owner: .user(caller.uid), name: request.name)
+        try DescriptorBudget.checkUnprivileged(uid: caller.uid)
         let vm = ManagedVM(key: key, request: create, lifetime: .connection, opener: caller,
                            backing: .handle(connection: connection, clientPID: caller.pid))
         try registry.withLock { r throws(APIError) in
@@ -286,6 +330,11 @@ public final class VMService: Sendable {
         // The token is marked closed before connectionClosed() takes the list: either
         // that call sees this binding, or this check sees the mark.
         if connection.isClosed { Task { await self.destroy(vm) } }
+    }
+
+    /// Whether `connection` holds `connection`-lifetime VMs (it must not be timed out).
+    public func holdsVMs(_ connection: ConnectionToken) -> Bool {
+        connectionVMs.withLock { !($0[connection.id] ?? []).isEmpty }
     }
 
     /// The API connection closed: its `connection`-lifetime VMs go with it.
@@ -425,7 +474,7 @@ public final class VMService: Sendable {
     public func capabilities() -> CapabilitiesInfo {
         CapabilitiesInfo(kvmAPIVersion: (try? kvm.apiVersion()) ?? 0,
                          kvm: kvm.capabilities().map { .init(name: $0.0.name, value: $0.1) },
-                         maxVCPUs: CreateVMRequest.maxVCPUs, maxMemoryMiB: CreateVMRequest.maxMemoryMiB)
+                         maxVCPUs: maxVCPUs, maxMemoryMiB: CreateVMRequest.maxMemoryMiB)
     }
 
     // MARK: - Daemon start and stop
@@ -434,6 +483,7 @@ public final class VMService: Sendable {
     /// of the configuration. Failures are logged, not fatal: one bad record must not
     /// keep the daemon (and every other VM) down.
     public func restore() async {
+        startStateChecks()
         for record in store.load(logger: logger) {
             do {
                 _ = try await create(record.request, owner: .user(record.opener.uid), lifetime: .persistent,
@@ -441,12 +491,19 @@ public final class VMService: Sendable {
                 logger.info("restored persistent VM", metadata: ["vm": "\(record.request.name)", "uid": "\(record.opener.uid)"])
             } catch {
                 logger.error("cannot restore persistent VM", metadata: ["vm": "\(record.request.name)", "error": "\(error)"])
+                // Shown as failed, with the reason, so that its owner can see it and
+                // destroy it (with its record), rather than a 404 that comes back later.
+                let key = VMKey(owner: .user(record.opener.uid), name: record.request.name)
+                let vm = ManagedVM.unrestored(key: key, request: record.request, opener: record.opener,
+                                              createdAt: record.createdAt, why: error.message)
+                registry.withLock { r in if r.vms[key] == nil, r.reserved[key] == nil { r.vms[key] = vm } }
             }
         }
         for request in config.systemVMs {
             do {
                 try request.validate()
                 try Self.checkTemplate(request.cpuTemplate)
+                try checkVCPUs(request.vcpus)
                 _ = try await create(request, owner: .system, lifetime: .system, opener: .daemon,
                                      connection: nil, persist: false)
                 logger.info("started system VM", metadata: ["vm": "\(request.name)"])
@@ -456,8 +513,39 @@ public final class VMService: Sendable {
         }
     }
 
+    // MARK: - State directory
+
+    /// How often the state directory is checked for having gone missing.
+    static let stateCheckInterval = TimeAmount.seconds(5)
+    private let stateCheck = Mutex<RepeatedTask?>(nil)
+
+    /// Recreates the state directory if it was deleted under the running daemon, and
+    /// writes again the records of every persistent VM it holds (they went with it):
+    /// otherwise those VMs would silently not come back at the next start. Runs before
+    /// each record is written and every `stateCheckInterval`.
+    func checkStateDirectory() throws(APIError) {
+        guard try store.ensureDirectories() else { return }
+        let persistent = registry.withLock { $0.vms.values.filter { $0.lifetime == .persistent } }
+        logger.error("the state directory was deleted under vmmd: recreated it, writing the records of its persistent VMs again",
+                     metadata: ["directory": "\(store.directory)", "vms": "\(persistent.count)"])
+        for vm in persistent where !vm.isDestroying {
+            try store.save(StateStore.Record(request: vm.request, opener: vm.opener, createdAt: vm.createdAt))
+        }
+    }
+
+    private func startStateChecks() {
+        let task = group.next().scheduleRepeatedTask(initialDelay: Self.stateCheckInterval, delay: Self.stateCheckInterval) { [weak self] _ in
+            guard let self else { return }
+            do { try self.checkStateDirectory() } catch {
+                self.logger.critical("persistent VMs cannot be recorded", metadata: ["error": "\(error)"])
+            }
+        }
+        stateCheck.withLock { $0 = task }
+    }
+
     /// Stops every worker. Persistent records stay, so those VMs come back next start.
     public func shutdown() async {
+        stateCheck.withLock { t -> RepeatedTask? in defer { t = nil }; return t }?.cancel()
         let vms = registry.withLock { r -> [ManagedVM] in defer { r.vms = [:] }; return Array(r.vms.values) }
         for vm in vms {
             await vm.operations.lock()
@@ -473,4 +561,38 @@ public final class VMService: Sendable {
 /// The worker a spawn produced, for callbacks created before it existed.
 final class SpawnedWorker: Sendable {
     let worker = Mutex<WorkerProcess?>(nil)
+}
+
+extension VMService {
+    /// One virtio device counter of one VM, for /metrics.
+    public struct DeviceCounter: Sendable, Hashable {
+        public let vm: String
+        public let owner: String
+        public let device: String
+        public let counter: String
+        public let value: UInt64
+    }
+
+    /// The virtio device counters of every VM whose worker answers (asked all at once;
+    /// a worker that does not answer within its statistics timeout is left out).
+    public func deviceCounters() async -> [DeviceCounter] {
+        let vms = registry.withLock { Array($0.vms.values) }.filter { vm in
+            vm.state.withLock { $0.worker != nil }
+                && (!vm.request.disks.isEmpty || vm.request.rng || !vm.request.net.isEmpty || vm.request.vsock != nil)
+        }
+        return await withTaskGroup(of: [DeviceCounter].self) { group in
+            for vm in vms {
+                group.addTask {
+                    guard let lines = try? await vm.statistics() else { return [] }
+                    let owner = vm.key.owner.uid.map(String.init) ?? "system"
+                    return lines.filter { $0.source == "virtio" }.map {
+                        DeviceCounter(vm: vm.key.name, owner: owner, device: $0.scope, counter: $0.name, value: $0.value)
+                    }
+                }
+            }
+            var all: [DeviceCounter] = []
+            for await part in group { all += part }
+            return all
+        }
+    }
 }

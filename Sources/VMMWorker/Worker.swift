@@ -37,6 +37,14 @@ final class Worker: @unchecked Sendable {
         let memory = try GuestMemory(segments: segments)
         let kernel = try readAll(next())
         let initrd = setup.hasInitrd ? try readAll(next()) : nil
+        let disks = try setup.disks.map { d in
+            DiskConfig(backend: try BlockBackend(fd: next()), readOnly: d.readOnly, serial: d.serial)
+        }
+        let networks = try setup.networks.map { n in
+            guard let mac = MACAddress(bytes: n.mac) else { throw WorkerError("a network device's MAC is not unicast") }
+            return NetworkConfig(tap: try TapDevice(adopting: next()), mac: mac)
+        }
+        let broker = try setup.vsockCID.map { _ in try BrokeredVsockBackend(listener: next(), link: next()) }
 
         var config = MachineConfig()
         config.name = setup.name
@@ -54,6 +62,10 @@ final class Worker: @unchecked Sendable {
         config.emulationAssist = assist
         config.kernel = kernel
         config.initrd = initrd
+        config.disks = disks
+        config.rng = setup.rng
+        config.networks = networks
+        if let cid = setup.vsockCID, let broker { config.vsock = VsockConfig(guestCID: cid, backend: broker) }
         console = try ConsoleForwarder(link: link)
         config.serialOutput = console
         machine = try Machine(config: config, kvm: kvm, memory: memory)
@@ -61,7 +73,7 @@ final class Worker: @unchecked Sendable {
         // What guest debugging can do here takes a probe VM, which the sandbox forbids later.
         _ = GuestDebugSupport.probe(kvm)
         // The machine is complete: from here on the worker only runs it.
-        try Sandbox.restrict()
+        try Sandbox.restrict(keeping: Set(machine.virtioDescriptors + (broker.map { [$0.link.fd] } ?? [])))
     }
 
     /// Obeys the daemon until the link closes.
@@ -178,6 +190,9 @@ func statisticLines(_ s: MachineStatistics) -> [StatisticLine] {
     ]
     lines += s.hypercalls.map { StatisticLine(scope: "vm", source: "hypercall", name: $0.name, value: $0.count) }
     lines += s.assisted.map { StatisticLine(scope: "vm", source: "emulation_assist", name: $0.name, value: $0.count) }
+    for device in s.devices {
+        lines += device.counters.map { StatisticLine(scope: device.name, source: "virtio", name: $0.name, value: $0.value) }
+    }
     for v in s.vcpus {
         let scope = "vcpu\(v.id)"
         lines += v.kvm.filter { $0.values.count == 1 }.map { StatisticLine(scope: scope, source: "kvm", name: $0.name, value: $0.value) }

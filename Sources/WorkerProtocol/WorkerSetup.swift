@@ -1,6 +1,8 @@
 /// Everything a worker needs to build its machine, sent once as the first message with
 /// the descriptors attached (SCM_RIGHTS), in this order: /dev/kvm, one memfd per
-/// entry of `memory`, the kernel image, then the initrd when `hasInitrd`.
+/// entry of `memory`, the kernel image, the initrd when `hasInitrd`, one image per
+/// entry of `disks`, one tap per entry of `networks`, then with `vsock` its listening
+/// socket and the worker's end of the vsock broker link (`VsockBrokerMessage`).
 public struct WorkerSetup: Sendable, Equatable {
     /// One guest-memory segment the daemon created as a memfd.
     public struct Segment: Sendable, Equatable {
@@ -29,12 +31,30 @@ public struct WorkerSetup: Sendable, Equatable {
     public var cpuTemplate: String
     /// `EmulationAssistMode`'s raw value: auto, on or off; the worker refuses anything else.
     public var emulationAssist: String
+    /// One virtio-blk disk (its image is a descriptor of the setup).
+    public struct Disk: Sendable, Equatable {
+        public var readOnly: Bool
+        public var serial: String
+        public init(readOnly: Bool, serial: String) { self.readOnly = readOnly; self.serial = serial }
+    }
+    public var disks: [Disk]
+    /// A virtio-rng device.
+    public var rng: Bool
+    /// One virtio-net device (its tap is a descriptor of the setup).
+    public struct Network: Sendable, Equatable {
+        public var mac: [UInt8]
+        public init(mac: [UInt8]) { self.mac = mac }
+    }
+    public var networks: [Network] = []
+    /// The vsock device's guest CID (its listener and broker link are descriptors).
+    public var vsockCID: UInt64?
 
     public init(name: String, memoryMiB: UInt64, cpus: UInt32, commandLine: String, debugExit: Bool,
                 hypercalls: Bool, rebootOnReset: Bool, hasInitrd: Bool, memory: [Segment],
                 sandboxUID: UInt32, sandboxGID: UInt32, rebootOnTripleFault: Bool = false, cpuTemplate: String = "host",
-                emulationAssist: String = "auto") {
+                emulationAssist: String = "auto", disks: [Disk] = [], rng: Bool = false) {
         self.emulationAssist = emulationAssist
+        self.disks = disks; self.rng = rng
         self.rebootOnTripleFault = rebootOnTripleFault
         self.name = name; self.memoryMiB = memoryMiB; self.cpus = cpus; self.commandLine = commandLine
         self.debugExit = debugExit; self.hypercalls = hypercalls; self.rebootOnReset = rebootOnReset
@@ -43,7 +63,9 @@ public struct WorkerSetup: Sendable, Equatable {
     }
 
     /// How many descriptors travel with this setup.
-    public var descriptorCount: Int { 1 + memory.count + 1 + (hasInitrd ? 1 : 0) }
+    public var descriptorCount: Int {
+        1 + memory.count + 1 + (hasInitrd ? 1 : 0) + disks.count + networks.count + (vsockCID == nil ? 0 : 2)
+    }
 
     func encode(into w: inout WireWriter) {
         w.string(name); w.u64(memoryMiB); w.u32(cpus); w.string(commandLine)
@@ -52,6 +74,13 @@ public struct WorkerSetup: Sendable, Equatable {
         for s in memory { w.string(s.name); w.u64(s.guestBase); w.u64(s.size) }
         w.u32(sandboxUID); w.u32(sandboxGID)
         w.string(cpuTemplate)
+        w.u32(UInt32(disks.count))
+        for d in disks { w.bool(d.readOnly); w.string(d.serial) }
+        w.bool(rng)
+        w.u32(UInt32(networks.count))
+        for n in networks { w.data(n.mac) }
+        w.bool(vsockCID != nil)
+        w.u64(vsockCID ?? 0)
         w.string(emulationAssist)
     }
 
@@ -65,11 +94,27 @@ public struct WorkerSetup: Sendable, Equatable {
         for _ in 0 ..< count { memory.append(Segment(name: try r.string(), guestBase: try r.u64(), size: try r.u64())) }
         let sandboxUID = try r.u32(), sandboxGID = try r.u32()
         let cpuTemplate = try r.string()
-        let emulationAssist = try r.string()
-        return WorkerSetup(name: name, memoryMiB: memoryMiB, cpus: cpus, commandLine: commandLine, debugExit: debugExit,
+        let diskCount = try r.u32()
+        guard diskCount <= 8 else { throw WireError.malformed("\(diskCount) disks") }
+        var disks: [Disk] = []
+        for _ in 0 ..< diskCount { disks.append(Disk(readOnly: try r.bool(), serial: try r.string())) }
+        let rng = try r.bool()
+        let networkCount = try r.u32()
+        guard networkCount <= 8 else { throw WireError.malformed("\(networkCount) network devices") }
+        var networks: [Network] = []
+        for _ in 0 ..< networkCount {
+            let mac = try r.data()
+            guard mac.count == 6 else { throw WireError.malformed("a MAC of \(mac.count) bytes") }
+            networks.append(Network(mac: mac))
+        }
+        let hasVsock = try r.bool(), cid = try r.u64()
+        var setup = WorkerSetup(name: name, memoryMiB: memoryMiB, cpus: cpus, commandLine: commandLine, debugExit: debugExit,
                            hypercalls: hypercalls, rebootOnReset: rebootOnReset, hasInitrd: hasInitrd,
                            memory: memory, sandboxUID: sandboxUID, sandboxGID: sandboxGID,
                            rebootOnTripleFault: rebootOnTripleFault, cpuTemplate: cpuTemplate,
-                           emulationAssist: emulationAssist)
+                           emulationAssist: try r.string(), disks: disks, rng: rng)
+        setup.networks = networks
+        setup.vsockCID = hasVsock ? cid : nil
+        return setup
     }
 }

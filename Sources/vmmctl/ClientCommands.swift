@@ -19,11 +19,41 @@ struct ClientOptions: ParsableArguments {
     var query: String { owner.map { "?owner=\($0)" } ?? "" }
 
     func connect() async throws -> APIConnection {
-        do { return try await APIConnection.connect(socketPath: socket) } catch { clientFail("\(error)") }
+        do { return try await APIConnection.connect(socketPath: socket) } catch { clientFail(error) }
+    }
+
+    /// The options every daemon command takes, as they may also stand before the
+    /// subcommand (`vmmctl --socket S list`): moved behind the subcommand's name, where
+    /// ArgumentParser looks for them.
+    static func movingLeadingOptions(_ arguments: [String]) -> [String] {
+        let withValue: Set<String> = ["--socket", "--owner"], flags: Set<String> = ["--json"]
+        var leading: [String] = []
+        var rest = arguments[...]
+        while let first = rest.first {
+            let name = String(first.split(separator: "=", maxSplits: 1).first ?? "")
+            if flags.contains(first) || (withValue.contains(name) && first.contains("=")) {
+                leading.append(first); rest = rest.dropFirst()
+            } else if withValue.contains(first), rest.count >= 2 {
+                leading += rest.prefix(2); rest = rest.dropFirst(2)
+            } else {
+                break
+            }
+        }
+        guard !leading.isEmpty, let subcommand = rest.first else { return arguments }
+        return [subcommand] + leading + rest.dropFirst()
     }
 }
 
-/// Prints an API error and exits 1 (the daemon answered no), or 2 (no daemon).
+/// Prints why a daemon command failed, one format for every command, and exits: 1 when
+/// vmmd refused ("message (code)"), 2 when vmmd cannot be reached or answered nonsense.
+func clientFail(_ error: Error) -> Never {
+    switch error {
+    case let error as APIError: clientFail("\(error.message) (\(error.code.rawValue))", status: 1)
+    default: clientFail("\(error)", status: 2)
+    }
+}
+
+/// Prints a message and exits with `status`.
 func clientFail(_ message: String, status: Int32 = 1) -> Never {
     printError("vmmctl: \(message)")
     exit(status)
@@ -47,14 +77,12 @@ func printJSON(_ bytes: [UInt8]) {
 func perform<T: Decodable>(_ connection: APIConnection, _ method: HTTPMethod, _ path: String, body: [UInt8]? = nil,
                            as type: T.Type) async -> (T, APIResult) {
     let result: APIResult
-    do { result = try await connection.request(method, path, body: body) } catch { clientFail("\(error)", status: 2) }
+    do { result = try await connection.request(method, path, body: body) } catch { clientFail(error) }
     do {
         try result.throwIfError()
         return (try JSONDecoder().decode(T.self, from: Data(result.body)), result)
-    } catch let error as APIError {
-        clientFail("\(error.message) (\(error.code.rawValue))")
     } catch {
-        clientFail("\(error)")
+        clientFail(error)
     }
 }
 
@@ -68,7 +96,7 @@ struct Create: AsyncParsableCommand {
         """)
 
     @OptionGroup var options: ClientOptions
-    @Argument(help: "The VM's name: letters, digits, '.', '_', '-'.") var name: String
+    @Argument(help: "The VM's name: 1-64 letters, digits, '.', '_', '-', not starting with '.' or '-'.") var name: String
     @Option(help: "Kernel image path (opened by vmmd with your permissions).") var kernel: String
     @Option(help: "Initial ramdisk path.") var initrd: String?
     @Option(help: "Kernel command line.") var cmdline: String = ""
@@ -82,16 +110,27 @@ struct Create: AsyncParsableCommand {
     @Option(help: "Emulation assist: auto, on or off (see vmmctl run --help).") var emulationAssist: EmulationAssistSetting = .auto
     @Option(help: "connection, process or persistent.") var lifetime: String = "persistent"
     @Flag(help: "Create without starting.") var noStart = false
+    @Option(help: ArgumentHelp("A virtio-blk disk (repeatable; the first is /dev/vda), opened by vmmd with your permissions.",
+                               valueName: DiskOption.helpText)) var disk: [DiskOption] = []
+    @Flag(help: "Add a virtio-rng device.") var rng = false
+    @Option(help: ArgumentHelp("A virtio-net device on an existing tap you own (repeatable).",
+                               valueName: NetOption.helpText)) var net: [NetOption] = []
+    @Option(help: ArgumentHelp("A virtio-vsock device; vmmd creates the socket with your permissions.",
+                               valueName: VsockOption.helpText)) var vsock: VsockOption?
 
     func run() async throws {
         guard let lifetime = Lifetime(rawValue: lifetime), lifetime != .system else {
             clientFail("--lifetime must be connection, process or persistent")
         }
-        let request = CreateVMRequest(name: name, memoryMiB: memory, vcpus: cpus, kernel: absolute(kernel),
+        var request = CreateVMRequest(name: name, memoryMiB: memory, vcpus: cpus, kernel: absolute(kernel),
                                       initrd: initrd.map(absolute), cmdline: cmdline, debugExit: debugExit,
                                       hypercalls: hypercalls, noReboot: noReboot,
                                       tripleFault: rebootOnTripleFault ? .reboot : .stop, cpuTemplate: cpuTemplate,
                                       lifetime: lifetime, start: !noStart, emulationAssist: emulationAssist)
+        request.disks = disk.map { DiskRequest(path: absolute($0.path), readOnly: $0.readOnly, serial: $0.serial, direct: $0.direct) }
+        request.rng = rng
+        request.net = net.map { NetRequest(tap: $0.tap, mac: $0.mac?.description) }
+        request.vsock = vsock.map { VsockRequest(cid: $0.cid, socket: absolute($0.socket)) }
         let connection = try await options.connect()
         let (info, result) = await perform(connection, .POST, "/v1/vms", body: encodeJSON(request), as: VMInfo.self)
         if options.json { printJSON(result.body) } else { printVMs([info]) }
@@ -204,10 +243,8 @@ struct Destroy: AsyncParsableCommand {
     func run() async throws {
         let connection = try await options.connect()
         let result: APIResult
-        do { result = try await connection.request(.DELETE, vmPath(name, options)) } catch { clientFail("\(error)", status: 2) }
-        do { try result.throwIfError() } catch let error as APIError {
-            clientFail("\(error.message) (\(error.code.rawValue))")
-        }
+        do { result = try await connection.request(.DELETE, vmPath(name, options)) } catch { clientFail(error) }
+        do { try result.throwIfError() } catch { clientFail(error) }
         if !options.json { print("destroyed \(name)") }
     }
 }

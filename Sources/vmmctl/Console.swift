@@ -24,8 +24,8 @@ struct Console: AsyncParsableCommand {
         let connection = try await options.connect()
         if noFollow {
             let result: APIResult
-            do { result = try await connection.request(.GET, vmPath(name, options, "/console")) } catch { clientFail("\(error)", status: 2) }
-            do { try result.throwIfError() } catch { clientFail("\(error)") }
+            do { result = try await connection.request(.GET, vmPath(name, options, "/console")) } catch { clientFail(error) }
+            do { try result.throwIfError() } catch { clientFail(error) }
             FileHandle.standardOutput.write(Data(result.body))
             return
         }
@@ -45,8 +45,10 @@ struct ConsoleSession {
     func attach(over connection: APIConnection) async {
         let terminal = RawTerminal()
         defer { terminal.restore() }
-        let input: APIConnection
-        do { input = try await APIConnection.connect(socketPath: options.socket) } catch { clientFail("\(error)", status: 2) }
+        let input: ConsoleInput
+        do { input = ConsoleInput(socket: options.socket, connection: try await APIConnection.connect(socketPath: options.socket)) } catch {
+            clientFail(error)
+        }
         let inputPath = vmPath(name, options, "/console")
         // Keystrokes on their own thread: read(2) on stdin blocks.
         _ = try? HostThread(name: "console-in") {
@@ -58,12 +60,12 @@ struct ConsoleSession {
                 var bytes = Array(buffer[0 ..< n])
                 if let cut = bytes.firstIndex(of: Self.escape) {
                     bytes = Array(bytes[..<cut])
-                    if !bytes.isEmpty { Self.send(bytes, over: input, path: inputPath) }
+                    if !bytes.isEmpty { input.send(bytes, path: inputPath) }
                     terminal.restore()
                     printError("\r\nvmmctl: detached")
                     exit(0)
                 }
-                Self.send(bytes, over: input, path: inputPath)
+                input.send(bytes, path: inputPath)
             }
         }
         do {
@@ -75,15 +77,38 @@ struct ConsoleSession {
             printError("\r\nvmmctl: the console of \(name) ended (the VM was destroyed)")
         } catch {
             terminal.restore()
-            clientFail("\(error)")
+            clientFail(error)
         }
+    }
+}
+
+/// The connection keystrokes go out on. vmmd closes a connection that sits idle (a
+/// minute, by default), and a console can sit unused for longer: a send that finds its
+/// connection closed connects again and sends once more.
+final class ConsoleInput: @unchecked Sendable {
+    // @unchecked: used by the one keystroke thread only.
+    private let socket: String
+    private var connection: APIConnection?
+
+    init(socket: String, connection: APIConnection) {
+        self.socket = socket; self.connection = connection
     }
 
     /// Posts keystrokes and waits for the answer, so that they arrive in order.
-    static func send(_ bytes: [UInt8], over connection: APIConnection, path: String) {
+    func send(_ bytes: [UInt8], path: String) {
         let done = DispatchSemaphore(value: 0)
         Task {
-            _ = try? await connection.request(.POST, path, body: bytes)
+            for _ in 0 ..< 2 {
+                do {
+                    let c: APIConnection
+                    if let connection { c = connection } else { c = try await APIConnection.connect(socketPath: socket) }
+                    connection = c
+                    _ = try await c.request(.POST, path, body: bytes)
+                    break
+                } catch {
+                    connection = nil
+                }
+            }
             done.signal()
         }
         done.wait()

@@ -76,6 +76,29 @@ struct Run: ParsableCommand {
 
     @Option(help: "Finish in the VMM what this host's instruction emulator refuses: auto (when a probe VM shows it is needed), on, off.")
     var emulationAssist: EmulationAssistMode = .auto
+    @Option(help: ArgumentHelp("A virtio-blk disk (repeatable; the first is the root disk, /dev/vda): a raw image, read-write unless readonly, O_DIRECT with direct, GET_ID answering serial.",
+                               valueName: DiskOption.helpText))
+    var disk: [DiskOption] = []
+
+    @Flag(help: "Add a virtio-rng device (bytes from getrandom).")
+    var rng = false
+
+    @Option(help: ArgumentHelp("A virtio-net device on a tap (repeatable); the MAC is random unless given.",
+                               valueName: NetOption.helpText))
+    var net: [NetOption] = []
+
+    @Option(help: ArgumentHelp("A virtio-vsock device: the guest's CID and the Unix socket host processes connect to (CONNECT <port>); guest connections to host port P go to PATH_P.",
+                               valueName: VsockOption.helpText))
+    var vsock: VsockOption?
+
+    @Option(help: "How virtio notifications travel: ioeventfd (KVM ioeventfd + irqfd, a device thread) or bus (an MMIO exit served on the vCPU thread).")
+    var virtioNotify: String = VirtioNotification.ioeventfd.rawValue
+
+    @Flag(help: "Also list the virtio devices on the Linux command line (virtio_mmio.device=, CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES).")
+    var virtioCmdline = false
+
+    @Flag(help: "Print the devices (MMIO windows and IRQs) before the guest starts.")
+    var verbose = false
 
     func run() throws {
         var config = MachineConfig()
@@ -102,11 +125,20 @@ struct Run: ParsableCommand {
         do {
             config.kernel = try readFile(kernel)
             if let initrd { config.initrd = try readFile(initrd) }
+            config.disks = try disk.map { try $0.open() }
+            config.networks = try net.map { try $0.open() }
+            config.vsock = try vsock?.open()
         } catch {
             fail("\(error)")
         }
+        config.rng = rng
+        guard let notification = VirtioNotification(rawValue: virtioNotify) else {
+            fail("--virtio-notify must be one of: \(VirtioNotification.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        config.virtioNotification = notification
+        config.virtioOnCommandLine = virtioCmdline
         if gdbWait && gdb == nil { fail("--gdb-wait needs --gdb") }
-        let status = runMachine(config, serial: serial, gdb: gdb.map { ($0.endpoint, gdbWait) })
+        let status = runMachine(config, serial: serial, verbose: verbose, gdb: gdb.map { ($0.endpoint, gdbWait) })
         throw ExitCode(status)
     }
 }
@@ -116,7 +148,8 @@ extension EmulationAssistSetting: ExpressibleByArgument {}
 
 /// Builds and runs a machine, printing one line on stderr about how it ended; returns
 /// the exit status.
-func runMachine(_ base: MachineConfig, serial: SerialTarget, gdb: (GDBEndpoint, wait: Bool)? = nil) -> Int32 {
+func runMachine(_ base: MachineConfig, serial: SerialTarget, verbose: Bool = false,
+                gdb: (GDBEndpoint, wait: Bool)? = nil) -> Int32 {
     VMMCtl.bootstrapLogging
     var config = base
     config.logger = Logger(label: "vmmctl")
@@ -137,6 +170,7 @@ func runMachine(_ base: MachineConfig, serial: SerialTarget, gdb: (GDBEndpoint, 
     } catch {
         fail("\(error)")
     }
+    if verbose { printDevices(machine) }
     if case .stdio = serial { machine.forwardInput(fromDescriptor: STDIN_FILENO) }
     let reason: StopReason
     do {

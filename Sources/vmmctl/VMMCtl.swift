@@ -21,6 +21,11 @@ struct VMMCtl: AsyncParsableCommand {
                       PowerOff.self, Kill.self, Destroy.self, Console.self, Stats.self, GDB.self]
     )
 
+    /// `vmmctl --socket S list` works as `vmmctl list --socket S` does.
+    static func main() async {
+        await main(ClientOptions.movingLeadingOptions(Array(CommandLine.arguments.dropFirst())))
+    }
+
     /// Log lines (including guests' `log` hypercalls) go to stderr.
     static let bootstrapLogging: Void = LoggingSystem.bootstrap(StreamLogHandler.standardError)
 

@@ -19,10 +19,17 @@ final class APIHandler: ChannelInboundHandler {
     let connection: ConnectionToken
     let metrics: DaemonMetrics
     let logger: Logger
+    /// This connection's timeouts, told where each request is.
+    let deadline: ConnectionDeadline
 
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     private var tooLarge = false
+    /// From a request's head until its response has been written (a follow stream
+    /// until it ends).
+    private var serving = false
+    /// The client shut its sending side (SHUT_WR): answer what it asked, then close.
+    private var inputClosed = false
     /// Stops a console follow running on this connection.
     private var stopFollowing: (@Sendable () -> Void)?
     /// Console bytes not sent because the reader was not keeping up.
@@ -30,9 +37,10 @@ final class APIHandler: ChannelInboundHandler {
     /// Most console bytes queued for a slow reader before output is dropped.
     static let maxQueuedConsoleBytes = 1 << 20
 
-    init(service: VMService, caller: Caller, connection: ConnectionToken, metrics: DaemonMetrics, logger: Logger) {
+    init(service: VMService, caller: Caller, connection: ConnectionToken, metrics: DaemonMetrics, logger: Logger,
+         deadline: ConnectionDeadline) {
         self.service = service; self.caller = caller; self.connection = connection
-        self.metrics = metrics; self.logger = logger
+        self.metrics = metrics; self.logger = logger; self.deadline = deadline
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -41,6 +49,8 @@ final class APIHandler: ChannelInboundHandler {
             head = h
             body = []
             tooLarge = false
+            serving = true
+            deadline.requestStarted()
         case .body(var chunk):
             if body.count + chunk.readableBytes > Self.maxBody {
                 tooLarge = true
@@ -50,12 +60,32 @@ final class APIHandler: ChannelInboundHandler {
         case .end:
             guard let head else { return }
             self.head = nil
+            deadline.requestReceived()
             if tooLarge {
                 respond(context: context, head: head, .error(APIError(.payloadTooLarge, "request bodies are limited to \(Self.maxBody) bytes")))
                 return
             }
             dispatch(context: context, head: head, body: body)
         }
+    }
+
+    /// A half-closed connection (the client sent its request and shut its side) still
+    /// gets its answer; then, or at once when nothing is pending, the connection closes.
+    /// Closing it also ends its `connection`-lifetime VMs: a client that has said it is
+    /// done sending can never ask for anything again.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            inputClosed = true
+            if !serving { context.close(promise: nil) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    /// Any error on the connection ends it: an unparsable request (after the 400 that
+    /// HTTPServerProtocolErrorHandler wrote, which says `Connection: close`), a reset.
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -90,6 +120,7 @@ final class APIHandler: ChannelInboundHandler {
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         promise.futureResult.whenSuccess { response in
             let (handler, context) = bound.value
+            if route == .createVM, service.holdsVMs(connection) { handler.deadline.pin() }
             handler.respond(context: context, head: head, response)
         }
     }
@@ -101,7 +132,7 @@ final class APIHandler: ChannelInboundHandler {
             switch route {
             case .version: return .json(VersionInfo.current)
             case .capabilities: return .json(service.capabilities())
-            case .metrics: return .bytes(metrics.scrape(service), contentType: "text/plain; version=0.0.4")
+            case .metrics: return .bytes(await metrics.scrape(service), contentType: "text/plain; version=0.0.4")
             case .listVMs: return .json(VMList(vms: service.list(caller: caller)))
             case .createVM:
                 let request = try decodeRequest(CreateVMRequest.self, from: body)
@@ -138,16 +169,20 @@ final class APIHandler: ChannelInboundHandler {
     func respond(context: ChannelHandlerContext, head: HTTPRequestHead, _ response: APIResponse) {
         metrics.countRequest(method: head.method.rawValue, status: Int(response.status.code))
         var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: response.contentType)
+        if !response.body.isEmpty { headers.add(name: "Content-Type", value: response.contentType) }
         headers.add(name: "Content-Length", value: String(response.body.count))
-        let keepAlive = head.isKeepAlive
+        for (name, value) in response.headers { headers.add(name: name, value: value) }
+        let keepAlive = head.isKeepAlive && !inputClosed
         if !keepAlive { headers.add(name: "Connection", value: "close") }
+        serving = false
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))), promise: nil)
         if !response.body.isEmpty {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)
         }
         let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-        if !keepAlive {
+        if keepAlive {
+            deadline.responseDone()
+        } else {
             let channel = context.channel
             done.whenComplete { _ in channel.close(promise: nil) }
         }
@@ -189,7 +224,14 @@ final class APIHandler: ChannelInboundHandler {
                         handler.sendConsole(bytes, context: context)
                     } else {
                         handler.stopFollowing = nil
-                        context.writeAndFlush(handler.wrapOutboundOut(.end(nil)), promise: nil)
+                        handler.serving = false
+                        let done = context.writeAndFlush(handler.wrapOutboundOut(.end(nil)))
+                        if handler.inputClosed || !head.isKeepAlive {
+                            let channel = context.channel
+                            done.whenComplete { _ in channel.close(promise: nil) }
+                        } else {
+                            handler.deadline.responseDone()
+                        }
                     }
                 }
             }

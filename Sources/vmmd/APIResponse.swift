@@ -7,6 +7,8 @@ struct APIResponse: Sendable {
     var status: HTTPResponseStatus
     var contentType: String
     var body: [UInt8]
+    /// Headers beyond Content-Type and Content-Length (`Allow` on a 405).
+    var headers: [(String, String)] = []
 
     static func json<T: Encodable>(_ value: T, status: HTTPResponseStatus = .ok) -> APIResponse {
         let encoder = JSONEncoder()
@@ -21,7 +23,9 @@ struct APIResponse: Sendable {
     }
 
     static func error(_ error: APIError) -> APIResponse {
-        json(APIErrorBody(error: error), status: HTTPResponseStatus(statusCode: error.code.httpStatus))
+        var response = json(APIErrorBody(error: error), status: HTTPResponseStatus(statusCode: error.code.httpStatus))
+        if let allowed = error.allowedMethods { response.headers.append(("Allow", allowed.joined(separator: ", "))) }
+        return response
     }
 
     static func bytes(_ body: [UInt8], contentType: String = "application/octet-stream") -> APIResponse {

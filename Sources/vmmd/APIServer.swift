@@ -22,36 +22,61 @@ final class APIServer: Service {
     let group: EventLoopGroup
     let metrics: DaemonMetrics
     let logger: Logger
+    let limits: ConnectionLimits
     private let connections = ConnectionCounter()
 
     init(socketPath: String, handleSocketPath: String, service: VMService, group: EventLoopGroup,
-         metrics: DaemonMetrics, logger: Logger) {
+         metrics: DaemonMetrics, logger: Logger, limits: ConnectionLimits) {
         self.socketPath = socketPath; self.handleSocketPath = handleSocketPath; self.service = service; self.group = group
-        self.metrics = metrics; self.logger = logger
+        self.metrics = metrics; self.logger = logger; self.limits = limits
     }
 
     func run() async throws {
         try Self.removeStaleSocket(socketPath)
-        let service = self.service, metrics = self.metrics, logger = self.logger
+        let service = self.service, metrics = self.metrics, logger = self.logger, limits = self.limits
+        let nonRoot = NonRootConnections(limit: limits.effectiveNonRootTotal)
+        let apiLimiter = ConnectionLimiter(perUID: limits.perUID, total: nonRoot)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
+            // A client that shuts its sending side after a request still gets the answer
+            // (APIHandler closes once it is written).
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             // isWritable turns false past the high mark: slow console readers lose output
             // instead of growing the daemon (see APIHandler.sendConsole).
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: APIHandler.maxQueuedConsoleBytes))
             .childChannelInitializer { [connections] channel in
                 let id = connections.next()
                 return Self.peerCaller(of: channel).flatMap { caller in
-                    channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMapThrowing {
+                    // Counted from accept to close, by the peer's uid (SO_PEERCRED).
+                    do throws(APIError) { try apiLimiter.admit(uid: caller.uid) } catch {
+                        return Self.refuse(channel, error)
+                    }
+                    channel.closeFuture.whenComplete { _ in apiLimiter.release(uid: caller.uid) }
+                    let deadline = ConnectionDeadline(idleSeconds: limits.idleSeconds, requestSeconds: limits.requestSeconds)
+                    do { try channel.pipeline.syncOperations.addHandler(deadline) } catch {
+                        return channel.eventLoop.makeFailedFuture(error)
+                    }
+                    return channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMapThrowing {
                         try channel.pipeline.syncOperations.addHandler(
-                            APIHandler(service: service, caller: caller, connection: id, metrics: metrics, logger: logger))
+                            APIHandler(service: service, caller: caller, connection: id, metrics: metrics, logger: logger,
+                                       deadline: deadline))
                     }
                 }
             }
             .bind(unixDomainSocketPath: socketPath).get()
-        try Self.setSocketPermissions(socketPath, logger: logger)
-        try Self.removeStaleSocket(handleSocketPath)
-        let broker = try HandleBroker(path: handleSocketPath, service: service, logger: logger)
-        try Self.setSocketPermissions(handleSocketPath, logger: logger)
+        let broker: HandleBroker
+        do {
+            try Self.setSocketPermissions(socketPath, logger: logger)
+            try Self.removeStaleSocket(handleSocketPath)
+            broker = try HandleBroker(path: handleSocketPath, service: service, logger: logger,
+                                      limiter: ConnectionLimiter(perUID: limits.perUID, total: nonRoot))
+            try Self.setSocketPermissions(handleSocketPath, logger: logger)
+        } catch {
+            // A start that fails leaves no socket file behind.
+            try? await channel.close().get()
+            unlink(socketPath)
+            throw error
+        }
         logger.info("vmmd listening", metadata: ["socket": "\(socketPath)", "handles": "\(handleSocketPath)", "pid": "\(getpid())"])
         await service.restore()
 
@@ -62,6 +87,11 @@ final class APIServer: Service {
         await service.shutdown()
         unlink(socketPath)
         logger.info("vmmd stopped")
+    }
+
+    /// Answers a connection over its limits with the error, unasked, and closes it.
+    static func refuse(_ channel: Channel, _ error: APIError) -> EventLoopFuture<Void> {
+        channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(RefusedConnection(error)) }
     }
 
     /// SO_PEERCRED of the new connection, and the peer's groups from /proc.

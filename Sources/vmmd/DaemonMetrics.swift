@@ -9,6 +9,8 @@ import VMMService
 final class DaemonMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
     private let requestCounters = Mutex<[String: Prometheus.Counter]>([:])
+    /// The virtio gauges of the last scrape, by counter and labels (dropped when their VM is gone).
+    private let deviceGauges = Mutex<[String: Prometheus.Gauge]>([:])
 
     /// Routes swift-metrics (the service's counters) into this registry. Once per process.
     func bootstrap() {
@@ -31,11 +33,30 @@ final class DaemonMetrics: Sendable {
         counter.increment()
     }
 
-    /// The text exposition format, with the VM-state gauges refreshed.
-    func scrape(_ service: VMService) -> [UInt8] {
+    /// The text exposition format, with the VM-state gauges and every VM's virtio
+    /// device counters (`vmmd_virtio_<counter>{vm, owner, device}`) refreshed.
+    func scrape(_ service: VMService) async -> [UInt8] {
         let counts = service.stateCounts()
         for state in VMState.allCases {
             registry.makeGauge(descriptor: Self.vms, labels: [("state", state.rawValue)]).set(Double(counts[state] ?? 0))
+        }
+        let devices = await service.deviceCounters()
+        deviceGauges.withLock { gauges in
+            var seen: Set<String> = []
+            for d in devices {
+                let key = "\(d.counter) \(d.owner) \(d.vm) \(d.device)"
+                seen.insert(key)
+                let gauge = gauges[key] ?? registry.makeGauge(
+                    descriptor: MetricNameDescriptor(namespace: "vmmd", subsystem: "virtio", metricName: d.counter, unitName: "",
+                                                     helpText: "A virtio device counter of a VM (see vmmctl stats)."),
+                    labels: [("vm", d.vm), ("owner", d.owner), ("device", d.device)])
+                gauges[key] = gauge
+                gauge.set(Double(d.value))
+            }
+            for (key, gauge) in gauges where !seen.contains(key) {
+                registry.unregisterGauge(gauge)
+                gauges[key] = nil
+            }
         }
         return registry.emitToBuffer()
     }

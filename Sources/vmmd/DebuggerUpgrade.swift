@@ -41,6 +41,9 @@ extension APIHandler {
             let pipeline = context.pipeline.syncOperations
             try pipeline.addHandler(relay, position: .first)
             pipeline.removeHandler(try pipeline.handler(type: HTTPServerPipelineHandler.self), promise: nil)
+            // A debugging session may sit idle for as long as its user thinks: the API's
+            // idle and request timeouts do not apply to it.
+            pipeline.removeHandler(deadline, promise: nil)
         } catch {
             connection.close()
             context.close(promise: nil)

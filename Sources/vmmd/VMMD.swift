@@ -66,6 +66,15 @@ struct VMMD: AsyncParsableCommand {
         }
         let workerPath = worker ?? Self.siblingExecutable("vmm-worker")
         guard access(workerPath, X_OK) == 0 else { throw ValidationError("no vmm-worker executable at \(workerPath)") }
+        let handles = handleSocket ?? ((socket as NSString).deletingLastPathComponent as NSString).appendingPathComponent("vmmd-handle.sock")
+        // Another vmmd on either socket: refuse before creating anything (socket files,
+        // directories, the state directory), so that the failed start leaves nothing.
+        do {
+            try APIServer.removeStaleSocket(socket)
+            try APIServer.removeStaleSocket(handles)
+        } catch {
+            throw ValidationError("\(error)")
+        }
         let socketDir = (socket as NSString).deletingLastPathComponent
         if !socketDir.isEmpty { try? FileManager.default.createDirectory(atPath: socketDir, withIntermediateDirectories: true) }
 
@@ -78,15 +87,26 @@ struct VMMD: AsyncParsableCommand {
         logger.info("workers run as", metadata: ["uid": "\(serviceConfig.workerUID)", "gid": "\(serviceConfig.workerGID)"])
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let service = try VMService(config: serviceConfig, kvm: kvm, group: group, logger: logger)
-        let handles = handleSocket ?? ((socket as NSString).deletingLastPathComponent as NSString).appendingPathComponent("vmmd-handle.sock")
+        Self.raiseDescriptorLimit(logger: logger)
         let server = APIServer(socketPath: socket, handleSocketPath: handles, service: service, group: group,
-                               metrics: metrics, logger: logger)
+                               metrics: metrics, logger: logger, limits: daemonConfig.connections)
         let services = ServiceGroup(configuration: .init(
             services: [.init(service: server)],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await services.run()
         try await group.shutdownGracefully()
+    }
+
+    /// Every connection and every VM costs descriptors: the soft RLIMIT_NOFILE goes up to
+    /// the hard one (systemd's default soft limit is 1024).
+    static func raiseDescriptorLimit(logger: Logger) {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) != 0 {
+            logger.warning("cannot raise the descriptor limit", metadata: ["errno": "\(errno)"])
+        }
     }
 
     /// The uid/gid of `--worker-user`, or the default: a dedicated `vmm-worker` user, else

@@ -16,10 +16,20 @@ final class DaemonFixture: @unchecked Sendable {
     /// Extra vmmd arguments (e.g. --test-hooks).
     let extraArguments: [String]
 
-    init(stateDirectory: String? = nil, config: String? = nil, arguments: [String] = []) throws {
+    /// Shared by the tests of a suite (held in a static, never deinitialised): stopped
+    /// when the test process exits (`SpawnedProcesses`).
+    let shared: Bool
+
+    /// A command vmmd is started through (it must exec it), e.g. `prlimit --nofile=N:N`.
+    let launcher: [String]
+
+    init(stateDirectory: String? = nil, config: String? = nil, arguments: [String] = [], shared: Bool = false,
+         launcher: [String] = []) throws {
         extraArguments = arguments
+        self.shared = shared
+        self.launcher = launcher
         try #require(FileManager.default.isExecutableFile(atPath: Self.vmmd), "vmmd is not built: run `swift build` first")
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("vmmd-test-\(getpid())-\(UUID().uuidString.prefix(8))")
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent(SpawnedProcesses.testRunMarker + String(UUID().uuidString.prefix(8)))
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         // Other uids (setpriv tests) must reach the socket.
         chmod(directory.path, 0o755)
@@ -31,8 +41,9 @@ final class DaemonFixture: @unchecked Sendable {
 
     func start(config: String? = nil) throws {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.vmmd)
-        p.arguments = ["--socket", socket, "--state-dir", stateDirectory] + (config.map { ["--config", $0] } ?? []) + extraArguments
+        let arguments = ["--socket", socket, "--state-dir", stateDirectory] + (config.map { ["--config", $0] } ?? []) + extraArguments
+        p.executableURL = URL(fileURLWithPath: launcher.first ?? Self.vmmd)
+        p.arguments = launcher.isEmpty ? arguments : Array(launcher.dropFirst()) + [Self.vmmd] + arguments
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()
@@ -40,6 +51,7 @@ final class DaemonFixture: @unchecked Sendable {
         p.standardError = log
         try p.run()
         process = p
+        SpawnedProcesses.register(p.processIdentifier, "vmmd --socket \(socket)", shared: shared, directory: directory)
         // Ready when the API answers.
         for _ in 0 ..< 200 {
             if api("GET", "/v1/version").status == 200 { return }
@@ -77,11 +89,15 @@ final class DaemonFixture: @unchecked Sendable {
         kill(p.processIdentifier, SIGTERM)
         p.waitUntilExit()
         process = nil
+        SpawnedProcesses.unregister(p.processIdentifier)
         return p.terminationStatus
     }
 
     deinit {
-        if let p = process, p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        if let p = process {
+            if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+            SpawnedProcesses.unregister(p.processIdentifier)
+        }
         try? FileManager.default.removeItem(at: directory)
     }
 

@@ -73,26 +73,15 @@ struct DaemonTests {
 
     @Test func vmmctlCreateWithConnectionLifetimeStaysAttached() throws {
         let d = try DaemonFixture()
-        let ctl = Process()
-        ctl.executableURL = URL(fileURLWithPath: DaemonFixture.vmmctl)
-        ctl.arguments = ["create", "att", "--kernel", try TestGuests.path("echo"), "--memory", "16",
-                         "--lifetime", "connection", "--socket", d.socket]
-        let input = Pipe(), output = Pipe()
-        ctl.standardInput = input
-        ctl.standardOutput = output
-        ctl.standardError = FileHandle.nullDevice
-        try ctl.run()
-        let seen = Collected()
-        output.fileHandleForReading.readabilityHandler = { seen.add([UInt8]($0.availableData)) }
-        defer { output.fileHandleForReading.readabilityHandler = nil }
-        #expect(d.eventually { seen.text.contains("echo ready") }, "attached output: \(seen.text)")
+        let ctl = try TestProcess(DaemonFixture.vmmctl, ["create", "att", "--kernel", try TestGuests.path("echo"), "--memory", "16",
+                                                         "--lifetime", "connection", "--socket", d.socket], discardStderr: true)
+        #expect(d.eventually { ctl.text.contains("echo ready") }, "attached output: \(ctl.text)")
         // Keystrokes reach the guest and its echo comes back on the same terminal.
-        input.fileHandleForWriting.write(Data("abc".utf8))
-        #expect(d.eventually { seen.text.contains("echo ready\nabc") }, "attached output: \(seen.text)")
+        ctl.write("abc")
+        #expect(d.eventually { ctl.text.contains("echo ready\nabc") }, "attached output: \(ctl.text)")
         // Ctrl-] detaches: vmmctl ends, the connection closes, the VM goes.
-        input.fileHandleForWriting.write(Data([0x1D]))
-        ctl.waitUntilExit()
-        #expect(ctl.terminationStatus == 0)
+        ctl.write("\u{1D}")
+        #expect(ctl.wait(10) == 0)
         #expect(d.eventually(1) { d.vmNames().isEmpty })
     }
 
@@ -171,6 +160,11 @@ struct DaemonTests {
         (#"{"name":"a","kernel":"/k","cpu_template":"fastest"}"#, 400, "invalid_field", "cpu_template"),
         (#"not json"#, 400, "invalid_json", ""),
         (#"[1,2]"#, 400, "invalid_json", ""),
+        (#"{"name":"a","name":"b","kernel":"/k"}"#, 400, "invalid_field", "name"),
+        (#"{"name":"a","kernel":"/k","memory_mib":-1}"#, 400, "invalid_field", "memory_mib"),
+        (#"{"name":"a","kernel":"/k","memory_mib":2.5}"#, 400, "invalid_field", "memory_mib"),
+        (#"{"name":"a","kernel":"/k","vcpus":1e300}"#, 400, "invalid_field", "vcpus"),
+        (#"{"name":"a","kernel":"/k","flags":18446744073709551616}"#, 400, "invalid_field", "flags"),
     ])
     func badCreateRequestsAreRefusedWithTheirCode(body: String, status: Int, code: String, field: String) throws {
         let d = try Self.shared()
@@ -187,7 +181,8 @@ struct DaemonTests {
         #expect(d.api("GET", "/v2/vms").status == 404)
         #expect(d.api("PUT", "/v1/vms").status == 405)
         #expect(d.api("GET", "/v1/vms/a/console?follow=maybe").status == 400)
-        #expect(d.api("GET", "/v1/vms/a?colour=red").status == 400)
+        let unknown = d.api("GET", "/v1/vms/a?colour=red")
+        #expect(unknown.status == 400 && unknown.body.contains("unknown_field") && unknown.body.contains(#""field":"colour""#))
         #expect(d.api("GET", "/v1/vms/a?owner=nobody").status == 400)
         let big = d.directory.appendingPathComponent("big.json")
         try Data(repeating: 0x20, count: 2 << 20).write(to: big)
@@ -350,6 +345,9 @@ struct DaemonTests {
         d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("c1", guest: "idle"), record: "/v1/vms")
         d.api("POST", "/v1/vms", json: #"{"name":"c2","kernel":"/etc/passwd"}"#, record: "/v1/vms")
         d.api("POST", "/v1/vms", json: #"{"name":"c2","kernel":"/k","x":1}"#, record: "/v1/vms")
+        let vsock = d.directory.appendingPathComponent("c3.sock").path
+        d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("c3", guest: "idle", extra:
+            #","start":false,"vsock":{"cid":3,"socket":"\#(vsock)"}"#), record: "/v1/vms")
         d.api("GET", "/v1/vms", record: "/v1/vms")
         d.api("GET", "/v1/vms/c1", record: "/v1/vms/{name}")
         d.api("GET", "/v1/vms/nope", record: "/v1/vms/{name}")
@@ -372,7 +370,7 @@ struct DaemonTests {
     }
 
     /// One daemon for the tests that leave nothing behind.
-    private static let sharedDaemon = Result { try DaemonFixture() }
+    private static let sharedDaemon = Result { try DaemonFixture(shared: true) }
     static func shared() throws -> DaemonFixture { try sharedDaemon.get() }
 }
 

@@ -8,7 +8,8 @@ import VMM
 /// Runs `guest` on a Machine and returns why it stopped and what it printed.
 func runGuest(_ guest: String, memoryMiB: UInt64 = 32, cpus: Int = 1, debugExit: Bool = true,
               reboot: Bool = true, irqchip: Bool = true, cmdline: String = "",
-              configure: (Machine) throws -> Void = { _ in }) throws -> (StopReason, String, Machine) {
+              configure: (Machine) throws -> Void = { _ in },
+              config adjust: (inout MachineConfig) throws -> Void = { _ in }) throws -> (StopReason, String, Machine) {
     var config = MachineConfig()
     config.memoryMiB = memoryMiB
     config.cpus = cpus
@@ -19,6 +20,7 @@ func runGuest(_ guest: String, memoryMiB: UInt64 = 32, cpus: Int = 1, debugExit:
     config.commandLine = cmdline
     let output = BufferOutput()
     config.serialOutput = output
+    try adjust(&config)
     let machine = try Machine(config: config)
     try configure(machine)
     let reason = try machine.run()

@@ -59,6 +59,12 @@ func bootLinux(_ kernel: String, commandLine: String, expecting: [String], stopW
     process.standardError = FileHandle.nullDevice
     let start = Date()
     try process.run()
+    SpawnedProcesses.register(process.processIdentifier, "vmmctl run --kernel \(kernel)")
+    // Ended on every path, a cancelled or failed wait included.
+    defer {
+        if process.isRunning { process.terminate(); process.waitUntilExit() }
+        SpawnedProcesses.unregister(process.processIdentifier)
+    }
     var missing = expecting
     var text = ""
     while process.isRunning, Date().timeIntervalSince(start) < deadline {

@@ -55,6 +55,46 @@ struct SandboxTests {
         #expect(plain.api("POST", "/v1/vms/bad/test/forbidden-syscall").status == 404)
     }
 
+    /// glibc's malloc used to read /sys/devices/system/cpu/online the first time a
+    /// thread needed a ninth arena: with enough vCPU threads the sandbox killed the
+    /// worker (SIGSYS). Every count, several times, up to the most this host allows.
+    @Test func workersSurviveTheirSandboxAtEveryVCPUCount() throws {
+        let d = try DaemonFixture()
+        let caps = try #require(try JSONSerialization.jsonObject(with: Data(d.api("GET", "/v1/capabilities").body.utf8)) as? [String: Any])
+        let apiMax = try #require(caps["max_vcpus"] as? Int)
+        let kvmMax = ((caps["kvm"] as? [[String: Any]]) ?? []).first { $0["name"] as? String == "KVM_CAP_MAX_VCPUS" }?["value"] as? Int
+        #expect(apiMax == min(254, kvmMax ?? 254))
+        let counts = [1, 2, 12, 64, apiMax]
+        for round in 0 ..< 3 {
+            for n in counts {
+                let r = d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("v\(n)-\(round)", guest: "hello", extra: #","vcpus":\#(n)"#))
+                #expect(r.status == 201, "\(n) vCPUs: \(r.body)")
+            }
+        }
+        for round in 0 ..< 3 {
+            for n in counts {
+                let name = "v\(n)-\(round)"
+                #expect(d.eventually(10) { d.vm(name)?["state"] as? String != "running" })
+                let exit = d.vm(name)?["last_exit"] as? [String: Any]
+                #expect(exit?["kind"] as? String == "poweroff", "\(n) vCPUs, round \(round): \(exit ?? [:])")
+                d.api("DELETE", "/v1/vms/\(name)")
+            }
+        }
+        let tooMany = d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("many", guest: "hello", extra: #","vcpus":\#(apiMax + 1)"#))
+        #expect(tooMany.status == 400 && tooMany.body.contains(#""field":"vcpus""#))
+    }
+
+    /// The log handler's timestamps used to load /etc/localtime on every line: a
+    /// guest's `log` hypercall killed its worker.
+    @Test func aGuestsLogHypercallDoesNotTripTheSandbox() throws {
+        let d = try DaemonFixture()
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("log", guest: "hypercall", extra: #","hypercalls":true"#)).status == 201)
+        #expect(d.eventually { d.vm("log")?["state"] as? String != "running" })
+        let exit = d.vm("log")?["last_exit"] as? [String: Any]
+        #expect(exit?["kind"] as? String == "poweroff", "\(exit ?? [:])")
+        #expect(d.log.contains("hello from the guest log"))
+    }
+
     @Test func rebootsKeepTheSameGuestMemory() throws {
         let d = try DaemonFixture()
         #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("keep", guest: "idle")).status == 201)
@@ -121,21 +161,10 @@ struct SandboxTests {
         chmod(d.socket, 0o666)
         let example = packageRoot.appendingPathComponent(".build/debug/vmm-handle-example").path
         try #require(FileManager.default.isExecutableFile(atPath: example), "vmm-handle-example is not built")
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-        p.arguments = ["--reuid", "\(Self.otherUID)", "--regid", "\(Self.otherUID)", "--clear-groups",
-                       example, "--kernel", try TestGuests.path("echo"), "--name", "mine", "--memory", "16",
-                       "--socket", d.handleSocket]
-        let input = Pipe(), output = Pipe()
-        p.standardInput = input
-        p.standardOutput = output
-        p.standardError = output
-        try p.run()
-        let seen = Collected()
-        output.fileHandleForReading.readabilityHandler = { seen.add([UInt8]($0.availableData)) }
-        defer { output.fileHandleForReading.readabilityHandler = nil }
-        #expect(d.eventually { seen.text.contains("echo ready") }, "\(seen.text)")
-        #expect(seen.text.contains("uid \(Self.otherUID) cannot open /dev/kvm"))
+        let p = try TestProcess(setprivUID: Self.otherUID, example,
+                                ["--kernel", try TestGuests.path("echo"), "--name", "mine", "--memory", "16", "--socket", d.handleSocket])
+        #expect(d.eventually { p.text.contains("echo ready") }, "\(p.text)")
+        #expect(p.text.contains("uid \(Self.otherUID) cannot open /dev/kvm"))
         // The daemon has the name, under that uid, running elsewhere; its owner sees it.
         let info = try #require(d.vm("mine", query: "?owner=\(Self.otherUID)"))
         #expect(info["state"] as? String == "external" && info["owner_uid"] as? Int == Int(Self.otherUID))
@@ -145,10 +174,9 @@ struct SandboxTests {
         let again = d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("mine", guest: "idle"), asUID: Self.otherUID)
         #expect(again.status == 409)
         // The guest ends; the process exits; the name is gone.
-        input.fileHandleForWriting.write(Data("q".utf8))
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 0, "\(seen.text)")
-        #expect(seen.text.contains("vm 'mine' ended: guest powered off"))
+        p.write("q")
+        #expect(p.wait(10) == 0, "\(p.text)")
+        #expect(p.text.contains("vm 'mine' ended: guest powered off"))
         #expect(d.eventually(1) { d.vmNames(asUID: Self.otherUID).isEmpty })
     }
 
@@ -158,6 +186,8 @@ struct SandboxTests {
         (#"{"name":"h","flags":1}"#, "reserved_nonzero"),
         (#"{"name":"../h"}"#, "invalid_field"),
         (#"{"name":"h","memory_mib":0}"#, "invalid_field"),
+        (#"{"name":"h","name":"i"}"#, "invalid_field"),
+        (#"{"name":"h","memory_mib":-1}"#, "invalid_field"),
         (#"not json"#, "invalid_json"),
     ])
     func handleRequestsFollowTheABIRules(line: String, code: String) throws {
@@ -182,7 +212,7 @@ struct SandboxTests {
         #expect(d.eventually(1) { d.vm("lib") == nil })
     }
 
-    private static let sharedDaemon = Result { try DaemonFixture() }
+    private static let sharedDaemon = Result { try DaemonFixture(shared: true) }
     static func shared() throws -> DaemonFixture { try sharedDaemon.get() }
 }
 

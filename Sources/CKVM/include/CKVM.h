@@ -36,11 +36,15 @@ static const unsigned long CKVM_SET_TSS_ADDR = KVM_SET_TSS_ADDR;
 static const unsigned long CKVM_SET_IDENTITY_MAP_ADDR = KVM_SET_IDENTITY_MAP_ADDR;
 static const unsigned long CKVM_GET_DIRTY_LOG = KVM_GET_DIRTY_LOG;
 static const unsigned long CKVM_ENABLE_CAP = KVM_ENABLE_CAP;
-static const unsigned long CKVM_X86_SET_MSR_FILTER = KVM_X86_SET_MSR_FILTER;
 static const unsigned long CKVM_GET_CLOCK = KVM_GET_CLOCK;
 static const unsigned long CKVM_SET_CLOCK = KVM_SET_CLOCK;
 static const unsigned long CKVM_SET_GSI_ROUTING = KVM_SET_GSI_ROUTING;
 static const unsigned long CKVM_IRQFD = KVM_IRQFD;
+static const unsigned long CKVM_IOEVENTFD = KVM_IOEVENTFD;
+static const unsigned int CKVM_IOEVENTFD_FLAG_DATAMATCH = KVM_IOEVENTFD_FLAG_DATAMATCH;
+static const unsigned int CKVM_IOEVENTFD_FLAG_PIO = KVM_IOEVENTFD_FLAG_PIO;
+static const unsigned int CKVM_IOEVENTFD_FLAG_DEASSIGN = KVM_IOEVENTFD_FLAG_DEASSIGN;
+static const unsigned int CKVM_IRQFD_FLAG_DEASSIGN = KVM_IRQFD_FLAG_DEASSIGN;
 
 // --- vCPU fd ---
 static const unsigned long CKVM_RUN = KVM_RUN;
@@ -97,6 +101,29 @@ static inline int ckvm_fcntl_int(int fd, int cmd, int arg) {
 static inline int ckvm_set_thread_name(const char *name) {
     return prctl(PR_SET_NAME, name, 0, 0, 0);
 }
+
+/// eventfd(2) (KVM_IOEVENTFD and KVM_IRQFD signal through these); <sys/eventfd.h>
+/// is not visible to Swift's Glibc module.
+static inline int ckvm_eventfd(unsigned int initval, int flags) {
+    return (int)syscall(SYS_eventfd2, initval, flags);
+}
+static const int CKVM_EFD_CLOEXEC = 02000000;
+static const int CKVM_EFD_NONBLOCK = 04000;
+
+/// getrandom(2) (glibc declares it only in <sys/random.h>, hidden from Swift).
+static inline long ckvm_getrandom(void *buffer, size_t length, unsigned int flags) {
+    return syscall(SYS_getrandom, buffer, length, flags);
+}
+
+/// fallocate(2) (GNU-only in glibc): hole punching and zeroing for block devices.
+static inline int ckvm_fallocate(int fd, int mode, long long offset, long long length) {
+    return (int)syscall(SYS_fallocate, fd, mode, offset, length);
+}
+static const int CKVM_FALLOC_FL_KEEP_SIZE = 0x01;
+static const int CKVM_FALLOC_FL_PUNCH_HOLE = 0x02;
+static const int CKVM_FALLOC_FL_ZERO_RANGE = 0x10;
+/// O_DIRECT (GNU-only in glibc's <fcntl.h>; the value is the x86-64 ABI's).
+static const int CKVM_O_DIRECT = 040000;
 
 #ifndef MFD_CLOEXEC
 #define MFD_CLOEXEC 0x0001U
@@ -159,9 +186,6 @@ static const size_t CKVM_RUN_EMULATION_FAILURE_FLAGS = offsetof(struct kvm_run, 
 static const size_t CKVM_RUN_EMULATION_FAILURE_INSN_SIZE = offsetof(struct kvm_run, emulation_failure.insn_size);
 static const size_t CKVM_RUN_EMULATION_FAILURE_INSN_BYTES = offsetof(struct kvm_run, emulation_failure.insn_bytes);
 static const unsigned long long CKVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES = KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES;
-static const size_t CKVM_RUN_MSR_ERROR = offsetof(struct kvm_run, msr.error);
-static const size_t CKVM_RUN_MSR_REASON = offsetof(struct kvm_run, msr.reason);
-static const size_t CKVM_RUN_MSR_INDEX = offsetof(struct kvm_run, msr.index);
-static const size_t CKVM_RUN_MSR_DATA = offsetof(struct kvm_run, msr.data);
+
 
 #endif

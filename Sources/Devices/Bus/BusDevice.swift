@@ -16,6 +16,16 @@ public protocol BusDevice: AnyObject, Sendable {
 public protocol InterruptLine: Sendable {
     /// Drives the line to `level` (true = asserted).
     func set(_ level: Bool)
+    /// One edge on an edge-triggered input: asserted, then deasserted. A line backed by
+    /// an irqfd does both in the kernel from one eventfd write.
+    func trigger()
+}
+
+extension InterruptLine {
+    public func trigger() {
+        set(true)
+        set(false)
+    }
 }
 
 /// Machine-level events devices can raise: the guest asking to power off, to reset, or

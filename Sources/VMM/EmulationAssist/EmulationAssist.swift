@@ -7,9 +7,9 @@ import Synchronization
 /// On a KVM that runs guest CPL 0 through its emulator (PVM on this project's hosts,
 /// `../shared/probes/pvm/README.md`), `int3`, `clac`, `popcnt`, `cmpxchg16b` and a few
 /// more end `KVM_RUN` with `KVM_EXIT_INTERNAL_ERROR` / `KVM_INTERNAL_ERROR_EMULATION` and
-/// the instruction's bytes. The assist is entered only from that exit (and from the MSR
-/// exits and probes of `SyscallRepair` and `finishStalledHypercall`): no other exit pays
-/// anything for it. It decodes the bytes (`X86Decoder`), finishes the instruction exactly
+/// the instruction's bytes. The assist is entered only from that exit (and from the
+/// machine's no-progress probe, `finishStalledHypercall`): no other exit pays anything
+/// for it. It decodes the bytes (`X86Decoder`), finishes the instruction exactly
 /// as the CPU would (registers, flags, memory through the page walk, faults injected with
 /// `KVM_SET_VCPU_EVENTS`), and writes the registers back through the sync-register area.
 /// Anything it cannot finish exactly stops the VM with the bytes and a mnemonic.

@@ -11,9 +11,11 @@ import Synchronization
 /// - a VMM breakpoint (`0xCC`) on the first instruction of the guest's #PF handler, found
 ///   through its IDT; the byte it covers is kept and that instruction is finished by the
 ///   assist whenever the breakpoint is passed;
-/// - the MSR filter traps guest writes of STAR, LSTAR and SFMASK (`KVMVM.trapMSRs`): the
-///   VMM applies each write itself and knows the values without an ioctl, and an LSTAR
-///   write (each CPU's `syscall_init`) is the first moment to plant;
+/// - the breakpoint is (re)planted from every emulation failure, the only exits such a
+///   host gives a CPL-0 guest on its own (Linux makes them from its int3 self-test on, and
+///   with SMAP at every interrupt entry). An MSR filter on LSTAR writes would give an
+///   earlier moment, but setting one costs an SRCU grace period per VM here (~16 ms,
+///   a third of a VM's create/run/destroy), so the repair does without;
 /// - at the breakpoint, the #PF frame is a broken syscall only if it is exactly what a
 ///   `syscall` at RCX - 2 would have produced: a user-mode instruction-fetch fault at
 ///   CR2 = RIP = LSTAR from CS RPL 3, RFLAGS = R11 with the SFMASK bits (IF among them)
@@ -26,14 +28,14 @@ import Synchronization
 /// #PF entry's `clac`): every emulation failure and LSTAR write re-checks the site, and a
 /// byte no longer 0xCC is taken as the kernel's new instruction and covered again.
 /// Known limits: a guest that reads its own #PF entry sees 0xCC there; CR2 after a repaired
-/// syscall holds LSTAR (a real syscall leaves it alone); and a kernel that rewrote the byte
-/// with no emulation failure or LSTAR write before its next syscall would miss one repair.
+/// syscall holds LSTAR (a real syscall leaves it alone); and a guest that makes its first
+/// syscall (or rewrites the byte) with no emulation failure since setting up its IDT gets
+/// that one #PF unrepaired.
 final class SyscallRepair: Sendable {
     static let msrSTAR: UInt32 = 0xC000_0081, msrLSTAR: UInt32 = 0xC000_0082, msrSFMASK: UInt32 = 0xC000_0084
-    /// STAR, LSTAR and SFMASK writes exit; CSTAR (0xC0000083, compatibility mode) does not.
-    static let trap = KVMVM.MSRTrap(first: msrSTAR, count: 4, trapped: 0b1011, reads: false, writes: true)
 
-    struct SyscallMSRs: Equatable { var star: UInt64?, lstar: UInt64?, sfmask: UInt64? }
+    /// STAR, LSTAR and SFMASK, read from KVM at the breakpoint (one KVM_GET_MSRS).
+    struct SyscallMSRs: Equatable { var star: UInt64, lstar: UInt64, sfmask: UInt64 }
 
     /// A planted breakpoint: where, and the byte it covers.
     struct Site: Equatable {
@@ -43,7 +45,6 @@ final class SyscallRepair: Sendable {
     }
 
     private struct State {
-        var msrs: [UInt32: SyscallMSRs] = [:]
         var site: Site?
     }
 
@@ -57,31 +58,6 @@ final class SyscallRepair: Sendable {
     /// The planted breakpoint, if any (for tests and statistics).
     var plantedSite: Site? { state.withLock { $0.site } }
 
-    // MARK: - MSR writes
-
-    /// A trapped `wrmsr`: applied with `KVM_SET_MSRS` (host-initiated, so not filtered),
-    /// recorded, and after an LSTAR write the breakpoint is (re)planted.
-    func msrWritten(_ access: MSRAccess, on vcpu: KVMVCPU) -> EmulationAssist.Outcome {
-        do { try vcpu.setMSRs([(index: access.index, value: access.value)]) } catch {
-            // What KVM would do with a value it refuses: #GP in the guest.
-            vcpu.completeMSR(failed: true)
-            return .resume
-        }
-        vcpu.completeMSR(failed: false)
-        state.withLock { s in
-            var msrs = s.msrs[vcpu.id] ?? SyscallMSRs()
-            switch access.index {
-            case Self.msrSTAR: msrs.star = access.value
-            case Self.msrLSTAR: msrs.lstar = access.value
-            case Self.msrSFMASK: msrs.sfmask = access.value
-            default: break
-            }
-            s.msrs[vcpu.id] = msrs
-        }
-        if access.index == Self.msrLSTAR, let ctx = try? AssistContext(vcpu: vcpu, memory: memory) { revalidate(ctx) }
-        return .resume
-    }
-
     // MARK: - Planting
 
     /// Makes sure the breakpoint sits on the current #PF handler's first byte: plants it
@@ -94,18 +70,32 @@ final class SyscallRepair: Sendable {
         state.withLock { s in
             if let site = s.site, site.physical == physical {
                 guard let byte = try? memory.read(at: physical, count: 1).first, byte != 0xCC else { return }
-                // The kernel wrote a new instruction here: cover it again.
+                // The kernel wrote a new instruction here: cover it again, if it can be.
+                guard canStepOver(at: handler, ctx) else { s.site = nil; return }
                 if (try? memory.write([0xCC], at: physical)) != nil { s.site?.original = byte }
                 return
             }
             if let old = s.site { restore(old) }
             s.site = nil
-            guard let byte = try? memory.read(at: physical, count: 1).first, byte != 0xCC else { return }  // the guest's own int3
+            guard let byte = try? memory.read(at: physical, count: 1).first, byte != 0xCC,  // not the guest's own int3
+                  canStepOver(at: handler, ctx) else { return }
             if (try? memory.write([0xCC], at: physical)) != nil {
                 s.site = Site(linear: handler, physical: physical, original: byte)
             }
         }
     }
+
+    /// Whether the instruction at `linear` is one the breakpoint can cover: one the assist
+    /// finishes exactly wherever it stands (Linux's #PF entry starts with `clac` or a nop).
+    /// Otherwise nothing is planted, and genuine #PFs never pass through the VMM.
+    private func canStepOver(at linear: UInt64, _ ctx: AssistContext) -> Bool {
+        guard let bytes = try? memory.readVirtual(at: linear, count: X86Decoder.maxLength, paging: ctx.paging,
+                                                  access: .debugger(.execute)),
+              let insn = try? X86Decoder.decode(bytes, codeSize: .bits64) else { return false }
+        return Self.steppable.contains(AssistedInstruction.identify(insn))
+    }
+
+    static let steppable: [AssistedInstruction] = [.nop, .clac, .stac, .cld]
 
     private func restore(_ site: Site) {
         if (try? memory.read(at: site.physical, count: 1).first) == 0xCC { try? memory.write([site.original], at: site.physical) }
@@ -139,8 +129,8 @@ final class SyscallRepair: Sendable {
               let here = try? memory.translate(ctx.regs.rip, paging: ctx.paging, access: .debugger(.execute)),
               here.physical == site.physical else { return .notOurs }
 
-        if isBrokenSyscall(ctx) {
-            enterSyscall(&ctx)
+        if let msrs = syscallMSRs(ctx.vcpu), isBrokenSyscall(ctx, msrs) {
+            enterSyscall(&ctx, msrs)
             return .repairedSyscall
         }
         // A genuine #PF: finish the instruction the breakpoint covers (its first byte from
@@ -151,9 +141,8 @@ final class SyscallRepair: Sendable {
             return .failed("the syscall repair's breakpoint covers an instruction it cannot decode at rip 0x\(String(ctx.regs.rip, radix: 16))")
         }
         let kind = AssistedInstruction.identify(displaced)
-        switch kind {
-        case .nop, .clac, .stac, .cld: break
-        default: return .failed(assist.describe(displaced, ctx, why: "the guest's #PF handler starts with an instruction the syscall repair cannot step over"))
+        guard Self.steppable.contains(kind) else {
+            return .failed(assist.describe(displaced, ctx, why: "the kernel rewrote its #PF entry into an instruction the syscall repair cannot step over"))
         }
         do { try assist.execute(kind, displaced, &ctx) } catch {
             return .failed(assist.describe(displaced, ctx, why: "stepping over it at the #PF handler: \(error)"))
@@ -163,8 +152,8 @@ final class SyscallRepair: Sendable {
     }
 
     /// Whether the #PF frame on the stack is exactly what a broken `syscall` leaves.
-    private func isBrokenSyscall(_ ctx: AssistContext) -> Bool {
-        guard let msrs = syscallMSRs(ctx.vcpu), let lstar = msrs.lstar, let sfmask = msrs.sfmask else { return false }
+    private func isBrokenSyscall(_ ctx: AssistContext, _ msrs: SyscallMSRs) -> Bool {
+        let lstar = msrs.lstar, sfmask = msrs.sfmask
         // The frame with an error code: error, RIP, CS, RFLAGS, RSP, SS (SDM 6.14.2).
         guard let bytes = try? memory.readVirtual(at: ctx.regs.rsp, count: 48, paging: ctx.paging, access: .debugger(.read)) else {
             return false
@@ -187,24 +176,18 @@ final class SyscallRepair: Sendable {
         return opcode == [0x0F, 0x05]
     }
 
-    /// The vCPU's STAR/LSTAR/SFMASK: from the trapped writes, else read from KVM once.
     private func syscallMSRs(_ vcpu: KVMVCPU) -> SyscallMSRs? {
-        if let known = state.withLock({ $0.msrs[vcpu.id] }), known.star != nil, known.lstar != nil, known.sfmask != nil {
-            return known
-        }
         guard let values = try? vcpu.msrs([Self.msrSTAR, Self.msrLSTAR, Self.msrSFMASK]) else { return nil }
-        let read = SyscallMSRs(star: values[0], lstar: values[1], sfmask: values[2])
-        state.withLock { $0.msrs[vcpu.id] = read }
-        return read
+        return SyscallMSRs(star: values[0], lstar: values[1], sfmask: values[2])
     }
 
     /// What `syscall` does (SDM "SYSCALL", 64-bit mode): CS = STAR[47:32] & 0xFFFC and
     /// SS = that + 8, both flat with fixed attributes (not read from the GDT); RIP = LSTAR;
     /// RFLAGS = R11 & ~SFMASK. RCX and R11 the broken syscall set already; RSP stays the
     /// user's. The #PF frame the host pushed is simply abandoned.
-    private func enterSyscall(_ ctx: inout AssistContext) {
-        guard let msrs = syscallMSRs(ctx.vcpu), let star = msrs.star, let lstar = msrs.lstar, let sfmask = msrs.sfmask,
-              let frame = try? memory.readVirtual(at: ctx.regs.rsp &+ 32, count: 8, paging: ctx.paging, access: .debugger(.read))
+    private func enterSyscall(_ ctx: inout AssistContext, _ msrs: SyscallMSRs) {
+        let star = msrs.star, lstar = msrs.lstar, sfmask = msrs.sfmask
+        guard let frame = try? memory.readVirtual(at: ctx.regs.rsp &+ 32, count: 8, paging: ctx.paging, access: .debugger(.read))
         else { return }
         let userRSP = (0 ..< 8).reduce(UInt64(0)) { $0 | UInt64(frame[$1]) << UInt64(8 * $1) }
         let selector = UInt16((star >> 32) & 0xFFFC)

@@ -13,7 +13,8 @@ import Glibc
 ///
 /// `restrict`, once the machine is built and before the guest's first instruction:
 /// 3. close every descriptor the machine does not use;
-/// 4. the seccomp allow-list of `SyscallPolicy`, on every thread (TSYNC).
+/// 4. settle what glibc would otherwise read from files later (`settleLibraryState`);
+/// 5. the seccomp allow-list of `SyscallPolicy`, on every thread (TSYNC).
 enum Sandbox {
     static func dropPrivileges(uid: UInt32, gid: UInt32) throws {
         var rc = csys_set_no_new_privs()
@@ -24,19 +25,22 @@ enum Sandbox {
         }
     }
 
-    static func restrict() throws {
-        closeUnneededDescriptors()
+    /// `keeping`: descriptors the machine's devices use (disk images, eventfds).
+    static func restrict(keeping: Set<Int32> = []) throws {
+        closeUnneededDescriptors(keeping: keeping)
+        try settleLibraryState()
         let program = try SeccompFilter.program(SyscallPolicy.entries(ownPID: getpid()))
         let rc = csys_install_seccomp(program, UInt16(program.count))
         guard rc == 0 else { throw SandboxError("seccomp: \(rc < 0 ? String(cString: strerror(-rc)) : "thread \(rc) not synced")") }
     }
 
-    /// Keeps stdio, the control link and what KVM and guest memory need (KVM's
-    /// anonymous inodes, /dev/kvm, the memfds); closes anything else that leaked in.
-    static func closeUnneededDescriptors() {
+    /// Keeps stdio, the control link, what KVM and guest memory need (KVM's anonymous
+    /// inodes, /dev/kvm, the memfds) and the devices' descriptors; closes anything else
+    /// that leaked in.
+    static func closeUnneededDescriptors(keeping: Set<Int32> = []) {
         var buffer = [CChar](repeating: 0, count: 256)
         for fd in Int32(4) ..< 1024 {
-            guard fcntl(fd, F_GETFD) >= 0 else { continue }
+            guard fcntl(fd, F_GETFD) >= 0, !keeping.contains(fd) else { continue }
             let n = readlink("/proc/self/fd/\(fd)", &buffer, buffer.count - 1)
             let target = n > 0 ? String(decoding: buffer[0 ..< n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
             let needed = target.hasPrefix("anon_inode:kvm") || target.hasPrefix("anon_inode:[kvm") || target == "/dev/kvm"

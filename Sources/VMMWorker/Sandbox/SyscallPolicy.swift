@@ -1,4 +1,5 @@
 import CKVM
+import CSys
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,6 +12,11 @@ import Glibc
 /// stat of any path, no new sockets or connections, no fork, no ptrace, no changes of
 /// identity, no executable mappings, and ioctl only with the KVM requests the machine
 /// uses. Every entry says why it is there (the README's security section prints it).
+///
+/// Nothing here fails soft for the sake of a library: what glibc would read lazily from
+/// files after the filter is on (malloc's arena limit, the time zone) is settled before it
+/// (`Sandbox.settleLibraryState`), so an `openat` from a sandboxed worker is always a
+/// finding, and kills it.
 enum SyscallPolicy {
     /// How one system call is allowed.
     enum Rule {
@@ -62,15 +68,31 @@ enum SyscallPolicy {
     /// The allow-list. `ownPID` pins signals to this process.
     static func entries(ownPID: Int32) -> [Entry] {
         [
-            Entry(name: "read", number: Int32(SYS_read), rule: .allow, why: "control messages from the daemon"),
-            Entry(name: "recvmsg", number: Int32(SYS_recvmsg), rule: .allow, why: "control message headers (descriptors arrive only with the setup)"),
-            Entry(name: "sendto", number: Int32(SYS_sendto), rule: .allow, why: "messages to the daemon: console output, state, statistics"),
-            Entry(name: "write", number: Int32(SYS_write), rule: .allow, why: "a last error line on stderr"),
+            Entry(name: "read", number: Int32(SYS_read), rule: .allow, why: "control messages from the daemon; a virtio device thread waiting on its ioeventfd; virtio-net frames from the tap"),
+            Entry(name: "recvmsg", number: Int32(SYS_recvmsg), rule: .allow, why: "control message headers; virtio-vsock: host sockets' bytes straight into guest memory, and the sockets vmmd connects for the guest (SCM_RIGHTS on the broker link)"),
+            Entry(name: "sendto", number: Int32(SYS_sendto), rule: .allow, why: "messages to the daemon: console output, state, statistics; virtio-vsock: the OK line and bytes a slow host socket could not take at once"),
+            Entry(name: "sendmsg", number: Int32(SYS_sendmsg), rule: .allow, why: "virtio-vsock: guest bytes straight from guest memory to host sockets"),
+            Entry(name: "recvfrom", number: Int32(SYS_recvfrom), rule: .allow, why: "virtio-vsock: a host connection's CONNECT line (peeked, then read)"),
+            Entry(name: "accept4", number: Int32(SYS_accept4), rule: .allow, why: "virtio-vsock: host connections on the listening socket vmmd passed (the worker creates no socket)"),
+            Entry(name: "shutdown", number: Int32(SYS_shutdown), rule: .allow, why: "virtio-vsock: the guest shut its sending side, so the host socket's is shut too"),
+            Entry(name: "epoll_wait", number: Int32(SYS_epoll_wait), rule: .allow, why: "virtio-vsock and virtio-net: each device thread's one wait over its queues and host descriptors"),
+            Entry(name: "epoll_ctl", number: Int32(SYS_epoll_ctl), rule: .allow, why: "virtio-vsock: watching host connections as they come and go"),
+            Entry(name: "writev", number: Int32(SYS_writev), rule: .allow, why: "virtio-net: a guest frame (header and buffers) to the tap in one call"),
+            Entry(name: "write", number: Int32(SYS_write), rule: .allow, why: "a last error line on stderr; eventfd signals (a virtio device's irqfd, waking a device thread)"),
             Entry(name: "pread64", number: Int32(SYS_pread64), rule: .allow, why: "KVM binary statistics files (KVM_GET_STATS_FD, opened before)"),
+            Entry(name: "preadv", number: Int32(SYS_preadv), rule: .allow, why: "virtio-blk reads from the disk image into guest memory"),
+            Entry(name: "pwritev", number: Int32(SYS_pwritev), rule: .allow, why: "virtio-blk writes from guest memory to the disk image"),
+            Entry(name: "pwrite64", number: Int32(SYS_pwrite64), rule: .allow, why: "virtio-blk WRITE_ZEROES where the file system cannot zero a range"),
+            Entry(name: "fdatasync", number: Int32(SYS_fdatasync), rule: .allow, why: "virtio-blk FLUSH: the guest's writes reach stable storage"),
+            Entry(name: "fallocate", number: Int32(SYS_fallocate), rule: .allow, why: "virtio-blk DISCARD and WRITE_ZEROES (punching holes, zeroing ranges)"),
+            Entry(name: "fcntl", number: Int32(SYS_fcntl), rule: .argumentIn(index: 1, values: [UInt32(F_GETFL), UInt32(F_SETFL)]),
+                  why: "virtio-blk on an O_DIRECT disk: the flag off for one request whose guest buffers are not aligned, then back on"),
+            Entry(name: "getrandom", number: Int32(SYS_getrandom), rule: .allow, why: "virtio-rng: entropy for the guest"),
             Entry(name: "close", number: Int32(SYS_close), rule: .allow, why: "descriptors that come with stray messages; teardown"),
             Entry(name: "ioctl", number: Int32(SYS_ioctl),
-                  rule: .argumentIn(index: 1, values: kvmRequests.map { UInt32(truncatingIfNeeded: $0.1) }),
-                  why: "KVM, limited to: " + kvmRequests.map(\.0).joined(separator: ", ")),
+                  rule: .argumentIn(index: 1, values: kvmRequests.map { UInt32(truncatingIfNeeded: $0.1) } + [CSYS_TUNSETOFFLOAD]),
+                  why: "KVM, limited to: " + kvmRequests.map(\.0).joined(separator: ", ")
+                    + "; and TUNSETOFFLOAD (virtio-net: the tap's offloads follow the features the guest accepted)"),
             Entry(name: "mmap", number: Int32(SYS_mmap), rule: .argumentLacksBits(index: 2, mask: UInt32(PROT_EXEC)),
                   why: "the allocator and thread stacks; never executable"),
             Entry(name: "mprotect", number: Int32(SYS_mprotect), rule: .argumentLacksBits(index: 2, mask: UInt32(PROT_EXEC)),
@@ -85,7 +107,7 @@ enum SyscallPolicy {
             Entry(name: "clock_nanosleep", number: Int32(SYS_clock_nanosleep), rule: .allow, why: "the halt probe's 1 ms waits"),
             Entry(name: "clock_gettime", number: Int32(SYS_clock_gettime), rule: .allow, why: "timeouts (when the vDSO cannot answer)"),
             Entry(name: "clone", number: Int32(SYS_clone), rule: .argumentHasBits(index: 0, mask: cloneThread),
-                  why: "vCPU and waiter threads; CLONE_THREAD required, so never a new process"),
+                  why: "vCPU, waiter and virtio device threads; CLONE_THREAD required, so never a new process"),
             Entry(name: "clone3", number: Int32(SYS_clone3), rule: .fail(errno: ENOSYS),
                   why: "refused with ENOSYS so that glibc falls back to clone, whose flags the filter can check"),
             Entry(name: "set_robust_list", number: Int32(SYS_set_robust_list), rule: .allow, why: "glibc thread start"),

@@ -1,0 +1,135 @@
+import GuestMemory
+import Synchronization
+
+/// What a split virtqueue is (2.7 "Split Virtqueues"), as plain values: what the driver
+/// configured through the transport and how far the device has got. Everything a
+/// snapshot needs to save and restore a queue.
+public struct VirtQueueState: Sendable, Equatable {
+    /// QueueNumMax: the largest size the device accepts.
+    public var maxSize: UInt16
+    /// QueueNum: the size the driver chose (a power of two, 1 ... maxSize).
+    public var size: UInt16
+    /// QueueReady.
+    public var ready = false
+    /// QueueDesc, QueueDriver (the available ring), QueueDevice (the used ring).
+    public var descriptorTable: UInt64 = 0
+    public var availableRing: UInt64 = 0
+    public var usedRing: UInt64 = 0
+    /// The next available-ring entry the device will take (a free-running 16-bit index).
+    public var nextAvailable: UInt16 = 0
+    /// The next used-ring entry the device will fill.
+    public var nextUsed: UInt16 = 0
+
+    public init(maxSize: UInt16) {
+        self.maxSize = maxSize
+        self.size = maxSize
+    }
+}
+
+/// A split virtqueue bound to guest memory: hands out descriptor chains the driver made
+/// available and returns them on the used ring, with every index and address checked.
+///
+/// Layout (2.7.6, 2.7.8): available ring = flags u16, idx u16, ring[size] u16,
+/// used_event u16; used ring = flags u16, idx u16, ring[size] {id u32, len u32},
+/// avail_event u16.
+public struct VirtQueue: Sendable {
+    public var state: VirtQueueState
+    /// VIRTIO_F_EVENT_IDX and VIRTIO_F_INDIRECT_DESC as negotiated.
+    public var eventIndex = false
+    public var indirect = false
+
+    public init(maxSize: UInt16) { state = VirtQueueState(maxSize: maxSize) }
+
+    static let availableNoInterrupt: UInt16 = 1
+
+    /// Why the driver's configuration cannot be made ready, or nil when it can: a size
+    /// that is 0, above the maximum or not a power of two, a misaligned ring, or a ring
+    /// that is not entirely in guest RAM (2.7 alignment: table 16, available 2, used 4).
+    public func configurationProblem(memory: GuestMemory) -> String? {
+        let size = UInt64(state.size)
+        guard size > 0, state.size <= state.maxSize, state.size & (state.size - 1) == 0 else {
+            return "queue size \(state.size) is not a power of two between 1 and \(state.maxSize)"
+        }
+        let areas: [(String, UInt64, UInt64, UInt64)] = [
+            ("descriptor table", state.descriptorTable, 16 * size, 16),
+            ("available ring", state.availableRing, 6 + 2 * size, 2),
+            ("used ring", state.usedRing, 6 + 8 * size, 4),
+        ]
+        for (name, address, length, alignment) in areas {
+            guard GuestAddress(address).isAligned(to: alignment) else { return "\(name) at 0x\(String(address, radix: 16)) is not \(alignment)-byte aligned" }
+            guard memory.contains(GuestAddress(address), length: length) else {
+                return "\(name) at 0x\(String(address, radix: 16)) (\(length) bytes) is not in guest RAM"
+            }
+        }
+        return nil
+    }
+
+    /// The next chain the driver made available, or nil when there is none.
+    public mutating func pop(memory: GuestMemory) throws -> DescriptorChain? {
+        var available = try read(UInt16.self, state.availableRing, 2, memory)
+        if available == state.nextAvailable {
+            guard eventIndex else { return nil }
+            // avail_event was stored by the last pop; it must be visible before this load
+            // of idx, or a driver that read the old avail_event and skipped its notify
+            // leaves a buffer here with the device asleep (store-load order: a full fence).
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            available = try read(UInt16.self, state.availableRing, 2, memory)
+            guard available != state.nextAvailable else { return nil }
+        }
+        let pending = available &- state.nextAvailable
+        guard pending <= state.size else {
+            throw VirtioError.availableIndexJump(from: state.nextAvailable, to: available, size: state.size)
+        }
+        // The ring entry and the descriptors were written before idx (the driver's
+        // write barrier); read them only after idx.
+        atomicMemoryFence(ordering: .acquiring)
+        let slot = UInt64(state.nextAvailable & (state.size - 1))
+        let head = try read(UInt16.self, state.availableRing, 4 + 2 * slot, memory)
+        let chain = try DescriptorChain.walk(head: head, table: GuestAddress(state.descriptorTable), size: state.size,
+                                             indirect: indirect, memory: memory)
+        state.nextAvailable &+= 1
+        if eventIndex {
+            // avail_event: "notify me when you make entry nextAvailable available".
+            try write(state.nextAvailable, state.usedRing, 4 + 8 * UInt64(state.size), memory)
+        }
+        return chain
+    }
+
+    /// Returns `head` to the driver on the used ring with `length` bytes written.
+    public mutating func putUsed(head: UInt16, length: UInt32, memory: GuestMemory) throws {
+        let slot = UInt64(state.nextUsed & (state.size - 1))
+        try write(UInt32(head), state.usedRing, 4 + 8 * slot, memory)
+        try write(length, state.usedRing, 8 + 8 * slot, memory)
+        state.nextUsed &+= 1
+        // The element must be visible before the index that publishes it.
+        atomicMemoryFence(ordering: .releasing)
+        try write(state.nextUsed, state.usedRing, 2, memory)
+    }
+
+    /// Whether the driver wants an interrupt now that the used index went from
+    /// `previousUsed` to `nextUsed` (2.7.10: used_event with EVENT_IDX, otherwise the
+    /// available ring's NO_INTERRUPT flag).
+    public func needsInterrupt(since previousUsed: UInt16, memory: GuestMemory) throws -> Bool {
+        guard previousUsed != state.nextUsed else { return false }
+        // The used index store must be ordered before the driver's used_event load.
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if eventIndex {
+            let usedEvent = try read(UInt16.self, state.availableRing, 4 + 2 * UInt64(state.size), memory)
+            // vring_need_event: the event index lies in (previousUsed, nextUsed].
+            return state.nextUsed &- usedEvent &- 1 < state.nextUsed &- previousUsed
+        }
+        return try read(UInt16.self, state.availableRing, 0, memory) & Self.availableNoInterrupt == 0
+    }
+
+    private func read<T: FixedWidthInteger>(_ type: T.Type, _ base: UInt64, _ offset: UInt64, _ memory: GuestMemory) throws -> T {
+        do { return try memory.readInteger(T.self, at: GuestAddress(base &+ offset)) } catch {
+            throw VirtioError.memory("\(error)")
+        }
+    }
+
+    private func write<T: FixedWidthInteger>(_ value: T, _ base: UInt64, _ offset: UInt64, _ memory: GuestMemory) throws {
+        do { try memory.writeInteger(value, at: GuestAddress(base &+ offset)) } catch {
+            throw VirtioError.memory("\(error)")
+        }
+    }
+}
