@@ -40,6 +40,9 @@ let package = Package(
             "KVM", "GuestMemory", "Devices", "Boot", "Hypercalls",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The GDB remote serial protocol stub: packets, target description, the session
+        // over a machine's debugger, and its TCP/Unix listener.
+        .target(name: "Debug", dependencies: ["VMM", "KVM", "GuestMemory", "CSys"]),
         // Small Linux helpers for the daemon and workers: SCM_RIGHTS, peer credentials,
         // pidfds, per-thread fs identity, spawning a worker.
         .target(name: "CSys"),
@@ -83,7 +86,7 @@ let package = Package(
         // which keeps its resident size (the per-VM overhead) small.
         .executableTarget(
             name: "VMMWorker",
-            dependencies: ["VMM", "KVM", "GuestMemory", "Devices", "Boot", "WorkerProtocol", "CSys"],
+            dependencies: ["VMM", "KVM", "GuestMemory", "Devices", "Boot", "WorkerProtocol", "CSys", "Debug"],
             linkerSettings: [.unsafeFlags(["-static-executable"])]
         ),
         // Example: an unprivileged program that gets a VM handle from vmmd and runs a guest
@@ -96,7 +99,7 @@ let package = Package(
         .executableTarget(
             name: "vmmctl",
             dependencies: [
-                "VMM", "KVM", "Boot", "Devices", "VMMAPI", "VMMClient",
+                "VMM", "KVM", "Boot", "Devices", "VMMAPI", "VMMClient", "Debug", "CSys",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -118,7 +121,7 @@ let package = Package(
         .testTarget(
             name: "VMMTests",
             dependencies: ["KVM", "GuestMemory", "Devices", "Boot", "VMM", "Hypercalls", "VMMAPI", "VMMService",
-                           "VMMClient", "WorkerProtocol"],
+                           "VMMClient", "WorkerProtocol", "Debug", "CSys"],
             path: "Tests/VMMTests"
         ),
     ],

@@ -16,6 +16,8 @@ final class ExitDispatcher: Sendable {
     let hypercalls: HypercallRegistry?
     /// The doorbell port, or -1 (no port) when hypercalls are off: one compare per exit.
     let doorbell: Int
+    /// Reaches the machine's debugger, for `KVM_EXIT_DEBUG` only.
+    let debug = DebugExitRelay()
 
     /// Finishes refused instructions (entered only from emulation failures).
     let assist: EmulationAssist?
@@ -70,8 +72,9 @@ final class ExitDispatcher: Sendable {
             case Self.systemEventReset: machine.stop(.reset)
             default: machine.stop(.internalError(vcpu: runner.id, detail: "system event \(type) (data 0x\(String(data, radix: 16)))"))
             }
-        case .debug:
-            runner.counters.bump(.debug)  // no debugger attached: carry on
+        case .debug(let event):
+            runner.counters.bump(.debug)
+            debug.target?.handleDebugExit(event, on: runner)  // no debugger: carry on
         case .internalError(let suberror, let data):
             runner.counters.bump(.internalError)
             if suberror == Self.emulationFailure, let assist {
@@ -97,7 +100,10 @@ final class ExitDispatcher: Sendable {
 
     private func assisted(_ outcome: EmulationAssist.Outcome, on runner: VCPURunner) {
         switch outcome {
-        case .resume, .claimed: break
+        case .resume:
+            // An instruction the VMM finished is a step too (KVM never saw it run).
+            debug.target?.finishedInstruction(on: runner)
+        case .claimed: break
         case .stop(let detail): machine.stop(.internalError(vcpu: runner.id, detail: detail))
         }
     }

@@ -46,6 +46,8 @@ public final class Machine: @unchecked Sendable {
 
     /// The hypercall table when hypercalls are enabled.
     public let hypercalls: HypercallRegistry?
+    /// vCPU control for a debugger (the gdb stub): breakpoints, single-step, all-stop.
+    public let debugger: MachineDebugger
     /// What finishes the instructions this host's KVM refuses; nil when off or not needed.
     public let emulationAssist: EmulationAssist?
     let vmStatistics: StatisticsFile?
@@ -131,6 +133,9 @@ public final class Machine: @unchecked Sendable {
             stats.append(try? vcpu.openStatistics())
         }
         vcpus = runners
+        debugger = MachineDebugger(runners: runners, memory: memory, kvm: self.kvm, cpuid: cpuid,
+                                   assist: emulationAssist, fail: { relay.stop(.vmmError($0)) })
+        handler.debug.target = debugger
         featuresTemplateCouldNotHide = try Self.checkTemplate(config, on: runners[0].vcpu)
         commandLine = Self.withVirtioParameters(Self.commandLine(config, templateCouldNotHide: featuresTemplateCouldNotHide),
                                                 config, layout: deviceLayout)
@@ -351,11 +356,15 @@ public final class Machine: @unchecked Sendable {
 public enum MachineError: Error, Equatable, CustomStringConvertible {
     case invalidConfig(String)
     case invalidState(String)
+    /// What this host or the architecture cannot do (a debugger's read-only watchpoint on
+    /// x86, a data breakpoint on a KVM that never delivers one).
+    case unsupported(String)
 
     public var description: String {
         switch self {
         case .invalidConfig(let why): return "invalid machine configuration: \(why)"
         case .invalidState(let why): return why
+        case .unsupported(let what): return "not supported: \(what)"
         }
     }
 }

@@ -21,6 +21,9 @@ public enum APIRoute: Sendable, Equatable {
     /// `POST .../console`: the body goes to the guest's serial port.
     case consoleInput(name: String, owner: OwnerSelector?)
     case stats(name: String, owner: OwnerSelector?)
+    /// `GET .../gdb` with `Upgrade: gdb-remote`: the connection becomes a byte stream to
+    /// the VM's GDB remote protocol stub (`vmmctl gdb`).
+    case debugger(name: String, owner: OwnerSelector?)
     /// Test hook, answered only by a daemon started with `--test-hooks`: the worker makes
     /// a system call its sandbox forbids.
     case testForbiddenSyscall(name: String, owner: OwnerSelector?)
@@ -75,6 +78,8 @@ public enum APIRoute: Sendable, Equatable {
             return try expect(["GET", "POST"], .console(name: name, follow: follow, owner: owner), params: ["owner", "follow"])
         case ["stats"]:
             return try expect(["GET"], .stats(name: name, owner: owner), params: ["owner"])
+        case ["gdb"]:
+            return try expect(["GET"], .debugger(name: name, owner: owner), params: ["owner"])
         case ["test", "forbidden-syscall"]:
             return try expect(["POST"], .testForbiddenSyscall(name: name, owner: owner), params: ["owner"])
         default:

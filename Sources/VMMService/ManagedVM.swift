@@ -39,6 +39,8 @@ final class ManagedVM: Sendable {
     let opener: Caller
     let createdAt: String
     let console = ConsoleLog()
+    /// The debugger client attached through `vmmctl gdb`, if any.
+    let debugger = DebuggerRelay()
     /// What runs the VM.
     enum Backing: Sendable {
         /// A worker process of the daemon's, on guest memory the daemon holds, with the
@@ -174,6 +176,10 @@ final class ManagedVM: Sendable {
             })
         case .statistics(let id, let lines):
             state.withLock { $0.statsWaiters.removeValue(forKey: id) }?.resume(returning: lines)
+        case .debugData(let bytes):
+            debugger.deliver(bytes)
+        case .debugClosed:
+            debugger.closed()
         }
     }
 
@@ -191,6 +197,8 @@ final class ManagedVM: Sendable {
     func workerExited(_ worker: WorkerProcess) {
         let (status, signal) = worker.reapAndRelease()
         let what = signal.map(Self.describeSignal) ?? "the worker exited with status \(status ?? -1)"
+        // The debugger session lived in that worker.
+        if state.withLock({ $0.worker === worker }) { debugger.closed() }
         let waiters = state.withLock { s -> ExitWaiters in
             guard s.worker === worker else { return ExitWaiters() }
             s.worker = nil

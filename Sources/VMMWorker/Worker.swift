@@ -15,6 +15,7 @@ final class Worker: @unchecked Sendable {
     let machine: Machine
     let link: FramedSocket
     let console: ConsoleForwarder
+    let debugger: WorkerDebugger
 
     /// Where the guest is, from the worker's side: `waiter` runs while it is started.
     enum Phase { case fresh, started, stopped }
@@ -68,6 +69,9 @@ final class Worker: @unchecked Sendable {
         console = try ConsoleForwarder(link: link)
         config.serialOutput = console
         machine = try Machine(config: config, kvm: kvm, memory: memory)
+        debugger = WorkerDebugger(machine: machine, link: link)
+        // What guest debugging can do here takes a probe VM, which the sandbox forbids later.
+        _ = GuestDebugSupport.probe(kvm)
         // The machine is complete: from here on the worker only runs it.
         try Sandbox.restrict(keeping: Set(machine.virtioDescriptors + (broker.map { [$0.link.fd] } ?? [])))
     }
@@ -110,6 +114,9 @@ final class Worker: @unchecked Sendable {
         case .consoleInput(let bytes): machine.serial.enqueueInput(bytes)
         case .statisticsRequest(let id):
             link.send(WorkerMessage.statistics(id: id, statisticLines(machine.statistics())).encoded())
+        case .debugAttach: debugger.attach()
+        case .debugData(let bytes): debugger.received(bytes)
+        case .debugDetach: debugger.detach()
         case .attemptForbiddenCall:
             // Test hook (vmmd --test-hooks): a call the sandbox forbids must kill us.
             let fd = open("/etc/hostname", O_RDONLY)
@@ -141,6 +148,7 @@ final class Worker: @unchecked Sendable {
         waiter = try? HostThread(name: "waiter") { [self] in
             let reason = (try? machine.waitForStop()) ?? .vmmError("waiting for the guest failed")
             phase.withLock { $0 = .stopped }
+            debugger.machineEnded(reason)
             console.flush()
             link.send(WorkerMessage.stopped(kind: reason.kind, status: reason.exitStatus, message: reason.description).encoded())
         }

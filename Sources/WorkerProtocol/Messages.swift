@@ -18,9 +18,16 @@ public enum DaemonMessage: Sendable, Equatable {
     case statisticsRequest(id: UInt32)
     /// Test hook: the worker makes a system call its sandbox forbids (see the sandbox issue).
     case attemptForbiddenCall
+    /// A debugger client connected (`vmmctl gdb`): stop the guest and serve it.
+    case debugAttach
+    /// Bytes from the debugger client, unparsed (the GDB remote protocol).
+    case debugData([UInt8])
+    /// The debugger client went away: remove its breakpoints, let the guest run.
+    case debugDetach
 
     enum Tag: UInt8 {
         case setup = 1, start, pause, resume, reset, powerOff, kill, consoleInput, statisticsRequest, attemptForbiddenCall
+        case debugAttach, debugData, debugDetach
     }
 
     /// The payload (tag + fields), without the frame header.
@@ -37,6 +44,9 @@ public enum DaemonMessage: Sendable, Equatable {
         case .consoleInput(let bytes): w.u8(Tag.consoleInput.rawValue); w.data(bytes)
         case .statisticsRequest(let id): w.u8(Tag.statisticsRequest.rawValue); w.u32(id)
         case .attemptForbiddenCall: w.u8(Tag.attemptForbiddenCall.rawValue)
+        case .debugAttach: w.u8(Tag.debugAttach.rawValue)
+        case .debugData(let bytes): w.u8(Tag.debugData.rawValue); w.data(bytes)
+        case .debugDetach: w.u8(Tag.debugDetach.rawValue)
         }
         return w.bytes
     }
@@ -57,6 +67,9 @@ public enum DaemonMessage: Sendable, Equatable {
         case .consoleInput: message = .consoleInput(try r.data())
         case .statisticsRequest: message = .statisticsRequest(id: try r.u32())
         case .attemptForbiddenCall: message = .attemptForbiddenCall
+        case .debugAttach: message = .debugAttach
+        case .debugData: message = .debugData(try r.data())
+        case .debugDetach: message = .debugDetach
         }
         guard r.isAtEnd else { throw WireError.malformed("trailing bytes after \(tag)") }
         return message
@@ -94,8 +107,13 @@ public enum WorkerMessage: Sendable, Equatable {
     /// Bytes COM1 transmitted.
     case console([UInt8])
     case statistics(id: UInt32, [StatisticLine])
+    /// Bytes for the debugger client, unparsed by the daemon.
+    case debugData([UInt8])
+    /// The debugger session ended on the worker's side (the client detached or killed,
+    /// or the guest ended): the daemon closes the client's connection.
+    case debugClosed
 
-    enum Tag: UInt8 { case ready = 1, setupFailed, state, stopped, console, statistics }
+    enum Tag: UInt8 { case ready = 1, setupFailed, state, stopped, console, statistics, debugData, debugClosed }
 
     public func encoded() -> [UInt8] {
         var w = WireWriter()
@@ -109,6 +127,8 @@ public enum WorkerMessage: Sendable, Equatable {
         case .statistics(let id, let lines):
             w.u8(Tag.statistics.rawValue); w.u32(id); w.u32(UInt32(lines.count))
             for l in lines { w.string(l.scope); w.string(l.source); w.string(l.name); w.u64(l.value) }
+        case .debugData(let bytes): w.u8(Tag.debugData.rawValue); w.data(bytes)
+        case .debugClosed: w.u8(Tag.debugClosed.rawValue)
         }
         return w.bytes
     }
@@ -135,6 +155,8 @@ public enum WorkerMessage: Sendable, Equatable {
                 lines.append(StatisticLine(scope: try r.string(), source: try r.string(), name: try r.string(), value: try r.u64()))
             }
             message = .statistics(id: id, lines)
+        case .debugData: message = .debugData(try r.data())
+        case .debugClosed: message = .debugClosed
         }
         guard r.isAtEnd else { throw WireError.malformed("trailing bytes after \(tag)") }
         return message

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Boot
+import Debug
 import Devices
 import KVM
 import Logging
@@ -67,6 +68,12 @@ struct Run: ParsableCommand {
     @Option(help: "The VM's name (the vm_name hypercall returns it; log lines carry it).")
     var name: String = "vm"
 
+    @Option(help: "Serve gdb's remote protocol on tcp:HOST:PORT (IPv4; port 0 picks one) or unix:PATH (docs/debugging.md).")
+    var gdb: GDBEndpointArgument?
+
+    @Flag(help: "With --gdb: wait for gdb to attach before the first guest instruction.")
+    var gdbWait = false
+
     @Option(help: "Finish in the VMM what this host's instruction emulator refuses: auto (when a probe VM shows it is needed), on, off.")
     var emulationAssist: EmulationAssistMode = .auto
     @Option(help: ArgumentHelp("A virtio-blk disk (repeatable; the first is the root disk, /dev/vda): a raw image, read-write unless readonly, O_DIRECT with direct, GET_ID answering serial.",
@@ -130,7 +137,8 @@ struct Run: ParsableCommand {
         }
         config.virtioNotification = notification
         config.virtioOnCommandLine = virtioCmdline
-        let status = runMachine(config, serial: serial, verbose: verbose)
+        if gdbWait && gdb == nil { fail("--gdb-wait needs --gdb") }
+        let status = runMachine(config, serial: serial, verbose: verbose, gdb: gdb.map { ($0.endpoint, gdbWait) })
         throw ExitCode(status)
     }
 }
@@ -140,7 +148,8 @@ extension EmulationAssistSetting: ExpressibleByArgument {}
 
 /// Builds and runs a machine, printing one line on stderr about how it ended; returns
 /// the exit status.
-func runMachine(_ base: MachineConfig, serial: SerialTarget, verbose: Bool = false) -> Int32 {
+func runMachine(_ base: MachineConfig, serial: SerialTarget, verbose: Bool = false,
+                gdb: (GDBEndpoint, wait: Bool)? = nil) -> Int32 {
     VMMCtl.bootstrapLogging
     var config = base
     config.logger = Logger(label: "vmmctl")
@@ -165,7 +174,7 @@ func runMachine(_ base: MachineConfig, serial: SerialTarget, verbose: Bool = fal
     if case .stdio = serial { machine.forwardInput(fromDescriptor: STDIN_FILENO) }
     let reason: StopReason
     do {
-        reason = try machine.run()
+        reason = try gdb.map { try runUnderDebugger(machine, at: $0.0, wait: $0.wait) } ?? machine.run()
     } catch {
         fail("\(error)")
     }

@@ -108,6 +108,10 @@ final class APIHandler: ChannelInboundHandler {
             follow(context: context, head: head, name: name, owner: owner)
             return
         }
+        if case .debugger(let name, let owner) = route {
+            upgradeToDebugger(context: context, head: head, name: name, owner: owner)
+            return
+        }
         let service = self.service, caller = self.caller, connection = self.connection, metrics = self.metrics
         let promise = context.eventLoop.makePromise(of: APIResponse.self)
         promise.completeWithTask {
@@ -148,6 +152,9 @@ final class APIHandler: ChannelInboundHandler {
                 try service.consoleInput(name, owner: owner, caller: caller, bytes: body)
                 return .noContent
             case .stats(let name, let owner): return .json(try await service.statistics(name, owner: owner, caller: caller))
+            case .debugger:
+                // Reached only without an upgrade (dispatch takes the others).
+                throw APIError(.invalidField, "GET .../gdb switches protocols: send Connection: Upgrade and Upgrade: gdb-remote")
             case .testForbiddenSyscall(let name, let owner):
                 try service.testForbiddenSyscall(name, owner: owner, caller: caller)
                 return .noContent
@@ -159,7 +166,7 @@ final class APIHandler: ChannelInboundHandler {
         }
     }
 
-    private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, _ response: APIResponse) {
+    func respond(context: ChannelHandlerContext, head: HTTPRequestHead, _ response: APIResponse) {
         metrics.countRequest(method: head.method.rawValue, status: Int(response.status.code))
         var headers = HTTPHeaders()
         if !response.body.isEmpty { headers.add(name: "Content-Type", value: response.contentType) }

@@ -73,18 +73,12 @@ enum HostProbeVM {
     static func run(_ kvm: KVMSystem) -> HostEmulation {
         var result = HostEmulation()
         do {
-            let memory = try GuestMemory.create(ramSize: 64 << 10)
-            try build(memory)
-            let vm = try kvm.createVM()
-            for (slot, segment) in memory.segments.enumerated() {
-                try vm.setMemoryRegion(slot: UInt32(slot), guestAddress: segment.guestBase.raw, size: segment.size,
-                                       hostAddress: segment.hostAddress, flags: [])
-            }
-            let vcpu = try vm.createVCPU(id: 0)
-            try vcpu.setCPUID(try kvm.supportedCPUID())
+            let probe = try ProbeVM(kvm: kvm, build: build)
+            let vcpu = probe.vcpu
             try enterLongMode(vcpu)
             try firstRun(vcpu, &result)
             try vmcallRun(vcpu, &result)
+            withExtendedLifetime(probe) {}  // guest memory stays mapped while the vCPU runs
         } catch let error as ProbeError {
             result.probeError = error.why
         } catch {
