@@ -102,7 +102,13 @@ let package = Package(
                 "VMM", "KVM", "Boot", "Devices", "VMMAPI", "VMMClient", "Debug", "CSys",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            // Static, as the worker: `vmmctl run` is a VM's whole cold start, and mapping and
+            // relocating shared Swift libraries costs more than the VM. vmmctl uses no more of
+            // Foundation than FoundationEssentials, whose own libraries are named here because
+            // a dynamically built module only autolinks the shared one.
+            linkerSettings: [.unsafeFlags(["-static-executable", "-Xlinker", "-lFoundationEssentials",
+                                           "-Xlinker", "-l_FoundationCShims", "-Xlinker", "-l_FoundationCollections"])]
         ),
         // The C reference VM (Benchmarks/ref/kvm_ref.c) as a library, so the benchmark can
         // interleave C and Swift batches in one process. Used by nothing else.

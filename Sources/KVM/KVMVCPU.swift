@@ -112,6 +112,8 @@ public final class KVMVCPU: @unchecked Sendable {
         case KVM_EXIT_EXCEPTION:
             return .exception(vector: load(CKVM_RUN_EX_EXCEPTION, UInt32.self),
                               errorCode: load(CKVM_RUN_EX_ERROR_CODE, UInt32.self))
+        case KVM_EXIT_IOAPIC_EOI:
+            return .ioapicEOI(vector: load(CKVM_RUN_EOI_VECTOR, UInt8.self))
         case KVM_EXIT_IRQ_WINDOW_OPEN:
             return .irqWindowOpen
         case KVM_EXIT_INTR:

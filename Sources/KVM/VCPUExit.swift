@@ -20,6 +20,10 @@ public enum VCPUExit: Sendable, Equatable {
     case failEntry(reason: UInt64, cpu: UInt32)
     /// `KVM_EXIT_EXCEPTION` (only with some in-kernel configurations).
     case exception(vector: UInt32, errorCode: UInt32)
+    /// `KVM_EXIT_IOAPIC_EOI`: with a split irqchip, the guest's local APIC took the EOI of
+    /// a level-triggered `vector` an IOAPIC route announced; the userspace IOAPIC clears
+    /// its remote IRR.
+    case ioapicEOI(vector: UInt8)
     /// `KVM_EXIT_IRQ_WINDOW_OPEN`: the guest can take an interrupt (userspace irqchip only).
     case irqWindowOpen
     /// `KVM_RUN` returned EINTR: a signal (the kick) or `immediate_exit` stopped it.

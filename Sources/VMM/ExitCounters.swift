@@ -7,7 +7,7 @@ import Synchronization
 /// that is at most a few exits old, and the exit path pays no atomic instruction.
 public final class ExitCounters: Sendable {
     public enum Kind: Int, CaseIterable, Sendable {
-        case io, mmio, halt, shutdown, systemEvent, debug, internalError, failEntry, interrupted, other
+        case io, mmio, halt, shutdown, systemEvent, debug, internalError, failEntry, interrupted, ioapicEOI, other
 
         public var name: String {
             switch self {
@@ -20,6 +20,7 @@ public final class ExitCounters: Sendable {
             case .internalError: return "internal_error"
             case .failEntry: return "fail_entry"
             case .interrupted: return "interrupted"
+            case .ioapicEOI: return "ioapic_eoi"
             case .other: return "other"
             }
         }
@@ -29,7 +30,7 @@ public final class ExitCounters: Sendable {
     private let io = Atomic<UInt64>(0), mmio = Atomic<UInt64>(0), halt = Atomic<UInt64>(0)
     private let shutdown = Atomic<UInt64>(0), systemEvent = Atomic<UInt64>(0), debug = Atomic<UInt64>(0)
     private let internalError = Atomic<UInt64>(0), failEntry = Atomic<UInt64>(0)
-    private let interrupted = Atomic<UInt64>(0), other = Atomic<UInt64>(0)
+    private let interrupted = Atomic<UInt64>(0), ioapicEOI = Atomic<UInt64>(0), other = Atomic<UInt64>(0)
 
     public init() {}
 
@@ -45,6 +46,7 @@ public final class ExitCounters: Sendable {
         case .internalError: return body(internalError)
         case .failEntry: return body(failEntry)
         case .interrupted: return body(interrupted)
+        case .ioapicEOI: return body(ioapicEOI)
         case .other: return body(other)
         }
     }

@@ -21,10 +21,13 @@ final class ExitDispatcher: Sendable {
 
     /// Finishes refused instructions (entered only from emulation failures).
     let assist: EmulationAssist?
+    /// The VMM's IOAPIC (split irqchip), for the EOIs of its level-triggered vectors.
+    let ioapic: IOAPIC?
 
     init(portIO: PortIOBus, mmio: MMIOBus, machine: PlatformEventRelay, memory: GuestMemory,
-         hypercalls: HypercallRegistry?, assist: EmulationAssist? = nil) {
+         hypercalls: HypercallRegistry?, assist: EmulationAssist? = nil, ioapic: IOAPIC? = nil) {
         self.assist = assist
+        self.ioapic = ioapic
         self.portIO = portIO
         self.mmio = mmio
         self.machine = machine
@@ -87,6 +90,9 @@ final class ExitDispatcher: Sendable {
         case .exception(let vector, let code):
             runner.counters.bump(.other)
             machine.stop(.internalError(vcpu: runner.id, detail: "unhandled exception \(vector) (error code \(code))"))
+        case .ioapicEOI(let vector):
+            runner.counters.bump(.ioapicEOI)
+            ioapic?.endOfInterrupt(vector: vector)
         case .irqWindowOpen, .interrupted:
             runner.counters.bump(.other)
         case .unknown(let reason, let hardware):

@@ -29,6 +29,23 @@ struct NoInterruptLine: InterruptLine {
     func set(_ level: Bool) {}
 }
 
+/// Where a machine's device interrupts land: the VMM's IOAPIC with a split irqchip,
+/// KVM's IOAPIC/PIC otherwise, or nowhere on a machine without interrupt controllers.
+struct InterruptWiring {
+    let vm: KVMVM
+    /// The split irqchip's IOAPIC; nil when the IOAPIC is KVM's (or there is none).
+    let ioapic: IOAPIC?
+    /// Whether there are interrupt controllers at all (`MachineConfig.inKernelIRQChip`).
+    let enabled: Bool
+
+    /// The line a device drives to interrupt on `gsi`.
+    func line(gsi: UInt32) -> any InterruptLine {
+        guard enabled else { return NoInterruptLine() }
+        guard let ioapic else { return KVMInterruptLine(vm: vm, gsi: gsi) }
+        return ioapic.line(Int(gsi)) ?? NoInterruptLine()
+    }
+}
+
 /// Forwards device platform events to the machine once it exists (devices are built
 /// before the machine finishes initialising, so they cannot capture it directly).
 final class PlatformEventRelay: @unchecked Sendable {

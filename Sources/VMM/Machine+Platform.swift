@@ -4,12 +4,14 @@ import GuestMemory
 import KVM
 
 extension Machine {
-    /// The platform the ACPI tables describe: a local APIC per vCPU, the IOAPIC, COM1 on
-    /// IRQ 4, the `ACPIPowerControl` registers and the virtio-mmio devices.
+    /// The platform the ACPI tables describe: a local APIC per vCPU, the IOAPIC (with
+    /// KVM's PIC and PIT when the irqchip is KVM's), COM1 on IRQ 4, the
+    /// `ACPIPowerControl` registers and the virtio-mmio devices.
     var acpiPlatform: ACPITables.Platform {
         var platform = ACPITables.Platform(apicIDs: vcpus.map(\.id), powerPort: ACPIPowerControl.defaultPort,
                                            resetValue: ACPIPowerControl.resetValue, s5SleepType: ACPIPowerControl.s5SleepType)
         platform.devices += virtioACPIDevices
+        platform.legacyInterruptControllers = config.irqchip == .kernel
         return platform
     }
 
@@ -55,5 +57,24 @@ extension Machine {
         guard !extra.isEmpty, BootImageFormat.isLinux(config.kernel) else { return config.commandLine }
         config.logger.warning("CPU template \(config.cpuTemplate.name): added \(extra.joined(separator: " ")) to the Linux command line")
         return ([config.commandLine] + extra).filter { !$0.isEmpty }.joined(separator: " ")
+    }
+}
+
+extension Machine {
+    /// Sets up the interrupt controllers `config` asks for: KVM's irqchip and PIT, or a
+    /// split irqchip with the VMM's IOAPIC (returned), or none.
+    static func createInterruptControllers(_ config: MachineConfig, vm: KVMVM, topology: CPUTopology) throws -> IOAPIC? {
+        guard config.inKernelIRQChip else { return nil }
+        switch config.irqchip {
+        case .kernel:
+            try vm.createIRQChip()
+            try vm.createPIT()
+            return nil
+        case .split:
+            try vm.enableSplitIRQChip(ioapicPins: UInt32(IOAPIC.pinCount))
+            let apicIDs = (0 ..< config.cpus).map { topology.apicID(ofIndex: $0) }
+            return IOAPIC(id: ACPITables.Platform(apicIDs: apicIDs).ioAPICID,
+                          sink: KVMInterruptMessages(vm: vm, logger: config.logger))
+        }
     }
 }

@@ -50,3 +50,9 @@ extension Machine {
             devices: virtioDevices.map { ($0.slot.name, $0.transport.device.counters) })
     }
 }
+
+extension Machine {
+    /// What the emulation assist finished so far, by kind (`MachineStatistics.assisted`
+    /// without reading every other statistic).
+    public var assistedInstructions: [(name: String, count: UInt64)] { emulationAssist?.counters.snapshot ?? [] }
+}

@@ -8,7 +8,7 @@ extension Machine {
     /// entropy device, the network devices, the vsock device — each on its own MMIO
     /// window and GSI, registered on `bus`.
     static func buildVirtioDevices(_ config: MachineConfig, vm: KVMVM, memory: GuestMemory,
-                                   bus: MMIOBus) throws -> (DeviceLayout, [VirtioDeviceHost]) {
+                                   bus: MMIOBus, interrupts: InterruptWiring) throws -> (DeviceLayout, [VirtioDeviceHost]) {
         var devices: [(any VirtioDevice, [Int32])] = config.disks.map {
             (BlockDevice(backend: $0.backend, readOnly: $0.readOnly, serial: $0.serial), [$0.backend.fd])
         }
@@ -25,7 +25,7 @@ extension Machine {
         var hosts: [VirtioDeviceHost] = []
         for (slot, (device, fds)) in zip(layout.slots, devices) {
             let host = try VirtioDeviceHost(slot: slot, device: device, vm: vm, memory: memory,
-                                            notification: config.virtioNotification, irqchip: config.inKernelIRQChip,
+                                            notification: config.virtioNotification, interrupts: interrupts,
                                             extraDescriptors: fds)
             hosts.append(host)
             try bus.register(host.transport, base: slot.base, length: slot.size)

@@ -29,6 +29,9 @@ public final class Machine: @unchecked Sendable {
     public let mmio: MMIOBus
     public let serial: Serial16550
     public let postCode: PostCode
+    /// The VMM's IOAPIC with a split irqchip (`IRQChipMode.split`); nil when KVM's
+    /// in-kernel irqchip has it, or there are no interrupt controllers.
+    public let ioapic: IOAPIC?
     /// Where the virtio devices are (MMIO windows and GSIs, in device order).
     public let deviceLayout: DeviceLayout
     let virtioDevices: [VirtioDeviceHost]
@@ -92,17 +95,15 @@ public final class Machine: @unchecked Sendable {
                                    hostAddress: segment.hostAddress, flags: segment.readOnly ? .readOnly : [])
         }
         emulationAssist = Self.makeEmulationAssist(config, kvm: self.kvm, memory: memory)
-        if config.inKernelIRQChip {
-            try vm.createIRQChip()
-            try vm.createPIT()
-        }
+        ioapic = try Self.createInterruptControllers(config, vm: vm, topology: topology)
+        let interrupts = InterruptWiring(vm: vm, ioapic: ioapic, enabled: config.inKernelIRQChip)
 
         let relay = PlatformEventRelay()
         let events: PlatformEventSink = { relay.send($0) }
         portIO = PortIOBus()
         mmio = MMIOBus()
         serial = Serial16550(output: config.serialOutput,
-                             irq: config.inKernelIRQChip ? KVMInterruptLine(vm: vm, gsi: Serial16550.com1IRQ) : nil)
+                             irq: config.inKernelIRQChip ? interrupts.line(gsi: Serial16550.com1IRQ) : nil)
         postCode = PostCode()
         try portIO.register(serial, base: Serial16550.com1Port, length: Serial16550.portCount)
         try portIO.register(I8042(events: events), base: I8042.basePort, length: I8042.portCount)
@@ -112,14 +113,15 @@ public final class Machine: @unchecked Sendable {
         if config.debugExit {
             try portIO.register(DebugExit(events: events), base: DebugExit.defaultPort, length: 1)
         }
-        (deviceLayout, virtioDevices) = try Self.buildVirtioDevices(config, vm: vm, memory: memory, bus: mmio)
+        if let ioapic { try mmio.register(ioapic, base: IOAPIC.baseAddress, length: IOAPIC.windowSize) }
+        (deviceLayout, virtioDevices) = try Self.buildVirtioDevices(config, vm: vm, memory: memory, bus: mmio, interrupts: interrupts)
         portIO.seal()
         mmio.seal()
 
         supportedCPUID = try self.kvm.supportedCPUID()
         hypercalls = config.hypercalls ? config.hypercallRegistry : nil
         let handler = ExitDispatcher(portIO: portIO, mmio: mmio, machine: relay, memory: memory, hypercalls: hypercalls,
-                                     assist: emulationAssist)
+                                     assist: emulationAssist, ioapic: ioapic)
         let cpuid = Self.cpuidForAssist(config.cpuTemplate.apply(to: CPUIDBuilder.relocatingHypervisorLeaves(
             supportedCPUID, own: Self.hypercallLeaves(enabled: config.hypercalls))), emulationAssist, config)
         var runners: [VCPURunner] = []
@@ -189,6 +191,7 @@ public final class Machine: @unchecked Sendable {
         emulationAssist?.reset()
         bootFormat = try loadImage()
         serial.reset()
+        ioapic?.reset()
         for device in virtioDevices { device.transport.reset() }
     }
 

@@ -22,16 +22,19 @@ public struct MachineConfig: Sendable {
     /// Treat a triple fault as a reset and reboot (a PC's behaviour); otherwise the machine
     /// stops with `.tripleFault` (the default: a triple fault is usually a bug to look at).
     public var rebootOnTripleFault: Bool = false
-    /// Use KVM's in-kernel PIC/IOAPIC/LAPIC and PIT. Without it, `hlt` exits to the VMM
-    /// (and ends the machine as `.halt`, since nothing could wake the vCPU).
+    /// Give the guest interrupt controllers: KVM's local APICs, and an IOAPIC where
+    /// `irqchip` says. Without them, `hlt` exits to the VMM (and ends the machine as
+    /// `.halt`, since nothing could wake the vCPU).
     public var inKernelIRQChip: Bool = true
+    /// Where the IOAPIC (and a PIC and PIT) live when `inKernelIRQChip` is on.
+    public var irqchip: IRQChipMode = .split
     /// How the vCPUs are arranged (CPUID leaves 1, 4, 0BH, 1FH and the MADT); nil means
     /// one socket of `cpus` single-threaded cores. Its CPU count must equal `cpus`.
     public var topology: CPUTopology?
     /// Which CPUID features the guest sees (`CPUTemplate.all`).
     public var cpuTemplate: CPUTemplate = .host
     /// Build ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) at boot and pass the RSDP to the
-    /// kernel. Needs the in-kernel irqchip, whose IOAPIC and LAPICs the MADT describes.
+    /// kernel. Needs the interrupt controllers, whose IOAPIC and LAPICs the MADT describes.
     public var acpi: Bool = true
 
     /// Whether the VMM finishes what the host's instruction emulator refuses

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// Decodes a JSON request (an HTTP body, a handle-socket line, the daemon's
 /// configuration) into `T`, turning every decoding failure into an API error with a

@@ -1,5 +1,6 @@
 import CSys
-import Foundation
+import FoundationEssentials
+import Synchronization
 import KVM
 import VMMAPI
 #if canImport(Glibc)
@@ -23,14 +24,13 @@ import Glibc
 /// security section. In short, it owns the name, the quota accounting and the record's
 /// lifetime, but not what the process does with /dev/kvm.
 public final class VMHandle: @unchecked Sendable {
-    // @unchecked: immutable after open; close() is idempotent under a lock.
+    // @unchecked: immutable after open; close() is idempotent behind `closed`.
     public let name: String
     public let ownerUID: UInt32
     /// The brokered /dev/kvm: pass it to `Machine(config:kvm:)`.
     public let kvm: KVMSystem
     private let connection: Int32
-    private let lock = NSLock()
-    private var closed = false
+    private let closed = Mutex(false)
 
     /// The default handle socket, next to vmmd's API socket.
     public static let defaultSocket = "/run/vmm/vmmd-handle.sock"
@@ -98,10 +98,7 @@ public final class VMHandle: @unchecked Sendable {
 
     /// Gives the name back: vmmd forgets the VM (and its quota) at once.
     public func close() {
-        lock.lock()
-        defer { lock.unlock() }
-        guard !closed else { return }
-        closed = true
+        guard !closed.withLock({ c in defer { c = true }; return c }) else { return }
         Glibc.close(connection)
     }
 

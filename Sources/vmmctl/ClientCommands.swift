@@ -1,5 +1,8 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOHTTP1
 import VMMAPI
 import VMMClient
@@ -70,7 +73,7 @@ func encodeJSON<T: Encodable>(_ value: T) -> [UInt8] {
 }
 
 func printJSON(_ bytes: [UInt8]) {
-    print(String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+    print(String(decoding: bytes, as: UTF8.self).trimmedWhitespace)
 }
 
 /// Runs one request, handling errors the same way everywhere.
@@ -141,7 +144,7 @@ struct Create: AsyncParsableCommand {
     }
 
     private func absolute(_ path: String) -> String {
-        path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        path.hasPrefix("/") ? path : currentDirectory() + "/" + path
     }
 }
 
@@ -173,7 +176,7 @@ struct Info: AsyncParsableCommand {
             ("boot format", info.bootFormat ?? "-"),
             ("last exit", info.lastExit.map { "\($0.kind) (status \($0.status)): \($0.message) at \($0.at)" } ?? "-"),
         ]
-        for (k, v) in rows { print(k.padding(toLength: 12, withPad: " ", startingAt: 0) + v) }
+        for (k, v) in rows { print(k.padded(to: 12) + v) }
     }
 }
 
@@ -261,7 +264,7 @@ struct Stats: AsyncParsableCommand {
         for scope in stats.scopes.keys.sorted() {
             for (source, values) in (stats.scopes[scope] ?? [:]).sorted(by: { $0.key < $1.key }) {
                 for (name, value) in values.sorted(by: { $0.key < $1.key }) where value != 0 {
-                    print("\(scope.padding(toLength: 7, withPad: " ", startingAt: 0)) \(source.padding(toLength: 9, withPad: " ", startingAt: 0)) \(name.padding(toLength: 32, withPad: " ", startingAt: 0)) \(value)")
+                    print("\(scope.padded(to: 7)) \(source.padded(to: 9)) \(name.padded(to: 32)) \(value)")
                 }
             }
         }
@@ -278,7 +281,7 @@ func printVMs(_ vms: [VMInfo]) {
     }
     let widths = header.indices.map { i in ([header[i]] + rows.map { $0[i] }).map(\.count).max() ?? 0 }
     for row in [header] + rows {
-        print(row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+        print(row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padded(to: widths[i]) }
             .joined(separator: "  "))
     }
 }

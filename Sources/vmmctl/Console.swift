@@ -1,5 +1,7 @@
 import ArgumentParser
-import Foundation
+import Dispatch
+import FoundationEssentials
+import Synchronization
 import KVM
 import NIOHTTP1
 import VMMClient
@@ -26,7 +28,7 @@ struct Console: AsyncParsableCommand {
             let result: APIResult
             do { result = try await connection.request(.GET, vmPath(name, options, "/console")) } catch { clientFail(error) }
             do { try result.throwIfError() } catch { clientFail(error) }
-            FileHandle.standardOutput.write(Data(result.body))
+            writeAll(STDOUT_FILENO, result.body)
             return
         }
         await ConsoleSession(options: options, name: name).attach(over: connection)
@@ -117,11 +119,10 @@ final class ConsoleInput: @unchecked Sendable {
 
 /// Puts the terminal in raw mode (when stdin is one) and restores it.
 final class RawTerminal: @unchecked Sendable {
-    // @unchecked: written once in init, restored at most once under a lock.
+    // @unchecked: written once in init, restored at most once (`restored`).
     private var saved = termios()
     private let active: Bool
-    private let lock = NSLock()
-    private var restored = false
+    private let restored = Atomic(false)
 
     init() {
         guard isatty(STDIN_FILENO) == 1, tcgetattr(STDIN_FILENO, &saved) == 0 else { active = false; return }
@@ -131,10 +132,7 @@ final class RawTerminal: @unchecked Sendable {
     }
 
     func restore() {
-        lock.lock()
-        defer { lock.unlock() }
-        guard active, !restored else { return }
-        restored = true
+        guard active, !restored.exchange(true, ordering: .acquiringAndReleasing) else { return }
         tcsetattr(STDIN_FILENO, TCSANOW, &saved)
     }
 }

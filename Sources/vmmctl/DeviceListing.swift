@@ -10,7 +10,7 @@ func printDevices(_ machine: Machine) {
     var disk = 0
     for slot in machine.deviceLayout.slots {
         let end = slot.base + slot.size - 1
-        var line = "  \(slot.name.padding(toLength: 10, withPad: " ", startingAt: 0))  mmio 0x\(String(slot.base, radix: 16))-0x\(String(end, radix: 16))  irq \(slot.gsi)  \(slot.kind)"
+        var line = "  \(slot.name.padded(to: 10))  mmio 0x\(String(slot.base, radix: 16))-0x\(String(end, radix: 16))  irq \(slot.gsi)  \(slot.kind)"
         if slot.kind == "virtio-blk", disk < disks.count {
             let d = disks[disk]
             line += "  \(d.path)\(d.readOnly ? " readonly" : "")\(d.serial.isEmpty ? "" : " serial=\(d.serial)")\(d.backend.direct ? " direct" : "")"

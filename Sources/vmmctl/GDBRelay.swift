@@ -1,7 +1,8 @@
 import ArgumentParser
 import CSys
-import Foundation
+import FoundationEssentials
 import KVM
+import VMMAPI
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,21 +27,21 @@ struct GDB: ParsableCommand {
         let fd = csys_connect_unix(options.socket)
         guard fd >= 0 else { clientFail("cannot reach vmmd at \(options.socket): \(String(cString: strerror(-fd)))", status: 2) }
         let request = "GET \(vmPath(name, options, "/gdb")) HTTP/1.1\r\nHost: vmmd\r\nConnection: Upgrade\r\nUpgrade: gdb-remote\r\n\r\n"
-        guard Self.writeAll(fd, Array(request.utf8)) else { clientFail("vmmd closed the connection", status: 2) }
+        guard writeAll(fd, Array(request.utf8)) else { clientFail("vmmd closed the connection", status: 2) }
         let (head, rest) = Self.readHead(fd)
         guard let head else { clientFail("vmmd closed the connection", status: 2) }
         let statusLine = head.split(separator: "\r\n").first.map(String.init) ?? ""
         guard statusLine.split(separator: " ").dropFirst().first == "101" else {
             clientFail(Self.errorMessage(head: head, body: rest, fd: fd) ?? "vmmd refused: \(statusLine)")
         }
-        if !rest.isEmpty, !Self.writeAll(STDOUT_FILENO, rest) { return }
+        if !rest.isEmpty, !writeAll(STDOUT_FILENO, rest) { return }
         // The guest's replies on this thread, gdb's packets on another.
         try HostThread(name: "gdb-in") {
             var buffer = [UInt8](repeating: 0, count: 4096)
             while true {
                 let n = read(STDIN_FILENO, &buffer, buffer.count)
                 if n < 0 && errno == EINTR { continue }
-                guard n > 0, Self.writeAll(fd, Array(buffer[0 ..< n])) else { break }
+                guard n > 0, writeAll(fd, Array(buffer[0 ..< n])) else { break }
             }
             shutdown(fd, Int32(SHUT_WR))  // gdb is gone: the daemon detaches it
         }.detach()
@@ -48,20 +49,8 @@ struct GDB: ParsableCommand {
         while true {
             let n = read(fd, &buffer, buffer.count)
             if n < 0 && errno == EINTR { continue }
-            guard n > 0, Self.writeAll(STDOUT_FILENO, Array(buffer[0 ..< n])) else { break }
+            guard n > 0, writeAll(STDOUT_FILENO, Array(buffer[0 ..< n])) else { break }
         }
-    }
-
-    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
-        var offset = 0
-        while offset < bytes.count {
-            let rest = Array(bytes[offset...])
-            let n = write(fd, rest, rest.count)
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return false }
-            offset += n
-        }
-        return true
     }
 
     /// The response head (up to the blank line) and whatever came after it.
@@ -86,7 +75,7 @@ struct GDB: ParsableCommand {
         let length = head.split(separator: "\r\n").compactMap { line -> Int? in
             let parts = line.split(separator: ":", maxSplits: 1)
             guard parts.count == 2, parts[0].lowercased() == "content-length" else { return nil }
-            return Int(parts[1].trimmingCharacters(in: .whitespaces))
+            return Int(String(parts[1]).trimmedWhitespace)
         }.first ?? 0
         var data = body
         var buffer = [UInt8](repeating: 0, count: 4096)
@@ -95,8 +84,7 @@ struct GDB: ParsableCommand {
             guard n > 0 else { break }
             data += buffer[0 ..< n]
         }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(data)) as? [String: Any],
-              let error = object["error"] as? [String: Any], let message = error["message"] as? String else { return nil }
-        return "\(message)" + ((error["code"] as? String).map { " (\($0))" } ?? "")
+        guard let body = try? JSONDecoder().decode(APIErrorBody.self, from: Data(data)) else { return nil }
+        return "\(body.error.message) (\(body.error.code.rawValue))"
     }
 }

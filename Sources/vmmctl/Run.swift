@@ -97,6 +97,9 @@ struct Run: ParsableCommand {
     @Flag(help: "Also list the virtio devices on the Linux command line (virtio_mmio.device=, CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES).")
     var virtioCmdline = false
 
+    @Option(help: "Interrupt controllers: split (the IOAPIC in the VMM, no PIC or PIT; closes fast) or kernel (KVM's IOAPIC, PIC and PIT, for guests without ACPI).")
+    var irqchip: IRQChipMode = .split
+
     @Flag(help: "Print the devices (MMIO windows and IRQs) before the guest starts.")
     var verbose = false
 
@@ -137,6 +140,7 @@ struct Run: ParsableCommand {
         }
         config.virtioNotification = notification
         config.virtioOnCommandLine = virtioCmdline
+        config.irqchip = irqchip
         if gdbWait && gdb == nil { fail("--gdb-wait needs --gdb") }
         let status = runMachine(config, serial: serial, verbose: verbose, gdb: gdb.map { ($0.endpoint, gdbWait) })
         throw ExitCode(status)
@@ -144,6 +148,7 @@ struct Run: ParsableCommand {
 }
 
 extension EmulationAssistMode: ExpressibleByArgument {}
+extension IRQChipMode: ExpressibleByArgument {}
 extension EmulationAssistSetting: ExpressibleByArgument {}
 
 /// Builds and runs a machine, printing one line on stderr about how it ended; returns
@@ -179,7 +184,7 @@ func runMachine(_ base: MachineConfig, serial: SerialTarget, verbose: Bool = fal
         fail("\(error)")
     }
     let status = reason.exitStatus
-    let assisted = machine.statistics().assisted
+    let assisted = machine.assistedInstructions
     if !assisted.isEmpty {
         printError("vmmctl: emulation assist: " + assisted.map { "\($0.name) \($0.count)" }.joined(separator: ", "))
     }

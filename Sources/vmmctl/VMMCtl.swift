@@ -1,8 +1,9 @@
 import ArgumentParser
+import Dispatch
 import Logging
 
 @main
-struct VMMCtl: AsyncParsableCommand {
+struct VMMCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vmmctl",
         abstract: "Run and manage KVM virtual machines with swift-vmm.",
@@ -22,11 +23,36 @@ struct VMMCtl: AsyncParsableCommand {
     )
 
     /// `vmmctl --socket S list` works as `vmmctl list --socket S` does.
-    static func main() async {
-        await main(ClientOptions.movingLeadingOptions(Array(CommandLine.arguments.dropFirst())))
+    ///
+    /// The root is synchronous on purpose: `run`, `demo`, `caps` and the others that need
+    /// no daemon run on the main thread, and no concurrency runtime or thread pool is
+    /// started for them. Only the daemon commands (`AsyncParsableCommand`s) get one.
+    static func main() {
+        let command: any ParsableCommand
+        do {
+            command = try parseAsRoot(ClientOptions.movingLeadingOptions(Array(CommandLine.arguments.dropFirst())))
+        } catch {
+            exit(withError: error)
+        }
+        guard let asyncCommand = command as? any AsyncParsableCommand else {
+            var command = command
+            do { try command.run() } catch { exit(withError: error) }
+            exit()
+        }
+        let box = CommandBox(asyncCommand)
+        Task.detached {
+            do { try await box.command.run() } catch { exit(withError: error) }
+            exit()
+        }
+        dispatchMain()
     }
 
     /// Log lines (including guests' `log` hypercalls) go to stderr.
     static let bootstrapLogging: Void = LoggingSystem.bootstrap(StreamLogHandler.standardError)
+}
 
+/// Carries the parsed daemon command into its task (it runs there alone).
+private final class CommandBox: @unchecked Sendable {
+    var command: any AsyncParsableCommand
+    init(_ command: any AsyncParsableCommand) { self.command = command }
 }

@@ -34,11 +34,35 @@ struct MachinePlatformTests {
             #expect((leaf1.ebx >> 16) & 0xFF == 4)       // 3 cores need 2 APIC ID bits
         }
         // The MADT in guest memory lists the same APIC IDs.
-        let tables = try ACPITables(platform: ACPITables.Platform(apicIDs: ids))
+        var platform = ACPITables.Platform(apicIDs: ids)
+        platform.legacyInterruptControllers = false   // the default split irqchip: no PIC, no PIT
+        let tables = try ACPITables(platform: platform)
         let madt = try #require(tables.placed.first { $0.signature == "APIC" })
         #expect(try m.memory.read(at: GuestAddress(madt.address), count: madt.bytes.count) == madt.bytes)
         let fourthAPICID: UInt8 = madt.bytes.le(44 + 3 * 8 + 3)
         #expect(fourthAPICID == 4)   // the fourth local APIC
+    }
+
+    /// The MADT describes the interrupt controllers the machine has: with the split
+    /// irqchip only the IOAPIC (no PCAT_COMPAT, no IRQ 0 override for a PIT that is not
+    /// there), with KVM's irqchip its PIC and PIT as well.
+    @Test(arguments: [IRQChipMode.split, .kernel])
+    func madtMatchesTheIRQChip(_ mode: IRQChipMode) throws {
+        let m = try machine { $0.irqchip = mode }
+        let tables = try ACPITables(platform: ACPITables.Platform(apicIDs: [0]))
+        let at = try #require(tables.placed.first { $0.signature == "APIC" }).address
+        let length: UInt32 = try m.memory.readInteger(at: GuestAddress(at + 4))
+        let madt = try m.memory.read(at: GuestAddress(at), count: Int(length))
+        let flags: UInt32 = madt.le(40)
+        var entryTypes: [UInt8] = []
+        var offset = 44
+        while offset + 2 <= madt.count, madt[offset + 1] > 0 {
+            entryTypes.append(madt[offset])
+            offset += Int(madt[offset + 1])
+        }
+        #expect(flags == (mode == .kernel ? 1 : 0))
+        #expect(entryTypes == (mode == .kernel ? [0, 1, 2, 4] : [0, 1, 4]))   // LAPIC, IOAPIC, [override], NMI
+        #expect((m.ioapic != nil) == (mode == .split))
     }
 
     @Test func topologyMustMatchTheCPUCount() {

@@ -35,12 +35,14 @@ import VMM
     }
 }
 
-/// Guests/uart-irq.S: COM1 interrupt-driven through KVM's in-kernel IOAPIC (IRQ 4 via
-/// KVM_IRQ_LINE) in both directions.
+/// Guests/uart-irq.S: COM1 interrupt-driven in both directions, through the VMM's IOAPIC
+/// (split irqchip: KVM_SIGNAL_MSI) and through KVM's (KVM_IRQ_LINE).
 @Suite(.enabled(if: KVMGate.shouldRun, KVMGate.skipReason), .serialized)
 struct SerialInterruptGuestTests {
-    @Test func receiveAndTransmitInterruptsReachTheGuest() throws {
+    @Test(arguments: IRQChipMode.allCases)
+    func receiveAndTransmitInterruptsReachTheGuest(_ irqchip: IRQChipMode) throws {
         var config = MachineConfig()
+        config.irqchip = irqchip
         config.memoryMiB = 16
         config.kernel = try TestGuests.image("uart-irq")
         let output = BufferOutput()

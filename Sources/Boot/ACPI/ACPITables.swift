@@ -12,6 +12,10 @@ public struct ACPITables: Sendable {
         /// The IOAPIC's ID: the first after the CPUs', as PCs number them.
         public var ioAPICID: UInt8
         public var devices: [ACPIDevice] = [.com1()]
+        /// A dual 8259 and an i8254 whose IRQ 0 is on GSI 2, as KVM's in-kernel irqchip
+        /// and PIT have them (MADT PCAT_COMPAT and an IRQ 0 override); false for a
+        /// platform with only the IOAPIC.
+        public var legacyInterruptControllers = true
         /// The power registers (`ACPIPowerControl`): sleep control at `powerPort`,
         /// sleep status at +1, reset at +2.
         public var powerPort: UInt16
@@ -38,7 +42,12 @@ public struct ACPITables: Sendable {
         let base = Self.rsdpAddress.raw
         func align(_ v: UInt64) -> UInt64 { (v + 15) & ~15 }
         let dsdt = try DifferentiatedDescriptionTable.table(devices: platform.devices, s5SleepType: platform.s5SleepType).encoded()
-        let madt = InterruptControllerTable(apicIDs: platform.apicIDs, ioAPICID: platform.ioAPICID).table().encoded()
+        var interruptControllers = InterruptControllerTable(apicIDs: platform.apicIDs, ioAPICID: platform.ioAPICID)
+        if !platform.legacyInterruptControllers {
+            interruptControllers.hasLegacyPIC = false
+            interruptControllers.overrides = []
+        }
+        let madt = interruptControllers.table().encoded()
         let xsdtAt = align(base + UInt64(RootPointer.size))
         let xsdtSize = UInt64(SystemDescriptionTable.headerSize + 2 * 8)
         let fadtAt = align(xsdtAt + xsdtSize)

@@ -22,6 +22,8 @@ public struct InterruptControllerTable: Sendable, Equatable {
     public var ioAPICID: UInt8
     /// The PIT drives IOAPIC pin 2, not 0: that is where KVM's in-kernel PIT signals IRQ 0.
     public var overrides: [SourceOverride] = [SourceOverride(irq: 0, gsi: 2)]
+    /// Sets PCAT_COMPAT: there is a dual 8259 beside the IOAPIC.
+    public var hasLegacyPIC = true
 
     public init(apicIDs: [UInt32], ioAPICID: UInt8) {
         self.apicIDs = apicIDs; self.ioAPICID = ioAPICID
@@ -29,7 +31,7 @@ public struct InterruptControllerTable: Sendable, Equatable {
 
     public func table() -> SystemDescriptionTable {
         var body: [UInt8] = []
-        body += le32(Self.localAPICAddress) + le32(Self.pcatCompatible)
+        body += le32(Self.localAPICAddress) + le32(hasLegacyPIC ? Self.pcatCompatible : 0)
         for (uid, apicID) in apicIDs.enumerated() {
             // Processor Local APIC (5.2.12.2): type 0, length 8, enabled.
             body += [0, 8, UInt8(truncatingIfNeeded: uid), UInt8(truncatingIfNeeded: apicID)] + le32(1)

@@ -45,6 +45,8 @@ static const unsigned int CKVM_IOEVENTFD_FLAG_DATAMATCH = KVM_IOEVENTFD_FLAG_DAT
 static const unsigned int CKVM_IOEVENTFD_FLAG_PIO = KVM_IOEVENTFD_FLAG_PIO;
 static const unsigned int CKVM_IOEVENTFD_FLAG_DEASSIGN = KVM_IOEVENTFD_FLAG_DEASSIGN;
 static const unsigned int CKVM_IRQFD_FLAG_DEASSIGN = KVM_IRQFD_FLAG_DEASSIGN;
+static const unsigned int CKVM_CAP_SPLIT_IRQCHIP = KVM_CAP_SPLIT_IRQCHIP;
+static const unsigned int CKVM_IRQ_ROUTING_MSI = KVM_IRQ_ROUTING_MSI;
 
 // --- vCPU fd ---
 static const unsigned long CKVM_RUN = KVM_RUN;
@@ -181,6 +183,7 @@ static const size_t CKVM_RUN_SYNC_CS_L = offsetof(struct kvm_run, s.regs.sregs.c
 static const unsigned long long CKVM_SYNC_X86_REGS = KVM_SYNC_X86_REGS;
 static const unsigned long long CKVM_SYNC_X86_SREGS = KVM_SYNC_X86_SREGS;
 static const size_t CKVM_RUN_EX_ERROR_CODE = offsetof(struct kvm_run, ex.error_code);
+static const size_t CKVM_RUN_EOI_VECTOR = offsetof(struct kvm_run, eoi.vector);
 static const size_t CKVM_RUN_SYNC_SREGS = offsetof(struct kvm_run, s.regs.sregs);
 static const size_t CKVM_RUN_EMULATION_FAILURE_FLAGS = offsetof(struct kvm_run, emulation_failure.flags);
 static const size_t CKVM_RUN_EMULATION_FAILURE_INSN_SIZE = offsetof(struct kvm_run, emulation_failure.insn_size);

@@ -24,20 +24,21 @@ final class VirtioDeviceHost: @unchecked Sendable {
     private let stopping = StopFlag()
 
     init(slot: DeviceLayout.Slot, device: any VirtioDevice, vm: KVMVM, memory: GuestMemory,
-         notification: VirtioNotification, irqchip: Bool, extraDescriptors: [Int32]) throws {
+         notification: VirtioNotification, interrupts: InterruptWiring, extraDescriptors: [Int32]) throws {
         self.slot = slot
         self.notification = notification
         let interrupt: any InterruptLine
         var fds = extraDescriptors
-        if !irqchip {
+        if !interrupts.enabled {
             interrupt = NoInterruptLine()
         } else if notification == .ioeventfd {
+            // With a split irqchip the GSI's route is the VMM IOAPIC's entry for the pin.
             let event = try EventFD()
             try vm.registerIRQFD(event, gsi: slot.gsi)
             interrupt = IRQFDLine(event: event)
             fds.append(event.rawDescriptor)
         } else {
-            interrupt = KVMInterruptLine(vm: vm, gsi: slot.gsi)
+            interrupt = interrupts.line(gsi: slot.gsi)
         }
         transport = VirtioMMIOTransport(device: device, memory: memory, interrupt: interrupt)
         var events: [EventFD] = []
