@@ -10,6 +10,8 @@
 #   SYSEXIT to ring 3.
 # Ring 3: read N, then N times `outb %al, $0x80` (one KVM_EXIT_IO each), then
 # outb 0 to 0xf4 (exit status 1).  N == 0 goes straight to the 0xf4 write.
+# Assembled with `--defsym COUNT=N` (bench-100k.elf) N is fixed, for a VMM
+# that cannot write guest memory before the run (`vmmctl run`).
 # Assembled with `--defsym NOTIFY=1` (notify.elf) the loop body is instead a
 # 32-bit store of 0 to the first virtio-mmio device's QueueNotify register
 # (0xd0000050): a queue notification, through an MMIO exit or an ioeventfd.
@@ -34,7 +36,11 @@
 _start:
         ENTER_RING3 ring3
 ring3:
+.ifdef COUNT
+        movl    $COUNT, %ecx            # N fixed at build time (bench-100k.elf)
+.else
         movl    SCRATCH, %ecx           # N
+.endif
         testl   %ecx, %ecx
         jz      2f
 .ifdef NOTIFY

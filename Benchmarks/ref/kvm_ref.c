@@ -4,7 +4,7 @@
  * Build:  cc -O2 -o kvm_ref kvm_ref.c
  *
  *   kvm_ref exit-path GUEST.elf N
- *       One VM (64 MiB RAM, in-kernel irqchip + PIT, one vCPU), N written to
+ *       One VM (64 MiB RAM, split irqchip, one vCPU), N written to
  *       guest-physical 0x9000, then run until the guest writes port 0xf4.
  *       Meant for Guests/bench.S, which does N `outb` to port 0x80 from
  *       ring 3.  Only the KVM_RUN loop is timed.
@@ -15,9 +15,18 @@
  *       load the ELF, run it until it writes port 0xf4, tear everything
  *       down.  Meant for Guests/exit.S.  The whole loop is timed.
  *       Prints: lifecycle iterations=K ns_total=T ns_per_vm=T/K
+ *               teardown_ns_per_vm=D/K (D: the time spent closing VMs)
+ *
+ *   kvm_ref run GUEST.elf
+ *       The whole-process cold start: one VM as above, COM1 bytes to stdout,
+ *       run until the guest writes port 0xf4 or powers off (port 0x600).
+ *
+ *   --irqchip=kernel before the mode: KVM_CREATE_IRQCHIP + KVM_CREATE_PIT2
+ *   (swift-vmm --irqchip kernel) instead of KVM_CAP_SPLIT_IRQCHIP (its default).
  *
  * The set-up mirrors what swift-vmm does, so the numbers are comparable:
- * memfd-backed RAM, KVM_SET_TSS_ADDR, KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2,
+ * memfd-backed RAM, KVM_SET_TSS_ADDR, KVM_CAP_SPLIT_IRQCHIP (or KVM_CREATE_IRQCHIP
+ * and KVM_CREATE_PIT2),
  * KVM_SET_CPUID2 from KVM_GET_SUPPORTED_CPUID, PVH entry state.  Port 0x80
  * writes are stored and counted (like swift-vmm's POST-code device), COM1
  * bytes are counted, every other port is ignored (reads return 0xff).
@@ -57,6 +66,7 @@
 
 #define PORT_POST           0x80
 #define PORT_DEBUG_EXIT     0xf4
+#define PORT_ACPI_SLEEP     0x600      /* swift-vmm's ACPI sleep control: power-off */
 #define PORT_COM1_BASE      0x3f8
 #define PORT_COM1_END       0x400
 
@@ -339,7 +349,13 @@ static struct kvm_cpuid2 *supported_cpuid(int kvm)
     }
 }
 
-/* Open /dev/kvm and create a VM + one vCPU with RAM, irqchip, PIT, CPUID. */
+/* 1: KVM_CREATE_IRQCHIP + KVM_CREATE_PIT2 (swift-vmm --irqchip kernel); 0: the
+ * split irqchip swift-vmm uses by default (KVM's local APICs only, 24 IOAPIC GSIs). */
+static int irqchip_kernel;
+/* 1: COM1 bytes go to stdout (the `run` mode, as `vmmctl run` prints them). */
+static int echo_com1;
+
+/* Open /dev/kvm and create a VM + one vCPU with RAM, irqchip (and PIT), CPUID. */
 static void vm_create(struct vm *v)
 {
     struct kvm_pit_config pit = { .flags = 0 };
@@ -357,8 +373,13 @@ static void vm_create(struct vm *v)
 
     v->vm = IOCTL(v->kvm, KVM_CREATE_VM, (void *)0);
     IOCTL(v->vm, KVM_SET_TSS_ADDR, (void *)TSS_ADDR);
-    IOCTL(v->vm, KVM_CREATE_IRQCHIP, NULL);
-    IOCTL(v->vm, KVM_CREATE_PIT2, &pit);
+    if (irqchip_kernel) {
+        IOCTL(v->vm, KVM_CREATE_IRQCHIP, NULL);
+        IOCTL(v->vm, KVM_CREATE_PIT2, &pit);
+    } else {
+        struct kvm_enable_cap cap = { .cap = KVM_CAP_SPLIT_IRQCHIP, .args = { 24 } };
+        IOCTL(v->vm, KVM_ENABLE_CAP, &cap);
+    }
 
     v->memfd = memfd_create("kvm_ref-ram", MFD_CLOEXEC);
     if (v->memfd < 0)
@@ -495,9 +516,14 @@ static void handle_io(struct kvm_run *run, struct io_stats *st)
         st->post_count += n;
     } else if (port == PORT_DEBUG_EXIT) {
         st->exit_value = data[0];
+    } else if (port == PORT_ACPI_SLEEP) {
+        st->exit_value = 0;
     } else if (port >= PORT_COM1_BASE && port < PORT_COM1_END) {
-        if (port == PORT_COM1_BASE)
+        if (port == PORT_COM1_BASE) {
             st->com1_bytes += n;
+            if (echo_com1 && write(1, data, (size_t)size * n) < 0)
+                fail("write stdout");
+        }
     }
     /* other ports: ignored */
 }
@@ -686,7 +712,7 @@ static void cmd_hypercall(const char *path, uint64_t n)
 
 static void cmd_lifecycle(const char *path, uint64_t k)
 {
-    uint64_t t0, t1;
+    uint64_t t0, t1, teardown = 0;
 
     t0 = now_ns();
     for (uint64_t i = 0; i < k; i++) {
@@ -697,22 +723,54 @@ static void cmd_lifecycle(const char *path, uint64_t k)
         vm_create(&v);
         vm_boot_pvh(&v, &elf);
         run_until_exit(&v, &st);
+        uint64_t d0 = now_ns();
         vm_destroy(&v);
+        teardown += now_ns() - d0;
         free(elf.data);
     }
     t1 = now_ns();
 
-    printf("lifecycle iterations=%llu ns_total=%llu ns_per_vm=%.1f\n",
+    printf("lifecycle iterations=%llu ns_total=%llu ns_per_vm=%.1f teardown_ns_per_vm=%.1f\n",
            (unsigned long long)k, (unsigned long long)(t1 - t0),
-           k ? (double)(t1 - t0) / (double)k : 0.0);
+           k ? (double)(t1 - t0) / (double)k : 0.0, k ? (double)teardown / (double)k : 0.0);
+}
+
+/* The whole-process cold start: one VM, COM1 to stdout, run to power-off or the
+ * debug-exit write, torn down; what `vmmctl run --kernel GUEST` does. */
+static void cmd_run(const char *path)
+{
+    struct file_buf elf = read_file(path);
+    struct io_stats st = { 0 };
+    struct vm v;
+
+    echo_com1 = 1;
+    vm_create(&v);
+    vm_boot_pvh(&v, &elf);
+    run_until_exit(&v, &st);
+    vm_destroy(&v);
+    free(elf.data);
 }
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strncmp(argv[1], "--irqchip=", 10) == 0) {
+        if (strcmp(argv[1] + 10, "kernel") == 0)
+            irqchip_kernel = 1;
+        else if (strcmp(argv[1] + 10, "split") != 0)
+            failx("unknown irqchip '%s' (kernel or split)", argv[1] + 10);
+        argv[1] = argv[0];
+        argv++;
+        argc--;
+    }
+    if (argc == 3 && strcmp(argv[1], "run") == 0) {
+        cmd_run(argv[2]);
+        return 0;
+    }
     if (argc != 4) {
-        fprintf(stderr, "usage: %s exit-path GUEST.elf N\n"
-                        "       %s hypercall GUEST.elf N\n"
-                        "       %s lifecycle GUEST.elf K\n", argv[0], argv[0], argv[0]);
+        fprintf(stderr, "usage: %s [--irqchip=split|kernel] exit-path GUEST.elf N\n"
+                        "       %s [--irqchip=...] hypercall GUEST.elf N\n"
+                        "       %s [--irqchip=...] lifecycle GUEST.elf K\n"
+                        "       %s [--irqchip=...] run GUEST.elf\n", argv[0], argv[0], argv[0], argv[0]);
         return 2;
     }
     if (strcmp(argv[1], "exit-path") == 0)

@@ -10,12 +10,19 @@ struct DaemonBenchmark {
     let work: String
     let vms: Int
     let concurrency: Int
+    /// Idle workers running at once while one's memory is read (their PSS shares).
+    let idleWorkers: Int
+    /// Idle VMs under the daemon while `GET /v1/vms` is timed (0: not measured).
+    let idleVMs: Int
 
     struct Figures {
         var vmsPerSecond: Double
         var p50: Double, p99: Double          // ms, create → destroyed
         var createP50: Double, createP99: Double
         var rssOverheadKiB: Int, privateKiB: Int, pssKiB: Int
+        /// ms: `GET /v1/vms` with `idleVMs` VMs (median of 5), creating them all, destroying
+        /// them all; and the daemon's worker processes left afterwards.
+        var listMs: Double = 0, createAllMs: Double = 0, destroyAllMs: Double = 0, workersLeft = 0
     }
 
     func run() async throws -> Figures {
@@ -60,9 +67,69 @@ struct DaemonBenchmark {
         func pct(_ v: [Double], _ p: Double) -> Double { v[min(v.count - 1, Int(Double(v.count) * p))] }
 
         let (rss, priv, pss) = try await workerMemory(socket: socket, kernel: work + "/idle.elf")
-        return Figures(vmsPerSecond: Double(results.count) / wall, p50: pct(totals, 0.5), p99: pct(totals, 0.99),
-                       createP50: pct(creates, 0.5), createP99: pct(creates, 0.99),
-                       rssOverheadKiB: rss, privateKiB: priv, pssKiB: pss)
+        var figures = Figures(vmsPerSecond: Double(results.count) / wall, p50: pct(totals, 0.5), p99: pct(totals, 0.99),
+                              createP50: pct(creates, 0.5), createP99: pct(creates, 0.99),
+                              rssOverheadKiB: rss, privateKiB: priv, pssKiB: pss)
+        if idleVMs > 0 {
+            try await manyIdleVMs(socket: socket, kernel: work + "/idle.elf", daemon: daemon.processIdentifier, into: &figures)
+        }
+        return figures
+    }
+
+    /// `idleVMs` idle VMs (16 MiB each, tied to this process, `concurrency` clients creating
+    /// them), `GET /v1/vms` timed over them, then every one destroyed and the daemon's
+    /// children counted.
+    func manyIdleVMs(socket: String, kernel: String, daemon: Int32, into figures: inout Figures) async throws {
+        let next = Counter()
+        let t0 = Date()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0 ..< concurrency {
+                group.addTask {
+                    let c = try await APIConnection.connect(socketPath: socket)
+                    while let i = next.take(below: idleVMs) {
+                        let body = Array(#"{"name":"many-\#(i)","kernel":"\#(kernel)","memory_mib":16,"lifetime":"process"}"#.utf8)
+                        let created = try await c.request(.POST, "/v1/vms", body: body)
+                        guard created.status == 201 else { die("create many-\(i): \(created.status) \(created.text)") }
+                    }
+                    await c.close()
+                }
+            }
+            try await group.waitForAll()
+        }
+        figures.createAllMs = Date().timeIntervalSince(t0) * 1000
+        let c = try await APIConnection.connect(socketPath: socket)
+        var times: [Double] = []
+        for _ in 0 ..< 5 {
+            let t = Date()
+            let list = try await c.call(.GET, "/v1/vms", as: VMList.self)
+            times.append(Date().timeIntervalSince(t) * 1000)
+            guard list.vms.count >= idleVMs else { die("GET /v1/vms listed \(list.vms.count) VMs, expected \(idleVMs)") }
+        }
+        figures.listMs = median(times)
+        await c.close()
+        let gone = Counter()
+        let t1 = Date()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0 ..< concurrency {
+                group.addTask {
+                    let c = try await APIConnection.connect(socketPath: socket)
+                    while let i = gone.take(below: idleVMs) {
+                        let destroyed = try await c.request(.DELETE, "/v1/vms/many-\(i)")
+                        guard destroyed.status == 204 else { die("destroy many-\(i): \(destroyed.status)") }
+                    }
+                    await c.close()
+                }
+            }
+            try await group.waitForAll()
+        }
+        figures.destroyAllMs = Date().timeIntervalSince(t1) * 1000
+        try await Task.sleep(nanoseconds: 200_000_000)
+        // Workers are children of whichever daemon thread spawned them.
+        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(daemon)/task")) ?? []
+        figures.workersLeft = threads.reduce(0) { count, tid in
+            count + ((try? String(contentsOfFile: "/proc/\(daemon)/task/\(tid)/children", encoding: .utf8)) ?? "")
+                .split(separator: " ").count
+        }
     }
 
     /// One managed VM's life; returns (ms create → destroyed, ms for the create call).
@@ -88,11 +155,12 @@ struct DaemonBenchmark {
 
     /// RSS beyond guest memory (memfd pages) of an idle VM's worker, from smaps, with
     /// its dirty private part (what no other worker can share: heap, stacks, written
-    /// data) and PSS (its share of pages it maps together with a second idle worker).
+    /// data) and PSS (its share of pages it maps together with `idleWorkers` - 1 other
+    /// idle workers).
     func workerMemory(socket: String, kernel: String) async throws -> (Int, Int, Int) {
         let c = try await APIConnection.connect(socketPath: socket)
         var pid: Int32 = 0
-        for name in ["idle-1", "idle-2"] {
+        for name in (1 ... idleWorkers).map({ "idle-\($0)" }) {
             let body = Array(#"{"name":"\#(name)","kernel":"\#(kernel)","memory_mib":64,"lifetime":"connection"}"#.utf8)
             let info = try await c.call(.POST, "/v1/vms", json: body, as: VMInfo.self)
             guard let p = info.workerPID else { die("no worker pid") }

@@ -8,7 +8,7 @@ import VMM
 /// on port 5254, a source on 5255, the echo on 5252) at ring 3 on this machine, against
 /// the limit: the same transfer between two host processes over a plain Unix socket
 /// (Benchmarks/ref/unix_copy.c, measured in the same run).
-func vsockBenchmarks(work: String, root: String, rounds: Int, megabytes: Int, connections: Int) {
+func vsockBenchmarks(work: String, root: String, rounds: Int, megabytes: Int, connections: Int, stats: Bool) {
     let reference = work + "/unix_copy"
     sh(["cc", "-O2", "-Wall", "-o", reference, root + "/Benchmarks/ref/unix_copy.c"])
     let bytes = megabytes << 20
@@ -50,7 +50,7 @@ func vsockBenchmarks(work: String, root: String, rounds: Int, megabytes: Int, co
         let counters = machine.statistics().devices.first { $0.name == "vsock0" }?.counters ?? []
         let wanted = ["packets_to_guest", "rx_buffer_waits", "credit_waits", "notifications", "interrupts"]
         print("  device: " + counters.filter { wanted.contains($0.name) }.map { "\($0.name) \($0.value)" }.joined(separator: ", "))
-        if CommandLine.arguments.contains("--vsock-stats"), let vcpu = machine.statistics().vcpus.first {
+        if stats, let vcpu = machine.statistics().vcpus.first {
             print("  vcpu0 KVM: " + vcpu.kvm.filter { $0.values.count == 1 && $0.value > 0 }.map { "\($0.name) \($0.value)" }.joined(separator: ", "))
             print("  vcpu0 exits: " + vcpu.exits.filter { $0.count > 0 }.map { "\($0.kind) \($0.count)" }.joined(separator: ", "))
         }

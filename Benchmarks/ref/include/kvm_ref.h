@@ -20,4 +20,11 @@ uint64_t kvmref_run_batch(struct kvmref *ref, uint32_t n);
 
 void kvmref_close(struct kvmref *ref);
 
+/* process_timer.c: runs `command` (an absolute path and its arguments, separated
+ * by 0x1f) with stdin, stdout and stderr on /dev/null, waits for it, and returns
+ * the wall-clock nanoseconds from the spawn to the reap (0 if it could not be
+ * started); `status` gets its exit status (128 + signal when killed) and
+ * `cpu_ns` its user + system CPU time. */
+uint64_t kvmref_time_command(const char *command, int *status, uint64_t *cpu_ns);
+
 #endif
