@@ -169,12 +169,17 @@ func runMachine(_ base: MachineConfig, serial: SerialTarget, verbose: Bool = fal
     }
     defer { if outputFD >= 0 { close(outputFD) } }
 
+    // The probe VM's answer from an earlier run on this host boot, and this run's for the next.
+    let probeCache = config.emulationAssist == .off ? nil : HostEmulationCache.standard()
+    let cached = probeCache?.load()
+    if let cached { HostEmulation.assume(cached) }
     let machine: Machine
     do {
         machine = try Machine(config: config)
     } catch {
         fail("\(error)")
     }
+    if cached == nil, let probeCache, let found = HostEmulation.known { probeCache.store(found) }
     if verbose { printDevices(machine) }
     if case .stdio = serial { machine.forwardInput(fromDescriptor: STDIN_FILENO) }
     let reason: StopReason

@@ -43,6 +43,14 @@ public struct HostEmulation: Sendable, Equatable, CustomStringConvertible {
 
     private static let cached = Mutex<HostEmulation?>(nil)
 
+    /// This process's answer so far: the probe's, or the one `assume` was given; nil
+    /// before either.
+    public static var known: HostEmulation? { cached.withLock { $0 } }
+
+    /// Takes `answer` (found by an earlier process on this host: `HostEmulationCache`)
+    /// as this process's, so that `probe` runs no probe VM; no effect once there is one.
+    public static func assume(_ answer: HostEmulation) { cached.withLock { $0 = $0 ?? answer } }
+
     /// The probe's answer for this process (run on the first call: a few ms, plus
     /// `hangTimeoutMS` where `vmcall` hangs; each vmm-worker process probes once).
     public static func probe(_ kvm: KVMSystem) -> HostEmulation {

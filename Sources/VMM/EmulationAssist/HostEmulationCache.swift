@@ -1,0 +1,127 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `HostEmulation`'s answer kept between processes, so that a short-lived VMM process
+/// (`vmmctl run`) does not pay for the probe VM each time: on this project's hosts the
+/// probe is a second VM creation, a second supported-CPUID walk and a 10 ms wait for a
+/// `vmcall` that never returns, more than a small guest's whole run.
+///
+/// What the host's KVM does cannot change while the same kernel runs with the same KVM
+/// modules loaded, so an entry names the boot (`/proc/sys/kernel/random/boot_id`), the
+/// kernel release and the sysfs inode of each loaded KVM module (a reloaded module gets
+/// a new one); an entry for anything else is ignored and replaced. A probe that did not
+/// finish is never stored. The file must belong to the caller and be writable by nobody
+/// else, in a directory only the caller can write.
+public struct HostEmulationCache: Sendable {
+    public let path: String
+    /// What the entry must name to be believed (`hostKey()` for this host).
+    public let key: String
+
+    public init(path: String, key: String) {
+        self.path = path
+        self.key = key
+    }
+
+    /// The caller's cache, with this host's key: `/run/swift-vmm/host-emulation` for
+    /// root, `$XDG_RUNTIME_DIR/swift-vmm-host-emulation` for others; nil without either.
+    public static func standard() -> HostEmulationCache? {
+        guard let key = hostKey() else { return nil }
+        if getuid() == 0 {
+            let dir = "/run/swift-vmm"
+            if mkdir(dir, 0o700) != 0 && errno != EEXIST { return nil }
+            guard privateDirectory(dir) else { return nil }
+            return HostEmulationCache(path: dir + "/host-emulation", key: key)
+        }
+        guard let runtime = getenv("XDG_RUNTIME_DIR").map({ String(cString: $0) }), runtime.hasPrefix("/"),
+              privateDirectory(runtime) else { return nil }
+        return HostEmulationCache(path: runtime + "/swift-vmm-host-emulation", key: key)
+    }
+
+    /// The stored answer, if the entry is this host's and the file is the caller's alone.
+    public func load() -> HostEmulation? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_uid == getuid(),
+              st.st_mode & 0o022 == 0, st.st_size < 4096 else { return nil }
+        guard let text = Self.readText(fd) else { return nil }
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        guard lines.count >= 2, lines.dropLast().joined(separator: "\n") == key else { return nil }
+        return HostEmulation(flags: String(lines[lines.count - 1]))
+    }
+
+    /// Stores `answer` for this host (atomically: a new file renamed over the old);
+    /// an answer with a probe error is not stored. Failures leave no entry behind.
+    public func store(_ answer: HostEmulation) {
+        guard answer.probeError == nil else { return }
+        let temporary = path + ".\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { return }
+        let bytes = Array((key + "\n" + answer.flags).utf8)
+        let written = write(fd, bytes, bytes.count)
+        close(fd)
+        if written != bytes.count || rename(temporary, path) != 0 { unlink(temporary) }
+    }
+
+    /// This boot, kernel and set of loaded KVM modules; nil when any of it is unreadable.
+    public static func hostKey() -> String? {
+        guard let bootID = readText("/proc/sys/kernel/random/boot_id"),
+              let release = readText("/proc/sys/kernel/osrelease") else { return nil }
+        var modules: [String] = []
+        for module in ["kvm", "kvm_intel", "kvm_amd", "kvm_pvm"] {
+            var st = stat()
+            if stat("/sys/module/" + module, &st) == 0 { modules.append("\(module):\(st.st_ino)") }
+        }
+        return ["swift-vmm host-emulation 1", bootID, release, modules.joined(separator: " ")]
+            .map { $0.filter { $0 != "\n" } }.joined(separator: "\n")
+    }
+
+    private static func readText(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        return readText(fd)
+    }
+
+    private static func readText(_ fd: Int32) -> String? {
+        var text: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1024)
+        while text.count < 4096 {
+            let n = read(fd, &chunk, chunk.count)
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { return nil }
+            if n == 0 { break }
+            text += chunk[..<n]
+        }
+        return String(decoding: text, as: UTF8.self)
+    }
+
+    /// A directory the caller owns and nobody else may write into.
+    private static func privateDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR && st.st_uid == getuid() && st.st_mode & 0o022 == 0
+    }
+}
+
+extension HostEmulation {
+    /// The three findings as one line (`HostEmulationCache`'s entry): the names of those set.
+    public var flags: String {
+        [(refusesInstructions, "refuses-instructions"), (syscallBroken, "syscall-broken"), (hypercallsHang, "hypercalls-hang")]
+            .filter(\.0).map(\.1).joined(separator: " ")
+    }
+
+    /// From `flags`; nil when it names something unknown.
+    public init?(flags: String) {
+        self.init()
+        for word in flags.split(separator: " ") {
+            switch word {
+            case "refuses-instructions": refusesInstructions = true
+            case "syscall-broken": syscallBroken = true
+            case "hypercalls-hang": hypercallsHang = true
+            default: return nil
+            }
+        }
+    }
+}
