@@ -3,6 +3,7 @@ import KVM
 
 struct Caps: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "caps",
         abstract: "List what this host's KVM supports: capabilities by name and value.")
 
     @Option(help: "The KVM device.")

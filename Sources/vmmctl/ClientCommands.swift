@@ -91,6 +91,7 @@ func perform<T: Decodable>(_ connection: APIConnection, _ method: HTTPMethod, _ 
 
 struct Create: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "create",
         abstract: "Create a named VM in vmmd (and start it, unless --no-start).",
         discussion: """
         With --lifetime connection or process, vmmctl stays attached: the guest's console streams to the \
@@ -149,7 +150,7 @@ struct Create: AsyncParsableCommand {
 }
 
 struct List: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List your VMs in vmmd (root: all VMs).")
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List your VMs in vmmd (root: all VMs).")
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
@@ -160,7 +161,7 @@ struct List: AsyncParsableCommand {
 }
 
 struct Info: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show one VM.")
+    static let configuration = CommandConfiguration(commandName: "info", abstract: "Show one VM.")
     @OptionGroup var options: ClientOptions
     @Argument var name: String
 
@@ -197,28 +198,28 @@ extension VMActionCommand {
 }
 
 struct Start: VMActionCommand {
-    static let configuration = CommandConfiguration(abstract: "Boot a created or stopped VM (a crashed one gets a new worker).")
+    static let configuration = CommandConfiguration(commandName: "start", abstract: "Boot a created or stopped VM (a crashed one gets a new worker).")
     static let action = VMAction.start
     @OptionGroup var options: ClientOptions
     @Argument var name: String
 }
 
 struct Pause: VMActionCommand {
-    static let configuration = CommandConfiguration(abstract: "Pause every vCPU of a running VM.")
+    static let configuration = CommandConfiguration(commandName: "pause", abstract: "Pause every vCPU of a running VM.")
     static let action = VMAction.pause
     @OptionGroup var options: ClientOptions
     @Argument var name: String
 }
 
 struct Resume: VMActionCommand {
-    static let configuration = CommandConfiguration(abstract: "Resume a paused VM.")
+    static let configuration = CommandConfiguration(commandName: "resume", abstract: "Resume a paused VM.")
     static let action = VMAction.resume
     @OptionGroup var options: ClientOptions
     @Argument var name: String
 }
 
 struct Reset: VMActionCommand {
-    static let configuration = CommandConfiguration(abstract: "Restart a VM's guest from power-on (memory kept).")
+    static let configuration = CommandConfiguration(commandName: "reset", abstract: "Restart a VM's guest from power-on (memory kept).")
     static let action = VMAction.reset
     @OptionGroup var options: ClientOptions
     @Argument var name: String
@@ -232,14 +233,14 @@ struct PowerOff: VMActionCommand {
 }
 
 struct Kill: VMActionCommand {
-    static let configuration = CommandConfiguration(abstract: "Stop a VM's guest now (the VM stays, stopped).")
+    static let configuration = CommandConfiguration(commandName: "kill", abstract: "Stop a VM's guest now (the VM stays, stopped).")
     static let action = VMAction.kill
     @OptionGroup var options: ClientOptions
     @Argument var name: String
 }
 
 struct Destroy: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Destroy a VM: its worker, memory and record are gone.")
+    static let configuration = CommandConfiguration(commandName: "destroy", abstract: "Destroy a VM: its worker, memory and record are gone.")
     @OptionGroup var options: ClientOptions
     @Argument var name: String
 
@@ -253,7 +254,7 @@ struct Destroy: AsyncParsableCommand {
 }
 
 struct Stats: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "KVM's statistics and the VMM's counters for a VM.")
+    static let configuration = CommandConfiguration(commandName: "stats", abstract: "KVM's statistics and the VMM's counters for a VM.")
     @OptionGroup var options: ClientOptions
     @Argument var name: String
 

@@ -11,6 +11,7 @@ import Glibc
 
 struct Console: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "console",
         abstract: "Attach to a VM's serial console.",
         discussion: """
         The output so far, then live output; keystrokes go to the guest's COM1. \

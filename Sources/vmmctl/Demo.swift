@@ -4,6 +4,7 @@ import VMM
 
 struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "demo",
         abstract: "Run the built-in demo guest: it greets on the serial console and powers off.")
 
     @Option(help: "Command line handed to the demo guest (it prints it back).")

@@ -27,6 +27,7 @@ enum SerialTarget: ExpressibleByArgument {
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "run",
         abstract: "Boot a kernel in the foreground and run it until the guest stops.")
 
     @Option(help: "Kernel image: a bzImage (/boot/vmlinuz-*), a PVH ELF (vmlinux, test guests) or a multiboot kernel; the format is detected.")
@@ -202,7 +203,11 @@ func readFile(_ path: String) throws -> [UInt8] {
     guard fd >= 0 else { throw ValidationError("cannot open \(path): \(String(cString: strerror(errno)))") }
     defer { close(fd) }
     var result: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 1 << 20)
+    // As large as the file (one read and the end), at most 1 MiB: zeroing a buffer much
+    // larger than a small guest costs more page faults than running it.
+    var st = stat()
+    let size = fstat(fd, &st) == 0 && st.st_size > 0 ? Int(st.st_size) : 0
+    var chunk = [UInt8](repeating: 0, count: min(max(size + 1, 4096), 1 << 20))
     while true {
         let n = read(fd, &chunk, chunk.count)
         if n < 0 && errno == EINTR { continue }
