@@ -80,23 +80,11 @@ struct DaemonBenchmark {
     /// them), `GET /v1/vms` timed over them, then every one destroyed and the daemon's
     /// children counted.
     func manyIdleVMs(socket: String, kernel: String, daemon: Int32, into figures: inout Figures) async throws {
-        let next = Counter()
-        let t0 = Date()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0 ..< concurrency {
-                group.addTask {
-                    let c = try await APIConnection.connect(socketPath: socket)
-                    while let i = next.take(below: idleVMs) {
-                        let body = Array(#"{"name":"many-\#(i)","kernel":"\#(kernel)","memory_mib":16,"lifetime":"process"}"#.utf8)
-                        let created = try await c.request(.POST, "/v1/vms", body: body)
-                        guard created.status == 201 else { die("create many-\(i): \(created.status) \(created.text)") }
-                    }
-                    await c.close()
-                }
-            }
-            try await group.waitForAll()
+        figures.createAllMs = try await onClients(socket: socket) { c, i in
+            let body = Array(#"{"name":"many-\#(i)","kernel":"\#(kernel)","memory_mib":16,"lifetime":"process"}"#.utf8)
+            let created = try await c.request(.POST, "/v1/vms", body: body)
+            guard created.status == 201 else { die("create many-\(i): \(created.status) \(created.text)") }
         }
-        figures.createAllMs = Date().timeIntervalSince(t0) * 1000
         let c = try await APIConnection.connect(socketPath: socket)
         var times: [Double] = []
         for _ in 0 ..< 5 {
@@ -107,22 +95,10 @@ struct DaemonBenchmark {
         }
         figures.listMs = median(times)
         await c.close()
-        let gone = Counter()
-        let t1 = Date()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0 ..< concurrency {
-                group.addTask {
-                    let c = try await APIConnection.connect(socketPath: socket)
-                    while let i = gone.take(below: idleVMs) {
-                        let destroyed = try await c.request(.DELETE, "/v1/vms/many-\(i)")
-                        guard destroyed.status == 204 else { die("destroy many-\(i): \(destroyed.status)") }
-                    }
-                    await c.close()
-                }
-            }
-            try await group.waitForAll()
+        figures.destroyAllMs = try await onClients(socket: socket) { c, i in
+            let destroyed = try await c.request(.DELETE, "/v1/vms/many-\(i)")
+            guard destroyed.status == 204 else { die("destroy many-\(i): \(destroyed.status)") }
         }
-        figures.destroyAllMs = Date().timeIntervalSince(t1) * 1000
         try await Task.sleep(nanoseconds: 200_000_000)
         // Workers are children of whichever daemon thread spawned them.
         let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(daemon)/task")) ?? []
@@ -130,6 +106,24 @@ struct DaemonBenchmark {
             count + ((try? String(contentsOfFile: "/proc/\(daemon)/task/\(tid)/children", encoding: .utf8)) ?? "")
                 .split(separator: " ").count
         }
+    }
+
+    /// `body(connection, i)` for every i below `idleVMs`, spread over `concurrency`
+    /// clients with a connection each; returns the milliseconds it all took.
+    func onClients(socket: String, _ body: @escaping @Sendable (APIConnection, Int) async throws -> Void) async throws -> Double {
+        let next = Counter()
+        let t0 = Date()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0 ..< concurrency {
+                group.addTask {
+                    let c = try await APIConnection.connect(socketPath: socket)
+                    while let i = next.take(below: idleVMs) { try await body(c, i) }
+                    await c.close()
+                }
+            }
+            try await group.waitForAll()
+        }
+        return Date().timeIntervalSince(t0) * 1000
     }
 
     /// One managed VM's life; returns (ms create → destroyed, ms for the create call).
