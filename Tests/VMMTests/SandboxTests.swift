@@ -95,6 +95,18 @@ struct SandboxTests {
         #expect(d.log.contains("hello from the guest log"))
     }
 
+    /// With the split irqchip, a guest that unmasks an IOAPIC entry makes its worker
+    /// publish the entry as an MSI route (KVM_SET_GSI_ROUTING): the filter killed the
+    /// worker of every Linux guest through vmmd.
+    @Test func aGuestProgrammingTheIOAPICDoesNotTripTheSandbox() throws {
+        let d = try DaemonFixture()
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("irq", guest: "uart-irq")).status == 201)
+        // The guest unmasks IOAPIC pin 4 before it prints "ready", then waits for input.
+        #expect(d.eventually(30) { d.api("GET", "/v1/vms/irq/console").body.contains("uart-irq: ready") })
+        #expect(d.vm("irq")?["state"] as? String == "running", "\(d.vm("irq")?["last_exit"] ?? "")")
+        #expect(d.api("DELETE", "/v1/vms/irq").status == 204)
+    }
+
     @Test func rebootsKeepTheSameGuestMemory() throws {
         let d = try DaemonFixture()
         #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("keep", guest: "idle")).status == 201)

@@ -57,6 +57,9 @@ enum SyscallPolicy {
         ("KVM_GET_CPUID2", CKVM_GET_CPUID2),
         ("KVM_IRQ_LINE", CKVM_IRQ_LINE), ("KVM_IRQ_LINE_STATUS", CKVM_IRQ_LINE_STATUS),
         ("KVM_SIGNAL_MSI", CKVM_SIGNAL_MSI), ("KVM_NMI", CKVM_NMI),
+        // The split irqchip: the VMM's IOAPIC publishes its unmasked entries as this VM's
+        // MSI routes whenever the guest reprograms it (they reach only this VM's vCPUs).
+        ("KVM_SET_GSI_ROUTING", CKVM_SET_GSI_ROUTING),
         // `vmmctl gdb`: breakpoints, watchpoints and single-step (the only addition the
         // debugger needs: its bytes travel on the daemon link, its threads are clones).
         ("KVM_SET_GUEST_DEBUG", CKVM_SET_GUEST_DEBUG),
