@@ -4,7 +4,7 @@
  * Build:  cc -O2 -o kvm_ref kvm_ref.c
  *
  *   kvm_ref exit-path GUEST.elf N
- *       One VM (64 MiB RAM, split irqchip, one vCPU), N written to
+ *       One VM (64 MiB RAM, in-kernel irqchip + PIT, one vCPU), N written to
  *       guest-physical 0x9000, then run until the guest writes port 0xf4.
  *       Meant for Guests/bench.S, which does N `outb` to port 0x80 from
  *       ring 3.  Only the KVM_RUN loop is timed.
@@ -21,8 +21,8 @@
  *       The whole-process cold start: one VM as above, COM1 bytes to stdout,
  *       run until the guest writes port 0xf4 or powers off (port 0x600).
  *
- *   --irqchip=kernel before the mode: KVM_CREATE_IRQCHIP + KVM_CREATE_PIT2
- *   (swift-vmm --irqchip kernel) instead of KVM_CAP_SPLIT_IRQCHIP (its default).
+ *   --irqchip=split before the mode: KVM_CAP_SPLIT_IRQCHIP (swift-vmm --irqchip
+ *   split) instead of KVM_CREATE_IRQCHIP + KVM_CREATE_PIT2 (its default).
  *
  * The set-up mirrors what swift-vmm does, so the numbers are comparable:
  * memfd-backed RAM, KVM_SET_TSS_ADDR, KVM_CAP_SPLIT_IRQCHIP (or KVM_CREATE_IRQCHIP
@@ -349,9 +349,9 @@ static struct kvm_cpuid2 *supported_cpuid(int kvm)
     }
 }
 
-/* 1: KVM_CREATE_IRQCHIP + KVM_CREATE_PIT2 (swift-vmm --irqchip kernel); 0: the
- * split irqchip swift-vmm uses by default (KVM's local APICs only, 24 IOAPIC GSIs). */
-static int irqchip_kernel;
+/* 1: KVM_CREATE_IRQCHIP + KVM_CREATE_PIT2 (swift-vmm's default, --irqchip kernel);
+ * 0: the split irqchip (--irqchip split: KVM's local APICs only, 24 IOAPIC GSIs). */
+static int irqchip_kernel = 1;
 /* 1: COM1 bytes go to stdout (the `run` mode, as `vmmctl run` prints them). */
 static int echo_com1;
 
@@ -754,9 +754,9 @@ static void cmd_run(const char *path)
 int main(int argc, char **argv)
 {
     if (argc > 1 && strncmp(argv[1], "--irqchip=", 10) == 0) {
-        if (strcmp(argv[1] + 10, "kernel") == 0)
-            irqchip_kernel = 1;
-        else if (strcmp(argv[1] + 10, "split") != 0)
+        if (strcmp(argv[1] + 10, "split") == 0)
+            irqchip_kernel = 0;
+        else if (strcmp(argv[1] + 10, "kernel") != 0)
             failx("unknown irqchip '%s' (kernel or split)", argv[1] + 10);
         argv[1] = argv[0];
         argv++;

@@ -98,8 +98,8 @@ struct Run: ParsableCommand {
     @Flag(help: "Also list the virtio devices on the Linux command line (virtio_mmio.device=, CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES).")
     var virtioCmdline = false
 
-    @Option(help: "Interrupt controllers: split (the IOAPIC in the VMM, no PIC or PIT; closes fast) or kernel (KVM's IOAPIC, PIC and PIT, for guests without ACPI).")
-    var irqchip: IRQChipMode = .split
+    @Option(help: "Interrupt controllers: kernel (KVM's IOAPIC, PIC and PIT) or split (the IOAPIC in the VMM, no PIC or PIT: the VM closes in about a tenth of the time).")
+    var irqchip: IRQChipMode = .kernel
 
     @Flag(help: "Print the devices (MMIO windows and IRQs) before the guest starts.")
     var verbose = false
