@@ -34,9 +34,7 @@ struct MachinePlatformTests {
             #expect((leaf1.ebx >> 16) & 0xFF == 4)       // 3 cores need 2 APIC ID bits
         }
         // The MADT in guest memory lists the same APIC IDs.
-        var platform = ACPITables.Platform(apicIDs: ids)
-        platform.legacyInterruptControllers = false   // the default split irqchip: no PIC, no PIT
-        let tables = try ACPITables(platform: platform)
+        let tables = try ACPITables(platform: ACPITables.Platform(apicIDs: ids))   // KVM's irqchip, the default
         let madt = try #require(tables.placed.first { $0.signature == "APIC" })
         #expect(try m.memory.read(at: GuestAddress(madt.address), count: madt.bytes.count) == madt.bytes)
         let fourthAPICID: UInt8 = madt.bytes.le(44 + 3 * 8 + 3)
