@@ -50,7 +50,8 @@ struct ColdStartBenchmark {
         let hello = work + "/hello.elf", exits = work + "/bench-100k.elf"
         let run = [vmmctl, "run", "--memory", "64", "--kernel"]
         var programs = [
-            Program(name: "C reference (kvm_ref run)", arguments: [reference, "run", hello], status: 0),
+            // The C reference with the split irqchip, as the vmmctl run it is compared with.
+            Program(name: "C reference (kvm_ref --irqchip=split run)", arguments: [reference, "--irqchip=split", "run", hello], status: 0),
             Program(name: "vmmctl run --irqchip split", arguments: run + [hello, "--irqchip", "split"], status: 0),
             Program(name: "vmmctl run (KVM's irqchip, the default)", arguments: run + [hello], status: 0),
         ]
