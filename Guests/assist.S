@@ -400,6 +400,8 @@ mx_resume:
         leaq    mx_reserved(%rip), %rax
         cmpq    %rax, gp_rip(%rip)
         jne     1f
+        cmpq    $0, gp_error(%rip)
+        jne     1f
         stmxcsr mx_out(%rip)
         cmpl    $0x1fa0, mx_out(%rip)
         jne     1f

@@ -93,11 +93,12 @@ struct TestKernelBootTests {
     /// /init, which sees both CPUs and the clocksource; its devices hook
     /// (scripts/test-kernel/devices-check) finds the root disk as /dev/vda with its serial
     /// and a write cache, mounts its ext4, writes a file, reads 64 KiB from /dev/hwrng
-    /// (rng_current names virtio) onto it, syncs; reads the read-only disk's first line and
-    /// has a write refused; brings up eth0 in the test's network namespace and pings the
-    /// namespace's address; connects to a host service over vsock and to a port nobody
-    /// listens on (reset); serves an echo on vsock port 5252, which 50 host connections
-    /// drive at once through the hybrid socket. The 8250 console takes a typed line;
+    /// (rng_current names virtio) onto it, times a 4 MiB O_DIRECT write and read, syncs;
+    /// reads the read-only disk's first line and has a write refused; brings up eth0 in
+    /// the test's network namespace and pings the namespace's address; connects to a host
+    /// service over vsock and to a port nobody listens on (reset); serves an echo on vsock
+    /// port 5252, which 50 host connections drive at once through the hybrid socket. The
+    /// 8250 console takes a typed line;
     /// `reboot -f` resets through ACPI, the devices come back, the hook finds the first
     /// boot's file and appends to it; the second line powers off through ACPI S5: status 0.
     /// Then the host reads the root image with e2fsprogs: both boots' lines, the rng bytes
@@ -185,7 +186,8 @@ struct TestKernelBootTests {
         print("test kernel: /init after \(seconds(atInit)) s, devices checked and prompt at \(seconds(prompt)) s, "
               + "50 vsock echoes of \(size >> 10) KiB in \(String(format: "%.1f", echoSeconds)) s, /init again after the reboot at "
               + "\(seconds(again)) s, powered off at \(seconds(boot.seconds)) s")
-        for line in ConsoleBoot.lines(out) where line.hasPrefix("vmmctl: emulation assist:") || line.hasPrefix("vmmctl: statistics ") { print(line) }
+        for line in ConsoleBoot.lines(out) where line.hasPrefix("vmmctl: emulation assist:") || line.hasPrefix("vmmctl: statistics ")
+            || line.contains("devices: vda ext4 ") { print(line) }
     }
 
     /// The same kernel through vmmd: a worker in its sandbox (seccomp, no privileges) runs

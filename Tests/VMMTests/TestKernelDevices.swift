@@ -90,6 +90,7 @@ final class TestKernelDevices: @unchecked Sendable {
         var lines = [
             "devices: vda serial '\(serial)' size \(Self.rootSectors) ro 0 cache 'write back'",
             "devices: rng current 'virtio_rng.0'",
+            "devices: vda ext4 4 MiB O_DIRECT: write ",
             "devices: vda synced, boot \(boot)",
             "devices: vda unmounted",
             "devices: vdb ro 1 first line '\(readOnlyLine)'",
