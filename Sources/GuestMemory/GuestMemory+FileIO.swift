@@ -26,6 +26,52 @@ extension GuestMemory {
         return try transfer(fd, vectors, offset: offset, operation: "pwritev") { pwritev($0, $1, $2, $3) }
     }
 
+    /// `pread(2)` of the file `fd` from `offset` into one range: a block request's
+    /// usual shape, without the iovec array the scatter-gather form builds. Returns
+    /// the bytes read (fewer only at end of file).
+    public func readFile(_ fd: Int32, offset: UInt64, into range: GuestRange) throws -> UInt64 {
+        guard let host = hostPointer(range.start, length: range.length, writing: true) else {
+            let (segment, _) = try resolve(range.start, length: range.length)
+            throw GuestMemoryError.readOnly(address: range.start.raw, segment: segment.name)
+        }
+        // SAFETY: hostPointer() proved the range lies inside a writable segment mapping.
+        return try transfer(fd, host, Int(range.length), offset: offset, operation: "pread") { pread($0, $1, $2, $3) }
+    }
+
+    /// `pwrite(2)` of one range to the file `fd` from `offset`. Returns the bytes
+    /// written (all of them, or an error).
+    public func writeFile(_ fd: Int32, offset: UInt64, from range: GuestRange) throws -> UInt64 {
+        guard let host = hostPointer(range.start, length: range.length, writing: false) else {
+            _ = try resolve(range.start, length: range.length)   // throws: not inside one segment
+            throw GuestMemoryError.unmapped(address: range.start.raw, length: range.length)
+        }
+        // SAFETY: hostPointer() proved the range lies inside a segment mapping.
+        return try transfer(fd, host, Int(range.length), offset: offset, operation: "pwrite") { pwrite($0, $1, $2, $3) }
+    }
+
+    /// Runs `call` over one host buffer, resuming after short transfers and EINTR, as
+    /// the vector form does.
+    private func transfer(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ length: Int, offset: UInt64, operation: String,
+                          _ call: (Int32, UnsafeMutableRawPointer, Int, off_t) -> Int) throws -> UInt64 {
+        var done = 0
+        while done < length {
+            let (position, overflow) = offset.addingReportingOverflow(UInt64(done))
+            guard !overflow, position <= UInt64(Int64.max) else { throw GuestMemoryError.system(operation: operation, errno: EINVAL) }
+            // SAFETY: done < length, so the pointer and the count stay inside the checked range.
+            let n = call(fd, buffer + done, length - done, off_t(position))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw GuestMemoryError.system(operation: operation, errno: errno)
+            }
+            if n == 0 {
+                if operation == "pread" { break }   // end of file
+                throw GuestMemoryError.system(operation: operation, errno: EIO)
+            }
+            done += n
+        }
+        return UInt64(done)
+    }
+
     /// Fills `range` with bytes from `getrandom(2)` (the kernel's CSPRNG, never blocking
     /// once it is seeded). Returns the bytes written.
     public func fillRandom(_ range: GuestRange) throws -> UInt64 {

@@ -14,6 +14,17 @@ public final class GuestMemory: @unchecked Sendable {
     /// Segments sorted by guest address.
     public let segments: [MemorySegment]
 
+    /// The segments' bounds as plain values, for the integer accessors devices call on
+    /// every ring access: walking `segments` retains and releases each class reference,
+    /// which costs more than the access itself.
+    private struct Window {
+        let base: UInt64
+        let size: UInt64
+        let host: UnsafeMutableRawPointer
+        let readOnly: Bool
+    }
+    private let windows: [Window]
+
     /// Start of the 32-bit MMIO hole (3 GiB): LAPIC, IOAPIC, PCI windows, firmware.
     public static let mmioHoleStart: UInt64 = 3 << 30
     /// End of the 32-bit MMIO hole (4 GiB); RAM above the hole resumes here.
@@ -25,6 +36,23 @@ public final class GuestMemory: @unchecked Sendable {
             throw GuestMemoryError.overlap(a.name, b.name)
         }
         self.segments = sorted
+        windows = sorted.map { Window(base: $0.guestBase.raw, size: $0.size, host: $0.host, readOnly: $0.readOnly) }
+    }
+
+    /// The host address of `[address, address + length)` when it lies inside one segment
+    /// (and that segment is writable, when `writing`); nil otherwise, and the caller
+    /// asks `resolve` for the error.
+    @inline(__always)
+    func hostPointer(_ address: GuestAddress, length: UInt64, writing: Bool) -> UnsafeMutableRawPointer? {
+        let a = address.raw
+        for w in windows where a >= w.base {
+            let offset = a &- w.base
+            guard offset < w.size, length <= w.size &- offset else { continue }
+            if writing && w.readOnly { return nil }
+            // SAFETY: offset + length <= size, so the pointer and the access stay inside the mapping.
+            return w.host + Int(offset)
+        }
+        return nil
     }
 
     /// Where `ramSize` bytes of system RAM go: below the MMIO hole first, the rest from 4 GiB.
@@ -133,6 +161,10 @@ public final class GuestMemory: @unchecked Sendable {
     @_specialize(exported: true, where T == UInt32)
     @_specialize(exported: true, where T == UInt64)
     public func readInteger<T: FixedWidthInteger>(_ type: T.Type = T.self, at address: GuestAddress) throws -> T {
+        if let p = hostPointer(address, length: UInt64(MemoryLayout<T>.size), writing: false) {
+            // SAFETY: hostPointer() proved the integer's bytes lie inside a segment mapping.
+            return T(littleEndian: p.loadUnaligned(as: T.self))
+        }
         let (segment, offset) = try resolve(address, length: UInt64(MemoryLayout<T>.size))
         // SAFETY: resolve() proved the integer's bytes lie inside the segment mapping.
         return T(littleEndian: (segment.host + offset).loadUnaligned(as: T.self))
@@ -144,6 +176,11 @@ public final class GuestMemory: @unchecked Sendable {
     @_specialize(exported: true, where T == UInt32)
     @_specialize(exported: true, where T == UInt64)
     public func writeInteger<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws {
+        if let p = hostPointer(address, length: UInt64(MemoryLayout<T>.size), writing: true) {
+            // SAFETY: hostPointer() proved the integer's bytes lie inside a writable segment mapping.
+            p.storeBytes(of: value.littleEndian, as: T.self)
+            return
+        }
         let (segment, offset) = try resolve(address, length: UInt64(MemoryLayout<T>.size))
         guard !segment.readOnly else { throw GuestMemoryError.readOnly(address: address.raw, segment: segment.name) }
         // SAFETY: resolve() proved the integer's bytes lie inside the segment mapping.

@@ -1,3 +1,4 @@
+import Foundation
 import GuestMemory
 import Testing
 
@@ -79,6 +80,46 @@ import Testing
         }
         try memory.load([0xEA, 0x5B], at: GuestAddress(0xFFFF_FFF0))
         #expect(try memory.read(at: GuestAddress(0xFFFF_FFF0), count: 2) == [0xEA, 0x5B])
+    }
+
+    /// The integer accessors and the one-range file transfers take a fast path of their
+    /// own (a value-typed segment table); it must refuse exactly what `resolve` refuses.
+    @Test func fastPathsRefuseWhatResolveRefuses() throws {
+        let end = UInt64(16 << 20)
+        #expect(throws: GuestMemoryError.readOnly(address: 0xFFFF_0000, segment: "rom")) {
+            try memory.writeInteger(UInt32(1), at: GuestAddress(0xFFFF_0000))
+        }
+        #expect(throws: GuestMemoryError.unmapped(address: end - 2, length: 4)) {
+            try memory.readInteger(UInt32.self, at: GuestAddress(end - 2))
+        }
+        #expect(throws: GuestMemoryError.unmapped(address: end - 2, length: 4)) {
+            try memory.writeInteger(UInt32(1), at: GuestAddress(end - 2))
+        }
+        #expect(throws: GuestMemoryError.unmapped(address: 0xFFFF_FFFE, length: 4)) {
+            try memory.readInteger(UInt32.self, at: GuestAddress(0xFFFF_FFFE))
+        }
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("gm-fileio-\(getpid())").path
+        FileManager.default.createFile(atPath: path, contents: Data((0 ..< 8192).map { UInt8(truncatingIfNeeded: $0 * 7) }))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let fd = open(path, O_RDWR)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        func range(_ start: UInt64, _ length: UInt64) throws -> GuestRange {
+            try #require(GuestRange(start: GuestAddress(start), length: length))
+        }
+        #expect(try memory.readFile(fd, offset: 4096, into: try range(0x3000, 4096)) == 4096)
+        #expect(try memory.readInteger(UInt8.self, at: GuestAddress(0x3001)) == UInt8(truncatingIfNeeded: 4097 * 7))
+        #expect(try memory.readFile(fd, offset: 8000, into: try range(0x5000, 4096)) == 192)   // end of file
+        #expect(try memory.writeFile(fd, offset: 0, from: try range(0x3000, 16)) == 16)
+        #expect(throws: GuestMemoryError.readOnly(address: 0xFFFF_0000, segment: "rom")) {
+            try memory.readFile(fd, offset: 0, into: try range(0xFFFF_0000, 512))
+        }
+        #expect(throws: GuestMemoryError.unmapped(address: end - 256, length: 512)) {
+            try memory.readFile(fd, offset: 0, into: try range(end - 256, 512))
+        }
+        #expect(throws: GuestMemoryError.unmapped(address: 3 << 30, length: 512)) {
+            try memory.writeFile(fd, offset: 0, from: try range(3 << 30, 512))
+        }
     }
 
     @Test func cStringStopsAtSegmentEndAndLimit() throws {

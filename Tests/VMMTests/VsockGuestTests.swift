@@ -125,8 +125,12 @@ struct VsockGuestTests {
     }
 
     /// The guest connects to host port 7000 (a listener at PATH_7000 answers and closes)
-    /// and to port 7001, where nobody listens (the guest sees a reset).
-    @Test func guestConnectsToAListenerAndIsResetWhereNobodyListens() throws {
+    /// and to port 7001, where nobody listens (the guest sees a reset). With
+    /// `halfCloseFirst` the listener shuts its sending side down and closes only after
+    /// the device has read the end of stream, so the guest hears SHUTDOWN(SEND) first and
+    /// must then hear both flags when the host end hangs up.
+    @Test(arguments: [false, true])
+    func guestConnectsToAListenerAndIsResetWhereNobodyListens(halfCloseFirst: Bool) throws {
         let path = testSocketPath("vsock-client")
         let listener = try TestListener(path: path + "_7000")
         let heard = Mutex<String>("")
@@ -135,6 +139,10 @@ struct VsockGuestTests {
             if let c = listener.accept() {
                 heard.withLock { $0 = String(decoding: c.receive(max: 64), as: UTF8.self) }
                 try? c.send("welcome\n")
+                if halfCloseFirst {
+                    c.shutdownWrite()
+                    Thread.sleep(forTimeInterval: 0.3)
+                }
                 c.close()
             }
             served.signal()

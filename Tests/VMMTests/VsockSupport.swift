@@ -37,6 +37,9 @@ final class TestSocket: @unchecked Sendable {
 
     func send(_ text: String) throws { try send(Array(text.utf8)) }
 
+    /// shutdown(SHUT_WR): the peer reads end of stream, this end can still read.
+    func shutdownWrite() { _ = shutdown(fd, Int32(SHUT_WR)) }
+
     /// Up to `max` bytes; empty at end of stream (or after the timeout).
     func receive(max: Int = 65536) -> [UInt8] {
         var buffer = [UInt8](repeating: 0, count: max)

@@ -44,6 +44,16 @@ public final class BlockBackend: Sendable {
         try withBufferedFallback { try memory.readFile(fd, offset: offset, into: ranges) }
     }
 
+    /// Reads into one range from byte `offset` (pread, no iovec array).
+    func read(into range: GuestRange, at offset: UInt64, memory: GuestMemory) throws -> UInt64 {
+        try withBufferedFallback { try memory.readFile(fd, offset: offset, into: range) }
+    }
+
+    /// Writes one range at byte `offset` (pwrite, no iovec array).
+    func write(from range: GuestRange, at offset: UInt64, memory: GuestMemory) throws -> UInt64 {
+        try withBufferedFallback { try memory.writeFile(fd, offset: offset, from: range) }
+    }
+
     /// Writes `ranges` at byte `offset`; returns the bytes written.
     func write(from ranges: [GuestRange], at offset: UInt64, memory: GuestMemory) throws -> UInt64 {
         try withBufferedFallback { try memory.writeFile(fd, offset: offset, from: ranges) }

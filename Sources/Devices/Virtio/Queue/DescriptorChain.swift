@@ -39,9 +39,11 @@ public struct DescriptorChain: Sendable, Equatable {
     /// following one indirect table when `indirect` was negotiated. Refuses loops (more
     /// descriptors than the table holds), indices out of range, nested or malformed
     /// indirect tables and readable-after-writable orderings.
+    /// `buffer` is the queue's reused storage: emptied here, and when the previous
+    /// chain made from it is gone, filled without allocating.
     static func walk(head: UInt16, table: GuestAddress, size: UInt16, indirect allowIndirect: Bool,
-                     memory: GuestMemory) throws -> DescriptorChain {
-        var descriptors: [Descriptor] = []
+                     memory: GuestMemory, buffer descriptors: inout [Descriptor]) throws -> DescriptorChain {
+        descriptors.removeAll(keepingCapacity: true)
         descriptors.reserveCapacity(4)   // a block request is three; one allocation, not three
         var index = head
         var sawWritable = false

@@ -38,6 +38,10 @@ public struct VirtQueue: Sendable {
     public var eventIndex = false
     public var indirect = false
 
+    /// Storage the chains are built in, kept between pops: a device that is done with
+    /// its chain before the next pop (a block request) costs no allocation per request.
+    private var chainBuffer: [Descriptor] = []
+
     public init(maxSize: UInt16) { state = VirtQueueState(maxSize: maxSize) }
 
     static let availableNoInterrupt: UInt16 = 1
@@ -86,7 +90,7 @@ public struct VirtQueue: Sendable {
         let slot = UInt64(state.nextAvailable & (state.size - 1))
         let head = try read(UInt16.self, state.availableRing, 4 + 2 * slot, memory)
         let chain = try DescriptorChain.walk(head: head, table: GuestAddress(state.descriptorTable), size: state.size,
-                                             indirect: indirect, memory: memory)
+                                             indirect: indirect, memory: memory, buffer: &chainBuffer)
         state.nextAvailable &+= 1
         if eventIndex {
             // avail_event: "notify me when you make entry nextAvailable available".

@@ -75,6 +75,10 @@ extension VsockMuxer {
             c.hostHungUp = true
             c.hostReadable = true
             if c.pendingCount > 0 { return reset(c) }
+            // The end of stream was read before the hang-up was seen (a half-close, or a
+            // close racing the read): the guest heard SHUTDOWN(SEND) only, and must now
+            // hear that the host receives no more either, or it waits on a dead peer.
+            if c.hostEOF, c.hostShutdown != VsockHeader.Shutdown.both { hostReachedEOF(&c, now: now) }
         }
         if !events.intersection([.readable, .readHangUp]).isEmpty { c.hostReadable = true }
         if events.contains(.writable) {
