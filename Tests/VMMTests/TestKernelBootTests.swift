@@ -122,7 +122,7 @@ struct TestKernelBootTests {
         #expect(!boot.text.contains("ACPI Error"), fail("ACPI errors"))
         let prompt = await boot.wait(for: "type a line", deadline: atInit + 300)
         #expect(prompt != nil, fail("no prompt"))
-        let listening = await boot.wait(for: "vsock-echo: listening on port 5252", deadline: atInit + 360)
+        let listening = await boot.wait(for: TestKernelDevices.echoListening, deadline: atInit + 360)
         let first = boot.text
         let missingFirst = devices.expectedLines(boot: 1).filter { !first.contains($0) }
         #expect(missingFirst.isEmpty, fail("first boot: never shown \(missingFirst)"))
@@ -139,7 +139,7 @@ struct TestKernelBootTests {
         let again = await boot.wait(for: "swift-vmm init: 2 CPUs online", occurrence: 2, deadline: boot.seconds + 500)
         #expect(again != nil, fail("no second /init after reboot -f"))
         #expect(await boot.wait(for: "type a line", occurrence: 2, deadline: boot.seconds + 300) != nil, fail("no second prompt"))
-        #expect(await boot.wait(for: "vsock-echo: listening on port 5252", occurrence: 2, deadline: boot.seconds + 60) != nil,
+        #expect(await boot.wait(for: TestKernelDevices.echoListening, occurrence: 2, deadline: boot.seconds + 60) != nil,
                 fail("no second echo server"))
         let second = String(boot.text.dropFirst(first.count))
         let missingSecond = devices.expectedLines(boot: 2).filter { !second.contains($0) }

@@ -30,6 +30,10 @@ final class TestKernelDevices: @unchecked Sendable {
     /// How long an echo connection may go without a byte before it counts as failed.
     static let echoTimeoutSeconds: Int32 = 180
     static let connectAttempts = 3
+    static let guestCID = 3
+    /// The echo server's whole line: the test waits for all of it (the console may hand
+    /// over half a line), then for the echo.
+    static let echoListening = "vsock-echo: listening on port 5252, local cid \(guestCID)"
 
     init(network: Bool) throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("svmm-linux-devices-\(getpid())-\(UInt32.random(in: 0 ... .max))")
@@ -72,7 +76,7 @@ final class TestKernelDevices: @unchecked Sendable {
     /// vmmctl's device flags, root disk first.
     var arguments: [String] {
         ["--disk", "\(rootImage),serial=\(serial)", "--disk", "\(readOnlyImage),readonly", "--rng",
-         "--vsock", "cid=3,socket=\(socketPath)", "--verbose"]
+         "--vsock", "cid=\(Self.guestCID),socket=\(socketPath)", "--verbose"]
             + (netns.map { ["--net", "tap=\($0.tapName),mac=\(mac)"] } ?? [])
     }
 
@@ -97,7 +101,7 @@ final class TestKernelDevices: @unchecked Sendable {
             "devices: vdb write refused: sh: write error: Operation not permitted",
             "vsock-echo: reply from 2:\(servicePort) 'hello guest, you sent \("hello host from \(token)".utf8.count) bytes'",
             "vsock-echo: connect to 2:\(refusedPort): Connection reset by peer",
-            "vsock-echo: listening on port 5252, local cid 3",
+            Self.echoListening,
         ]
         if boot == 2 { lines.append("devices: vda had 'token \(token) boot 1'") }
         if let netns {
