@@ -61,6 +61,23 @@ struct EmulationAssistTests {
         #expect(reason == .tripleFault(vcpu: 0) || reason.exitStatus == ExitStatus.internalError, "\(reason)")
     }
 
+    /// The same guest in a vmmd worker: every call a finisher makes (ldmxcsr's
+    /// KVM_GET_XSAVE2/KVM_SET_XSAVE among them) is in the sandbox's table, so the guest
+    /// ends with its own status, not the worker with SIGSYS.
+    @Test func theAssistGuestPassesInsideAWorkersSandbox() throws {
+        let d = try DaemonFixture()
+        let body = #"{"name":"assist","kernel":"\#(try TestGuests.path("assist"))","memory_mib":32,"debug_exit":true,"#
+            + #""emulation_assist":"auto"}"#
+        let created = d.api("POST", "/v1/vms", json: body)
+        #expect(created.status == 201, "\(created.body)")
+        #expect(d.eventually(30) { d.vm("assist")?["state"] as? String != "running" })
+        let exit = d.vm("assist")?["last_exit"] as? [String: Any]
+        let console = d.api("GET", "/v1/vms/assist/console").body
+        #expect(exit?["kind"] as? String == "debug_exit" && (exit?["message"] as? String ?? "").contains("wrote 0x0 "),
+                "\(exit ?? [:])\n\(console)")
+        #expect(console.contains("ok mxcsr") || console.contains("skip mxcsr"), "\(console)")
+    }
+
     @Test func theProbeIsCachedAndConsistent() throws {
         let kvm = try KVMSystem()
         let first = HostEmulation.probe(kvm)
