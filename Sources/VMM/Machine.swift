@@ -133,6 +133,7 @@ public final class Machine: @unchecked Sendable {
             stats.append(try? vcpu.openStatistics())
         }
         vcpus = runners
+        if let first = runners.first { emulationAssist?.adoptXSAVELayout(of: first.vcpu) }
         debugger = MachineDebugger(runners: runners, memory: memory, kvm: self.kvm, cpuid: cpuid,
                                    assist: emulationAssist, fail: { relay.stop(.vmmError($0)) })
         handler.debug.target = debugger

@@ -179,6 +179,7 @@ func runMachine(_ base: MachineConfig, serial: SerialTarget, verbose: Bool = fal
         fail("\(error)")
     }
     let status = reason.exitStatus
+    if verbose { printDeviceStatistics(machine) }
     let assisted = machine.statistics().assisted
     if !assisted.isEmpty {
         printError("vmmctl: emulation assist: " + assisted.map { "\($0.name) \($0.count)" }.joined(separator: ", "))

@@ -71,6 +71,11 @@ static const unsigned long CKVM_GET_CPUID2 = KVM_GET_CPUID2;
 static const unsigned long CKVM_SET_GUEST_DEBUG = KVM_SET_GUEST_DEBUG;
 static const unsigned long CKVM_NMI = KVM_NMI;
 static const unsigned long CKVM_TRANSLATE = KVM_TRANSLATE;
+// Snapshots: XSAVE state (KVM_GET_XSAVE2 sized by KVM_CAP_XSAVE2) and the TSC frequency.
+static const unsigned long CKVM_GET_XSAVE = KVM_GET_XSAVE;
+static const unsigned long CKVM_GET_XSAVE2 = KVM_GET_XSAVE2;
+static const unsigned long CKVM_SET_XSAVE = KVM_SET_XSAVE;
+static const unsigned long CKVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
 
 /// ioctl(2) with a pointer argument, non-variadic so Swift can call it.
 static inline int ckvm_ioctl(int fd, unsigned long request, void *arg) {

@@ -60,6 +60,8 @@ enum SyscallPolicy {
         // `vmmctl gdb`: breakpoints, watchpoints and single-step (the only addition the
         // debugger needs: its bytes travel on the daemon link, its threads are clones).
         ("KVM_SET_GUEST_DEBUG", CKVM_SET_GUEST_DEBUG),
+        // The emulation assist's ldmxcsr/stmxcsr: MXCSR through the XSAVE area.
+        ("KVM_GET_XSAVE", CKVM_GET_XSAVE), ("KVM_GET_XSAVE2", CKVM_GET_XSAVE2), ("KVM_SET_XSAVE", CKVM_SET_XSAVE),
     ]
 
     /// CLONE_THREAD (<linux/sched.h>; glibc hides it without _GNU_SOURCE).
