@@ -27,15 +27,17 @@ let package = Package(
         .target(name: "KVM", dependencies: ["CKVM"]),
         // Guest physical memory: memfd-backed segments with guard regions.
         .target(name: "GuestMemory", dependencies: ["CKVM"]),
+        // The snapshot file format (state file, sections, manifest), pure and fuzzable.
+        .target(name: "Snapshot", dependencies: ["CKVM"]),
         // Port-I/O and MMIO buses and the device models.
-        .target(name: "Devices", dependencies: ["GuestMemory", "CKVM"]),
+        .target(name: "Devices", dependencies: ["GuestMemory", "CKVM", "Snapshot"]),
         // Image loaders, boot data, initial CPU state.
         .target(name: "Boot", dependencies: ["GuestMemory", "KVM"]),
         // The guest-to-VMM call ABI, the dispatch table and the built-in calls.
         .target(name: "Hypercalls", dependencies: ["GuestMemory"]),
         // Machine: memory + vCPUs + devices + boot.
         .target(name: "VMM", dependencies: [
-            "KVM", "GuestMemory", "Devices", "Boot", "Hypercalls",
+            "KVM", "GuestMemory", "Devices", "Boot", "Hypercalls", "Snapshot",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Small Linux helpers for the daemon and workers: SCM_RIGHTS, peer credentials,
@@ -116,7 +118,7 @@ let package = Package(
         .testTarget(
             name: "VMMTests",
             dependencies: ["KVM", "GuestMemory", "Devices", "Boot", "VMM", "Hypercalls", "VMMAPI", "VMMService",
-                           "VMMClient", "WorkerProtocol"],
+                           "VMMClient", "WorkerProtocol", "Snapshot"],
             path: "Tests/VMMTests"
         ),
     ],

@@ -42,6 +42,7 @@ extension GuestMemory {
             }
             done += UInt64(n)
         }
+        noteWrite(segment, offset, Int(done))
         return done
     }
 
@@ -57,6 +58,8 @@ extension GuestMemory {
             }
             // SAFETY: resolve() proved [offset, offset + length) lies inside the segment mapping.
             vectors.append(iovec(iov_base: segment.host + offset, iov_len: Int(range.length)))
+            // The kernel may write any of it (a short read writes less, never outside).
+            if forWriting { noteWrite(segment, offset, Int(range.length)) }
         }
         return vectors
     }

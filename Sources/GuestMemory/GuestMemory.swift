@@ -13,6 +13,8 @@ public final class GuestMemory: @unchecked Sendable {
 
     /// Segments sorted by guest address.
     public let segments: [MemorySegment]
+    /// The pages the VMM wrote (for diff snapshots); off unless enabled.
+    public let writeLog: WriteLog
 
     /// Start of the 32-bit MMIO hole (3 GiB): LAPIC, IOAPIC, PCI windows, firmware.
     public static let mmioHoleStart: UInt64 = 3 << 30
@@ -25,6 +27,7 @@ public final class GuestMemory: @unchecked Sendable {
             throw GuestMemoryError.overlap(a.name, b.name)
         }
         self.segments = sorted
+        writeLog = WriteLog(segments: sorted)
     }
 
     /// Where `ramSize` bytes of system RAM go: below the MMIO hole first, the rest from 4 GiB.
@@ -104,6 +107,7 @@ public final class GuestMemory: @unchecked Sendable {
             // SAFETY: resolve() proved [offset, offset + count) lies inside the segment mapping.
             if let base = src.baseAddress { (segment.host + offset).copyMemory(from: base, byteCount: src.count) }
         }
+        noteWrite(segment, offset, bytes.count)
     }
 
     /// Sets `count` bytes at `address` to `value`.
@@ -114,6 +118,7 @@ public final class GuestMemory: @unchecked Sendable {
         }
         // SAFETY: resolve() proved [offset, offset + count) lies inside the segment mapping.
         memset(segment.host + offset, Int32(value), Int(count))
+        noteWrite(segment, offset, Int(count))
     }
 
     /// Copies `count` bytes inside guest memory; the ranges may overlap.
@@ -123,6 +128,7 @@ public final class GuestMemory: @unchecked Sendable {
         guard !dst.readOnly else { throw GuestMemoryError.readOnly(address: destination.raw, segment: dst.name) }
         // SAFETY: both ranges were proved inside their segments; memmove handles overlap.
         memmove(dst.host + dstOffset, src.host + srcOffset, Int(count))
+        noteWrite(dst, dstOffset, Int(count))
     }
 
     /// Reads a little-endian integer. Specialised for the widths devices read on every
@@ -148,6 +154,7 @@ public final class GuestMemory: @unchecked Sendable {
         guard !segment.readOnly else { throw GuestMemoryError.readOnly(address: address.raw, segment: segment.name) }
         // SAFETY: resolve() proved the integer's bytes lie inside the segment mapping.
         (segment.host + offset).storeBytes(of: value.littleEndian, as: T.self)
+        noteWrite(segment, offset, MemoryLayout<T>.size)
     }
 
     /// Reads a NUL-terminated string of at most `maxLength` bytes (the terminator is not

@@ -54,6 +54,8 @@ public final class Machine: @unchecked Sendable {
     private let running = Mutex(false)
     /// Set by `reboot()`: the next `.reset` stop reboots even when `rebootOnReset` is off.
     private let rebootRequested = Atomic<Bool>(false)
+    /// Snapshot state: the last snapshot (a diff's parent), the restore generation.
+    let snapshots = SnapshotBookkeeping()
 
     deinit {
         for runner in vcpus { runner.terminate() }
@@ -71,7 +73,13 @@ public final class Machine: @unchecked Sendable {
     ///   - memory: guest memory built by the caller, e.g. from memfds a supervisor owns so
     ///     that they outlive this machine; its RAM must be `config.memoryMiB`. Created
     ///     here if nil.
-    public init(config: MachineConfig, kvm: KVMSystem? = nil, memory providedMemory: GuestMemory? = nil) throws {
+    public convenience init(config: MachineConfig, kvm: KVMSystem? = nil, memory providedMemory: GuestMemory? = nil) throws {
+        try self.init(config: config, kvm: kvm, memory: providedMemory, restoring: nil)
+    }
+
+    /// The machine of `config`, booting its image — or, with a restore plan, taking the
+    /// snapshot's CPUID and state instead (`Machine.restore`).
+    init(config: MachineConfig, kvm: KVMSystem?, memory providedMemory: GuestMemory?, restoring plan: RestorePlan?) throws {
         let topology = try Self.validate(config)
         if let providedMemory, providedMemory.ramSize != config.memoryMiB << 20 {
             throw MachineError.invalidConfig("the memory handed in holds \(providedMemory.ramSize >> 20) MiB of RAM, the config asks for \(config.memoryMiB) MiB")
@@ -84,9 +92,12 @@ public final class Machine: @unchecked Sendable {
 
         memory = try providedMemory ?? GuestMemory.create(ramSize: config.memoryMiB << 20)
         for (slot, segment) in memory.segments.enumerated() {
+            var flags: KVMVM.MemoryFlags = segment.readOnly ? .readOnly : []
+            if config.trackDirtyPages { flags.insert(.logDirtyPages) }
             try vm.setMemoryRegion(slot: UInt32(slot), guestAddress: segment.guestBase.raw, size: segment.size,
-                                   hostAddress: segment.hostAddress, flags: segment.readOnly ? .readOnly : [])
+                                   hostAddress: segment.hostAddress, flags: flags)
         }
+        if config.trackDirtyPages && plan == nil { memory.writeLog.enable() }
         if config.inKernelIRQChip {
             try vm.createIRQChip()
             try vm.createPIT()
@@ -121,7 +132,7 @@ public final class Machine: @unchecked Sendable {
         for index in 0 ..< config.cpus {
             let id = topology.apicID(ofIndex: index)  // the vCPU ID is its initial APIC ID
             let vcpu = try vm.createVCPU(id: id)
-            try vcpu.setCPUID(CPUIDBuilder.entries(supported: cpuid, apicID: id, topology: topology))
+            try vcpu.setCPUID(plan?.vcpus[index].cpuid ?? CPUIDBuilder.entries(supported: cpuid, apicID: id, topology: topology))
             vcpu.setSyncRegisters(config.hypercalls)  // the doorbell reads and writes registers
             runners.append(VCPURunner(vcpu: vcpu, handler: handler))
             stats.append(try? vcpu.openStatistics())
@@ -132,10 +143,11 @@ public final class Machine: @unchecked Sendable {
                                                 config, layout: deviceLayout)
         vcpuStatistics = stats
         vmStatistics = try? vm.openStatistics()
-        bootFormat = .pvhELF
-        bootFormat = try loadImage()
+        bootFormat = plan?.bootFormat ?? .pvhELF
+        if plan == nil { bootFormat = try loadImage() }
         relay.target = self
         if let hypercalls { try BuiltinHypercalls.register(into: hypercalls, environment: HypercallHost(machine: self)) }
+        if let plan { try applyRestore(plan) }
     }
 
     /// Checks the configuration before anything is created; returns the vCPU topology.

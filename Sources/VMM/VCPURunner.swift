@@ -178,6 +178,7 @@ public final class VCPURunner: @unchecked Sendable {
         var running = false
         while true {
             if !(running && requested.load(ordering: .acquiring) == Request.run.rawValue) {
+                if running && requested.load(ordering: .acquiring) == Request.pause.rawValue { completePendingOperation() }
                 let step = nextStep()
                 running = step == .run
                 switch step {
@@ -202,6 +203,32 @@ public final class VCPURunner: @unchecked Sendable {
             }
         }
     }
+
+    /// Before a vCPU parks paused: KVM finishes the exit the VMM just handled (an `in`'s
+    /// value into RAX, RIP past the instruction, registers written through the sync-regs
+    /// area) only at the next KVM_RUN, and keeps that pending state where no KVM_GET_*
+    /// can see it (api.rst, "KVM_RUN": re-enter with immediate_exit to complete it). A
+    /// paused vCPU is one a snapshot may read, so it re-enters once with immediate_exit
+    /// set: KVM completes the operation and returns EINTR without running the guest. A
+    /// completion that ends in another exit (the next chunk of a string I/O) is handled
+    /// like any other.
+    private func completePendingOperation() {
+        for _ in 0 ..< Self.maxCompletionExits {
+            vcpu.requestImmediateExit(true)
+            do {
+                let exit = try vcpu.runOnce()
+                if case .interrupted = exit { break }
+                handler.handle(exit, on: self)
+            } catch {
+                handler.failed(error, on: self)
+                break
+            }
+        }
+        vcpu.requestImmediateExit(false)
+    }
+
+    /// Exits a completion may take at most (a 64 KiB `rep outsb` is 65536 exits).
+    static let maxCompletionExits = 1 << 17
 
     private func nextStep() -> Step {
         control.withLock { c -> Step in

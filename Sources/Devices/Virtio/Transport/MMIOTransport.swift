@@ -63,11 +63,11 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
     /// What the device offers: its own bits plus the transport's.
     public let offeredFeatures: UInt64
     let config: [UInt8]
-    private let registers = Mutex(VirtioTransportState())
-    private let queues: [LockedQueue]
+    let registers = Mutex(VirtioTransportState())
+    let queues: [LockedQueue]
     /// Mirrors of `status` and `interruptStatus` for the lock-free notify and interrupt paths.
-    private let status = Atomic<UInt32>(0)
-    private let pendingInterrupts = Atomic<UInt32>(0)
+    let status = Atomic<UInt32>(0)
+    let pendingInterrupts = Atomic<UInt32>(0)
     /// Why the device last set DEVICE_NEEDS_RESET (for logs and tests).
     public let lastQueueError = Mutex<VirtioError?>(nil)
 
