@@ -96,7 +96,7 @@ let package = Package(
         .executableTarget(
             name: "vmmctl",
             dependencies: [
-                "VMM", "KVM", "Boot", "Devices", "VMMAPI", "VMMClient",
+                "VMM", "KVM", "Boot", "Devices", "VMMAPI", "VMMClient", "Snapshot",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -61,7 +61,7 @@ public struct SnapshotManifest: Sendable {
     }
 
     /// `YYYY-MM-DDTHH:MM:SSZ` for a CLOCK_REALTIME value (civil-from-days, no libc).
-    static func rfc3339(nanoseconds: UInt64) -> String {
+    public static func rfc3339(nanoseconds: UInt64) -> String {
         let seconds = Int64(nanoseconds / 1_000_000_000)
         let days = seconds / 86400, rest = seconds % 86400
         // Howard Hinnant's days-to-civil algorithm.

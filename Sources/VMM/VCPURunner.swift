@@ -54,6 +54,15 @@ public final class VCPURunner: @unchecked Sendable {
     /// The current state.
     public var state: State { control.withLock { $0.state } }
 
+    /// Whether the vCPU is out of the guest and stays out until resumed: paused, or
+    /// never started, or started but told to pause before it first ran (what a snapshot
+    /// may read).
+    var isParked: Bool {
+        control.withLock { c in
+            c.state == .paused || (c.state == .created && (thread == nil || requested.load(ordering: .acquiring) == Request.pause.rawValue))
+        }
+    }
+
     /// Starts the vCPU thread (created → running), or lets a stopped vCPU run again.
     /// `startPaused` leaves it paused until `resume`.
     func start(paused startPaused: Bool = false) throws {

@@ -27,8 +27,8 @@ struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Boot a kernel in the foreground and run it until the guest stops.")
 
-    @Option(help: "Kernel image: a bzImage (/boot/vmlinuz-*), a PVH ELF (vmlinux, test guests) or a multiboot kernel; the format is detected.")
-    var kernel: String
+    @Option(help: "Kernel image: a bzImage (/boot/vmlinuz-*), a PVH ELF (vmlinux, test guests) or a multiboot kernel; the format is detected. Not with --restore.")
+    var kernel: String?
 
     @Option(help: "Initial ramdisk (boot_params ramdisk for a bzImage, module 0 for PVH and multiboot).")
     var initrd: String?
@@ -82,6 +82,9 @@ struct Run: ParsableCommand {
     @Flag(help: "Print the devices (MMIO windows and IRQs) before the guest starts.")
     var verbose = false
 
+    @OptionGroup(title: "Snapshots")
+    var snapshot: RunSnapshotOptions
+
     func run() throws {
         var config = MachineConfig()
         config.memoryMiB = memory
@@ -103,8 +106,10 @@ struct Run: ParsableCommand {
         config.rebootOnTripleFault = rebootOnTripleFault
         config.hypercalls = hypercalls
         config.name = name
+        config.trackDirtyPages = snapshot.trackDirtyPages
+        guard (kernel == nil) != (snapshot.restore == nil) else { fail("give --kernel PATH, or --restore DIR (not both)") }
         do {
-            config.kernel = try readFile(kernel)
+            if let kernel { config.kernel = try readFile(kernel) }
             if let initrd { config.initrd = try readFile(initrd) }
             config.disks = try disk.map { try $0.open() }
         } catch {
@@ -116,14 +121,15 @@ struct Run: ParsableCommand {
         }
         config.virtioNotification = notification
         config.virtioOnCommandLine = virtioCmdline
-        let status = runMachine(config, serial: serial, verbose: verbose)
+        let status = runMachine(config, serial: serial, verbose: verbose, snapshot: snapshot, restoredName: name == "vm" ? nil : name)
         throw ExitCode(status)
     }
 }
 
 /// Builds and runs a machine, printing one line on stderr about how it ended; returns
 /// the exit status.
-func runMachine(_ base: MachineConfig, serial: SerialTarget, verbose: Bool = false) -> Int32 {
+func runMachine(_ base: MachineConfig, serial: SerialTarget, verbose: Bool = false,
+                snapshot: RunSnapshotOptions? = nil, restoredName: String? = nil) -> Int32 {
     VMMCtl.bootstrapLogging
     var config = base
     config.logger = Logger(label: "vmmctl")
@@ -140,7 +146,7 @@ func runMachine(_ base: MachineConfig, serial: SerialTarget, verbose: Bool = fal
 
     let machine: Machine
     do {
-        machine = try Machine(config: config)
+        machine = try snapshot?.restoredMachine(config, named: restoredName) ?? Machine(config: config)
     } catch {
         fail("\(error)")
     }
@@ -148,7 +154,9 @@ func runMachine(_ base: MachineConfig, serial: SerialTarget, verbose: Bool = fal
     if case .stdio = serial { machine.forwardInput(fromDescriptor: STDIN_FILENO) }
     let reason: StopReason
     do {
-        reason = try machine.run()
+        snapshot?.installSignalHandlers(machine)
+        try machine.start(paused: snapshot?.paused == true && snapshot?.restore != nil)
+        reason = try machine.waitForStop()
     } catch {
         fail("\(error)")
     }

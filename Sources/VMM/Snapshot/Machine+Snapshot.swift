@@ -74,7 +74,7 @@ extension Machine {
     /// The vCPUs must be paused (`pause()`), or never started.
     public func snapshot(into files: SnapshotFileSet, options: SnapshotOptions = SnapshotOptions()) throws -> SnapshotSummary {
         let states = vcpus.map(\.state)
-        guard states.allSatisfy({ $0 == .paused || $0 == .created }) else {
+        guard vcpus.allSatisfy(\.isParked) else {
             throw SnapshotError.invalidState("a snapshot needs a paused machine; its vCPUs are \(Set(states.map(\.rawValue)).sorted().joined(separator: ", "))")
         }
         let parent = snapshots.state.withLock { $0.baseline }
