@@ -51,7 +51,7 @@ let package = Package(
         .target(name: "VMMAPI"),
         // Everything vmmd knows: named VMs, owners, lifetimes, workers, persistence.
         .target(name: "VMMService", dependencies: [
-            "VMMAPI", "WorkerProtocol", "CSys", "KVM", "GuestMemory", "Boot",
+            "VMMAPI", "WorkerProtocol", "CSys", "KVM", "GuestMemory", "Boot", "Snapshot",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -83,7 +83,7 @@ let package = Package(
         // which keeps its resident size (the per-VM overhead) small.
         .executableTarget(
             name: "VMMWorker",
-            dependencies: ["VMM", "KVM", "GuestMemory", "Devices", "Boot", "WorkerProtocol", "CSys"],
+            dependencies: ["VMM", "KVM", "GuestMemory", "Devices", "Boot", "WorkerProtocol", "CSys", "Snapshot"],
             linkerSettings: [.unsafeFlags(["-static-executable"])]
         ),
         // Example: an unprivileged program that gets a VM handle from vmmd and runs a guest

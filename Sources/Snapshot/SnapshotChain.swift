@@ -9,13 +9,15 @@ public final class SnapshotLayer: @unchecked Sendable {
     public let state: StateFile
     public let memory: MemoryDescription
     public let memoryFD: Int32
+    /// The state file, when the opener kept it open (to hand it on); -1 otherwise.
+    public let stateFD: Int32
     /// Where it came from (a directory), for messages.
     public let label: String
 
-    /// Takes ownership of `memoryFD` (closed here on failure). Checks that the memory file
+    /// Takes ownership of `memoryFD` and `stateFD` (closed here on failure). Checks that the memory file
     /// is a regular file at least as long as the state file says: a mapping past its end
     /// would fault (SIGBUS) on the first touch.
-    public init(state: StateFile, memoryFD: Int32, label: String) throws(SnapshotError) {
+    public init(state: StateFile, memoryFD: Int32, label: String, stateFD: Int32 = -1) throws(SnapshotError) {
         do throws(SnapshotError) {
             memory = try MemoryDescription(try state.require(MemoryDescription.sectionName))
             var st = stat()
@@ -26,14 +28,19 @@ public final class SnapshotLayer: @unchecked Sendable {
             }
         } catch {
             close(memoryFD)
+            if stateFD >= 0 { close(stateFD) }
             throw error
         }
         self.state = state
         self.memoryFD = memoryFD
+        self.stateFD = stateFD
         self.label = label
     }
 
-    deinit { close(memoryFD) }
+    deinit {
+        close(memoryFD)
+        if stateFD >= 0 { close(stateFD) }
+    }
 }
 
 /// A snapshot and the snapshots it was taken on top of, base first: restoring it gives
@@ -76,8 +83,9 @@ public struct SnapshotChain: Sendable {
     /// Opens the snapshot in `directory` and every parent it names (a relative parent
     /// path is taken from the child's directory). `open(path)` opens a file read-only and
     /// returns its descriptor or -errno: plain open(2) in a CLI, a caller's permissions in
-    /// a daemon.
-    public static func open(directory: String, using open: (String) -> Int32) throws(SnapshotError) -> SnapshotChain {
+    /// a daemon, which also keeps the state files open (`keepStateFiles`) to hand them on.
+    public static func open(directory: String, keepStateFiles: Bool = false,
+                            using open: (String) -> Int32) throws(SnapshotError) -> SnapshotChain {
         var layers: [SnapshotLayer] = []
         var dir = directory
         var seen = Set<SnapshotID>()
@@ -91,13 +99,24 @@ public struct SnapshotChain: Sendable {
                 close(stateFD)
                 throw error
             }
-            close(stateFD)
-            let state = try StateFile.parse(bytes, what: statePath)
-            guard seen.insert(state.id).inserted else { throw .invalidState("\(dir): the chain of parents loops") }
+            let state: StateFile
+            do throws(SnapshotError) { state = try StateFile.parse(bytes, what: statePath) } catch {
+                close(stateFD)
+                throw error
+            }
+            if !keepStateFiles { close(stateFD) }
+            let kept = keepStateFiles ? stateFD : -1
+            guard seen.insert(state.id).inserted else {
+                if kept >= 0 { close(kept) }
+                throw .invalidState("\(dir): the chain of parents loops")
+            }
             let memoryPath = dir + "/" + SnapshotFiles.memory
             let memoryFD = open(memoryPath)
-            guard memoryFD >= 0 else { throw .system(operation: "open(\(memoryPath))", errno: -memoryFD) }
-            let layer = try SnapshotLayer(state: state, memoryFD: memoryFD, label: dir)
+            guard memoryFD >= 0 else {
+                if kept >= 0 { close(kept) }
+                throw .system(operation: "open(\(memoryPath))", errno: -memoryFD)
+            }
+            let layer = try SnapshotLayer(state: state, memoryFD: memoryFD, label: dir, stateFD: kept)
             layers.append(layer)
             guard let parent = layer.memory.parent else { break }
             dir = parent.path.hasPrefix("/") ? parent.path : dir + "/" + parent.path

@@ -138,6 +138,7 @@ public final class Machine: @unchecked Sendable {
             stats.append(try? vcpu.openStatistics())
         }
         vcpus = runners
+        snapshots.prepare(kvm: self.kvm, vcpu: runners.first?.vcpu)
         featuresTemplateCouldNotHide = try Self.checkTemplate(config, on: runners[0].vcpu)
         commandLine = Self.withVirtioParameters(Self.commandLine(config, templateCouldNotHide: featuresTemplateCouldNotHide),
                                                 config, layout: deviceLayout)

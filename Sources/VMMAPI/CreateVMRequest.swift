@@ -42,6 +42,11 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
     public var disks: [DiskRequest] = []
     /// A virtio-rng device.
     public var rng = false
+    /// Log the pages that change, so that the VM's snapshots can be diffs.
+    public var trackDirtyPages = false
+    /// Build the VM from this snapshot instead of booting `kernel`: its shape is the
+    /// snapshot's, so none of the fields that describe the machine may be given with it.
+    public var restoreFrom: RestoreRequest?
     /// Start the guest right away.
     public var start: Bool
     /// No flag is defined yet: must be 0.
@@ -63,16 +68,23 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, memoryMiB = "memory_mib", vcpus, kernel, initrd, cmdline, debugExit = "debug_exit"
         case hypercalls, noReboot = "no_reboot", tripleFault = "triple_fault", cpuTemplate = "cpu_template", lifetime, start, flags, reserved
-        case disks, rng
+        case disks, rng, trackDirtyPages = "track_dirty_pages", restoreFrom = "restore_from"
     }
+
+    /// What a request with `restore_from` may also say: the rest is the snapshot's.
+    static let restoreKeys: Set<CodingKeys> = [.name, .lifetime, .start, .flags, .reserved, .restoreFrom]
 
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
+        restoreFrom = try c.decodeIfGiven(RestoreRequest.self, forKey: .restoreFrom)
+        if restoreFrom != nil, let given = CodingKeys.allCases.first(where: { c.contains($0) && !Self.restoreKeys.contains($0) }) {
+            throw APIError(.invalidField, "\(given.stringValue) comes from the snapshot and cannot be given with restore_from", field: given.stringValue)
+        }
         name = try c.decode(String.self, forKey: .name)
         memoryMiB = try c.decodeIfGiven(UInt64.self, forKey: .memoryMiB) ?? 128
         vcpus = try c.decodeIfGiven(Int.self, forKey: .vcpus) ?? 1
-        kernel = try c.decode(String.self, forKey: .kernel)
+        kernel = restoreFrom == nil ? try c.decode(String.self, forKey: .kernel) : ""
         initrd = try c.decodeIfGiven(String.self, forKey: .initrd)
         cmdline = try c.decodeIfGiven(String.self, forKey: .cmdline) ?? ""
         debugExit = try c.decodeIfGiven(Bool.self, forKey: .debugExit) ?? false
@@ -84,6 +96,7 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
         start = try c.decodeIfGiven(Bool.self, forKey: .start) ?? true
         disks = try c.decodeIfGiven([DiskRequest].self, forKey: .disks) ?? []
         rng = try c.decodeIfGiven(Bool.self, forKey: .rng) ?? false
+        trackDirtyPages = try c.decodeIfGiven(Bool.self, forKey: .trackDirtyPages) ?? false
         flags = try c.decodeIfGiven(UInt64.self, forKey: .flags) ?? 0
         reserved = try c.decodeIfGiven(UInt64.self, forKey: .reserved) ?? 0
     }
@@ -105,7 +118,11 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
         guard (1 ... Self.maxVCPUs).contains(vcpus) else {
             throw APIError(.invalidField, "vcpus must be between 1 and \(Self.maxVCPUs)", field: "vcpus")
         }
-        try Self.validatePath(kernel, field: "kernel")
+        if let restoreFrom {
+            try Self.validatePath(restoreFrom.path, field: "restore_from.path")
+        } else {
+            try Self.validatePath(kernel, field: "kernel")
+        }
         if let initrd { try Self.validatePath(initrd, field: "initrd") }
         // Lengths in characters (Unicode scalars), as JSON Schema's maxLength counts them:
         // the contract and the server agree on every string. A kernel that takes fewer

@@ -102,8 +102,12 @@ public final class VMService: Sendable {
                                 connection: connection, persist: request.lifetime == .persistent)
     }
 
-    func create(_ request: CreateVMRequest, owner: Owner, lifetime: Lifetime, opener: Caller,
+    func create(_ given: CreateVMRequest, owner: Owner, lifetime: Lifetime, opener: Caller,
                 connection: ConnectionToken?, persist: Bool, createdAt: String? = nil) async throws(APIError) -> VMInfo {
+        // A restore's shape is its snapshot's: known only once the snapshot is open.
+        let (request, snapshotFiles) = try await openSnapshot(for: given, as: opener)
+        let handedOver = Mutex(false)
+        defer { if !handedOver.withLock({ $0 }) { for fd in snapshotFiles { close(fd) } } }
         let key = VMKey(owner: owner, name: request.name)
         // Name and quota first, before anything is opened or allocated: a refused
         // request leaves nothing behind. (The descriptor count reads /proc: outside the lock.)
@@ -120,15 +124,17 @@ public final class VMService: Sendable {
         }
         let vm: ManagedVM
         do throws(APIError) {
-            var paths = [(field: "kernel", path: request.kernel)]
+            var paths = request.restoreFrom == nil ? [(field: "kernel", path: request.kernel)] : []
             if let initrd = request.initrd { paths.append((field: "initrd", path: initrd)) }
             var files = paths.map { ($0.field, $0.path, CallerFiles.Kind.image) }
             for (i, disk) in request.disks.enumerated() {
                 files.append(("disks[\(i)].path", disk.path, .disk(readOnly: disk.readOnly, direct: disk.direct)))
             }
-            let images = try await CallerFiles.open(files, as: opener)
+            let images = snapshotFiles + (try await CallerFiles.open(files, as: opener))
+            handedOver.withLock { $0 = true }
             let memory: GuestMemoryFiles
-            switch Result(catching: { try GuestMemoryFiles(vmName: request.name, memoryMiB: request.memoryMiB) }) {
+            let copyOnWrite = request.restoreFrom.map { $0.memory == .copyOnWrite } ?? false
+            switch Result(catching: { copyOnWrite ? GuestMemoryFiles.none() : try GuestMemoryFiles(vmName: request.name, memoryMiB: request.memoryMiB) }) {
             case .success(let m): memory = m
             case .failure(let e):
                 for fd in images { close(fd) }

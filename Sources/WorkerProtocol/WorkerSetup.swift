@@ -1,7 +1,9 @@
 /// Everything a worker needs to build its machine, sent once as the first message with
 /// the descriptors attached (SCM_RIGHTS), in this order: /dev/kvm, one memfd per
-/// entry of `memory`, the kernel image, the initrd when `hasInitrd`, then one image per
-/// entry of `disks`.
+/// entry of `memory`, the kernel image and the initrd when `hasInitrd` — or, to restore
+/// a snapshot, a state file and a memory file for each snapshot of its chain, base
+/// first — then one image per entry of `disks`, and last the descriptor channel (a
+/// socket on which later descriptors arrive: the files of a snapshot to write).
 public struct WorkerSetup: Sendable, Equatable {
     /// One guest-memory segment the daemon created as a memfd.
     public struct Segment: Sendable, Equatable {
@@ -37,6 +39,21 @@ public struct WorkerSetup: Sendable, Equatable {
     public var disks: [Disk]
     /// A virtio-rng device.
     public var rng: Bool
+    /// Log changed pages (diff snapshots).
+    public var trackDirtyPages = false
+    /// Build the machine from a snapshot chain (its files are descriptors of the setup).
+    public struct Restore: Sendable, Equatable {
+        /// Snapshots in the chain: a state file and a memory file each.
+        public var layers: UInt32
+        /// Copy the memory into the setup's memfds instead of mapping the file copy-on-write.
+        public var copy: Bool
+        /// Move the guest's clocks on by the wall time since the snapshot.
+        public var advanceClock: Bool
+        public init(layers: UInt32, copy: Bool, advanceClock: Bool) {
+            self.layers = layers; self.copy = copy; self.advanceClock = advanceClock
+        }
+    }
+    public var restore: Restore?
 
     public init(name: String, memoryMiB: UInt64, cpus: UInt32, commandLine: String, debugExit: Bool,
                 hypercalls: Bool, rebootOnReset: Bool, hasInitrd: Bool, memory: [Segment],
@@ -51,7 +68,10 @@ public struct WorkerSetup: Sendable, Equatable {
     }
 
     /// How many descriptors travel with this setup.
-    public var descriptorCount: Int { 1 + memory.count + 1 + (hasInitrd ? 1 : 0) + disks.count }
+    public var descriptorCount: Int {
+        let boot = restore.map { 2 * Int($0.layers) } ?? 1 + (hasInitrd ? 1 : 0)
+        return 1 + memory.count + boot + disks.count + 1
+    }
 
     func encode(into w: inout WireWriter) {
         w.string(name); w.u64(memoryMiB); w.u32(cpus); w.string(commandLine)
@@ -63,6 +83,9 @@ public struct WorkerSetup: Sendable, Equatable {
         w.u32(UInt32(disks.count))
         for d in disks { w.bool(d.readOnly); w.string(d.serial) }
         w.bool(rng)
+        w.bool(trackDirtyPages)
+        w.bool(restore != nil)
+        w.u32(restore?.layers ?? 0); w.bool(restore?.copy ?? false); w.bool(restore?.advanceClock ?? false)
     }
 
     static func decode(from r: inout WireReader) throws -> WorkerSetup {
@@ -80,9 +103,17 @@ public struct WorkerSetup: Sendable, Equatable {
         var disks: [Disk] = []
         for _ in 0 ..< diskCount { disks.append(Disk(readOnly: try r.bool(), serial: try r.string())) }
         let rng = try r.bool()
-        return WorkerSetup(name: name, memoryMiB: memoryMiB, cpus: cpus, commandLine: commandLine, debugExit: debugExit,
-                           hypercalls: hypercalls, rebootOnReset: rebootOnReset, hasInitrd: hasInitrd,
-                           memory: memory, sandboxUID: sandboxUID, sandboxGID: sandboxGID,
-                           rebootOnTripleFault: rebootOnTripleFault, cpuTemplate: cpuTemplate, disks: disks, rng: rng)
+        var setup = WorkerSetup(name: name, memoryMiB: memoryMiB, cpus: cpus, commandLine: commandLine, debugExit: debugExit,
+                                hypercalls: hypercalls, rebootOnReset: rebootOnReset, hasInitrd: hasInitrd,
+                                memory: memory, sandboxUID: sandboxUID, sandboxGID: sandboxGID,
+                                rebootOnTripleFault: rebootOnTripleFault, cpuTemplate: cpuTemplate, disks: disks, rng: rng)
+        setup.trackDirtyPages = try r.bool()
+        let restoring = try r.bool()
+        let layers = try r.u32(), copy = try r.bool(), advance = try r.bool()
+        if restoring {
+            guard (1 ... 64).contains(layers) else { throw WireError.malformed("a snapshot chain of \(layers)") }
+            setup.restore = Restore(layers: layers, copy: copy, advanceClock: advance)
+        }
+        return setup
     }
 }

@@ -97,7 +97,7 @@ struct Create: AsyncParsableCommand {
 
     @OptionGroup var options: ClientOptions
     @Argument(help: "The VM's name: 1-64 letters, digits, '.', '_', '-', not starting with '.' or '-'.") var name: String
-    @Option(help: "Kernel image path (opened by vmmd with your permissions).") var kernel: String
+    @Option(help: "Kernel image path (opened by vmmd with your permissions). Not with --from-snapshot.") var kernel: String?
     @Option(help: "Initial ramdisk path.") var initrd: String?
     @Option(help: "Kernel command line.") var cmdline: String = ""
     @Option(help: "Guest RAM in MiB.") var memory: UInt64 = 128
@@ -112,18 +112,22 @@ struct Create: AsyncParsableCommand {
     @Option(help: ArgumentHelp("A virtio-blk disk (repeatable; the first is /dev/vda), opened by vmmd with your permissions.",
                                valueName: DiskOption.helpText)) var disk: [DiskOption] = []
     @Flag(help: "Add a virtio-rng device.") var rng = false
+    @OptionGroup(title: "Snapshots") var snapshot: CreateSnapshotOptions
 
     func run() async throws {
         guard let lifetime = Lifetime(rawValue: lifetime), lifetime != .system else {
             clientFail("--lifetime must be connection, process or persistent")
         }
-        var request = CreateVMRequest(name: name, memoryMiB: memory, vcpus: cpus, kernel: absolute(kernel),
+        guard (kernel == nil) != (snapshot.fromSnapshot == nil) else { clientFail("give --kernel PATH, or --from-snapshot DIR (not both)") }
+        var request = CreateVMRequest(name: name, memoryMiB: memory, vcpus: cpus, kernel: absolute(kernel ?? ""),
                                       initrd: initrd.map(absolute), cmdline: cmdline, debugExit: debugExit,
                                       hypercalls: hypercalls, noReboot: noReboot,
                                       tripleFault: rebootOnTripleFault ? .reboot : .stop, cpuTemplate: cpuTemplate,
                                       lifetime: lifetime, start: !noStart)
         request.disks = disk.map { DiskRequest(path: absolute($0.path), readOnly: $0.readOnly, serial: $0.serial, direct: $0.direct) }
         request.rng = rng
+        request.trackDirtyPages = snapshot.trackDirtyPages
+        request.restoreFrom = snapshot.restoreRequest
         let connection = try await options.connect()
         let (info, result) = await perform(connection, .POST, "/v1/vms", body: encodeJSON(request), as: VMInfo.self)
         if options.json { printJSON(result.body) } else { printVMs([info]) }

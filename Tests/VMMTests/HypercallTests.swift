@@ -43,7 +43,7 @@ final class FakeEnvironment: HypercallEnvironment, @unchecked Sendable {
         #expect(env.events.withLock { $0 }.isEmpty)
         #expect(call(.powerOff, ring: 0) == .result(0))
         #expect(env.events.withLock { $0 } == ["poweroff"])
-        #expect(call(.abiInfo, ring: 3) == .result(0x7F_0001))
+        #expect(call(.abiInfo, ring: 3) == .result(0xFF_0001))
     }
 
     @Test func buffersAreCheckedAgainstGuestRAM() throws {

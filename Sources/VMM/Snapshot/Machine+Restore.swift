@@ -161,8 +161,9 @@ extension Machine {
             used.insert(name)
         }
         for (name, component) in components where name == "irqchip" || name == "pit" { try restore(name, component) }
+        let xsave = snapshots.state.withLock { $0.xsave }
         for (index, state) in plan.vcpus.enumerated() {
-            try state.apply(to: vcpus[index].vcpu, advance: plan.clockAdvance)
+            try state.apply(to: vcpus[index].vcpu, advance: plan.clockAdvance, xsave: xsave)
             used.insert(VCPUState.section(index))
         }
         for (name, component) in components where name != "irqchip" && name != "pit" { try restore(name, component) }

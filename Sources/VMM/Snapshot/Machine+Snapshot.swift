@@ -118,7 +118,7 @@ extension Machine {
         let bytes = try stateFile.encoded()
         try SnapshotFileIO.writeAll(files.state, bytes, what: SnapshotFiles.state)
         let manifest = SnapshotManifest(id: id, machine: machineDescription, memory: description,
-                                        memoryAllocated: SnapshotFileIO.allocatedBytes(files.memory), stateFileSize: bytes.count,
+                                        memoryAllocated: written, stateFileSize: bytes.count,
                                         devices: sections.map(\.name).filter { $0.hasPrefix("port.") || $0.hasPrefix("mmio.") })
         try SnapshotFileIO.writeAll(files.manifest, Array(manifest.json.utf8), what: SnapshotFiles.manifest)
         if options.sync {
@@ -159,14 +159,9 @@ extension Machine {
 
     /// The sections of every vCPU and component.
     private func captureStateSections() throws -> [SnapshotSection] {
-        let indices = try snapshots.state.withLock { s -> [UInt32] in
-            if let cached = s.msrIndices { return cached }
-            let list = try kvm.msrIndexList()
-            s.msrIndices = list
-            return list
-        }
+        let (indices, xsave) = snapshots.state.withLock { ($0.msrIndices, $0.xsave) }
         var sections = try vcpus.enumerated().map { i, runner in
-            try VCPUState.capture(runner.vcpu, hasIRQChip: config.inKernelIRQChip, msrIndices: indices).section(index: i)
+            try VCPUState.capture(runner.vcpu, hasIRQChip: config.inKernelIRQChip, msrIndices: indices, xsave: xsave).section(index: i)
         }
         for (name, component) in try stateComponents(clock: KVMClock(vm: vm)) {
             sections.append(try component.snapshotSection(named: name))

@@ -1,3 +1,4 @@
+import KVM
 import Snapshot
 import Synchronization
 
@@ -10,7 +11,10 @@ final class SnapshotBookkeeping: Sendable {
         /// The snapshot the dirty logs count from: the last one written, or the one
         /// restored. A diff needs it.
         var baseline: SnapshotID?
-        var msrIndices: [UInt32]?
+        /// What a snapshot asks KVM for, found once when the machine is built (a
+        /// sandboxed worker may not ask KVM_GET_MSR_INDEX_LIST and KVM_CHECK_EXTENSION later).
+        var msrIndices: [UInt32] = []
+        var xsave: KVMVCPU.XSAVELayout?
         var generation: UInt64 = 0
         /// Random per machine instance: a clone restored from the same snapshot as
         /// another gets an ID of its own.
@@ -21,6 +25,13 @@ final class SnapshotBookkeeping: Sendable {
     }
 
     let state = Mutex(State())
+
+    /// Learns what a snapshot of this machine asks KVM for.
+    func prepare(kvm: KVMSystem, vcpu: KVMVCPU?) {
+        let indices = (try? kvm.msrIndexList()) ?? []
+        let xsave = vcpu?.xsaveLayout
+        state.withLock { $0.msrIndices = indices; $0.xsave = xsave }
+    }
 }
 
 /// Bitmaps of pages (one bit per 4 KiB page, LSB first in each word), as KVM's dirty log

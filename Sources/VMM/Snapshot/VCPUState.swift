@@ -34,14 +34,15 @@ struct VCPUState: Sendable {
 
     /// Reads the state of a paused vCPU. KVM_GET_MP_STATE comes first: it makes the local
     /// APIC accept pending INIT/SIPI events, which changes what the other calls return.
-    static func capture(_ vcpu: KVMVCPU, hasIRQChip: Bool, msrIndices: [UInt32]) throws(SnapshotError) -> VCPUState {
+    static func capture(_ vcpu: KVMVCPU, hasIRQChip: Bool, msrIndices: [UInt32],
+                        xsave: KVMVCPU.XSAVELayout?) throws(SnapshotError) -> VCPUState {
         let part = "vCPU \(vcpu.id)"
         return try kvm(part) {
             let mp = hasIRQChip ? try vcpu.mpState() : nil
             let regs = try vcpu.registers()
             let sregs = try vcpu.specialRegisters()
-            let fp: FloatingPoint = vcpu.xsaveSize != nil ? .xsave(try vcpu.xsave()) : .fpu(try vcpu.fpu())
-            let xcrs = vcpu.xsaveSize != nil ? try vcpu.xcrs() : nil
+            let fp: FloatingPoint = try xsave.map { .xsave(try vcpu.xsave($0)) } ?? .fpu(try vcpu.fpu())
+            let xcrs = xsave != nil ? try vcpu.xcrs() : nil
             let dregs = try vcpu.debugRegisters()
             let lapic = hasIRQChip ? try vcpu.lapic() : nil
             let msrs = try vcpu.readableMSRs(msrIndices)
@@ -58,7 +59,7 @@ struct VCPUState: Sendable {
     /// KVM_SET_LAPIC resets the APIC timer; the MP state before the LAPIC; the events
     /// last, after the registers they refer to. `advance` moves the TSC (and a pending
     /// TSC deadline) forward by that many nanoseconds of guest time.
-    func apply(to vcpu: KVMVCPU, advance nanoseconds: UInt64) throws(SnapshotError) {
+    func apply(to vcpu: KVMVCPU, advance nanoseconds: UInt64, xsave: KVMVCPU.XSAVELayout?) throws(SnapshotError) {
         guard vcpu.id == apicID else { throw .mismatch("vCPU \(vcpu.id) gets the state of vCPU \(apicID)") }
         let ticks = nanoseconds == 0 ? 0 : nanoseconds.multipliedFullWidth(by: UInt64(tscKHz)).low / 1_000_000
         let adjusted = msrs.map { m -> (index: UInt32, value: UInt64) in
@@ -69,7 +70,9 @@ struct VCPUState: Sendable {
             try vcpu.setRegisters(registers)
             try vcpu.setSpecialRegisters(specialRegisters)
             switch floatingPoint {
-            case .xsave(let bytes): try vcpu.setXSAVE(bytes)
+            case .xsave(let bytes):
+                guard let xsave else { throw SnapshotError.mismatch("the snapshot has XSAVE state; this KVM has no XSAVE") }
+                try vcpu.setXSAVE(bytes, xsave)
             case .fpu(let fpu): try vcpu.setFPU(fpu)
             }
             if let xcrs { try vcpu.setXCRs(xcrs) }
