@@ -30,7 +30,7 @@ let package = Package(
         // The snapshot file format (state file, sections, manifest), pure and fuzzable.
         .target(name: "Snapshot", dependencies: ["CKVM"]),
         // Port-I/O and MMIO buses and the device models.
-        .target(name: "Devices", dependencies: ["GuestMemory", "CKVM", "Snapshot"]),
+        .target(name: "Devices", dependencies: ["GuestMemory", "CKVM", "CSys", "Snapshot"]),
         // Image loaders, boot data, initial CPU state.
         .target(name: "Boot", dependencies: ["GuestMemory", "KVM"]),
         // The guest-to-VMM call ABI, the dispatch table and the built-in calls.

@@ -76,5 +76,14 @@ run cc $CFLAGS -c -o "$obj/virtio.o" "$src/virtio/virtio.c"
 run ld -m elf_i386 $LDFLAGS -T "$src/c-hello/link.ld" -o "$out/virtio.elf" \
     "$obj/c-start.o" "$obj/virtio.o"
 
+# The vsock and net driver guest: 64-bit C at ring 3 with paging (see sockets/start.S).
+current=sockets
+CFLAGS64="-m64 -ffreestanding -fno-pic -fno-pie -fno-stack-protector -nostdlib -O2 -mno-red-zone
+          -mgeneral-regs-only -fno-asynchronous-unwind-tables -fno-tree-loop-distribute-patterns -Wall -Wextra -Werror"
+run as --64 --fatal-warnings -o "$obj/sockets-start.o" "$src/sockets/start.S"
+run cc $CFLAGS64 -c -o "$obj/sockets.o" "$src/sockets/sockets.c"
+run ld -m elf_x86_64 $LDFLAGS -T "$src/sockets/link.ld" -o "$out/sockets.elf" \
+    "$obj/sockets-start.o" "$obj/sockets.o"
+
 current=""
 echo "built: $(cd "$out" && ls *.elf *.bin | tr '\n' ' ')"

@@ -6,6 +6,7 @@
 #   cpio, lz4       - scripts/fetch-linux.sh: the initramfs and the kernel's payload
 #   curl           - the daemon tests talk to vmmd with `curl --unix-socket`
 #   util-linux     - setpriv, to run a client as a second user
+#   iproute2       - ip netns / ip tuntap: the virtio-net tests' namespaces and taps
 # and, with pip, the OpenAPI validators the contract test uses
 # (openapi-spec-validator, which brings openapi-schema-validator, and PyYAML) and
 # schemathesis, which fuzzes vmmd against the contract (scripts/fuzz-api.py).
@@ -20,6 +21,7 @@ command -v cpio >/dev/null 2>&1 || need+=(cpio)
 command -v lz4 >/dev/null 2>&1 || need+=(lz4)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+[ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 
 schemathesis_version=4.32.5

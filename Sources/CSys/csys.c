@@ -22,6 +22,9 @@
 #include <sys/sysinfo.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/ioctl.h>
+#include <net/if.h>
+#include <linux/if_tun.h>
 #include <unistd.h>
 
 #ifndef SO_PEERGROUPS
@@ -334,13 +337,42 @@ int csys_listen_unix(const char *path, int backlog)
     return fd;
 }
 
-int csys_connect_unix(const char *path)
+int csys_connect_unix_nonblocking(const char *path);
+
+int csys_listen_unix_replacing_stale(const char *path, int backlog)
+{
+    int fd = csys_listen_unix(path, backlog);
+    if (fd != -EADDRINUSE)
+        return fd;
+    /* Only a socket file nobody listens on (its VMM died) is replaced. */
+    struct stat st;
+    int probe = csys_connect_unix_nonblocking(path);
+    if (probe >= 0) {
+        close(probe);
+        return -EADDRINUSE;
+    }
+    if (probe != -ECONNREFUSED || lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode))
+        return -EADDRINUSE;
+    if (unlink(path) != 0)
+        return -errno;
+    return csys_listen_unix(path, backlog);
+}
+
+/* Connects a fresh Unix stream socket to `path`, non-blocking when asked: a Unix
+ * stream connect completes at once or fails (a full backlog is EAGAIN when non-blocking). */
+static int connect_unix(const char *path, int nonblocking)
 {
     struct sockaddr_un a;
     int fd = unix_socket(&a, path);
 
     if (fd < 0)
         return fd;
+    int flags = nonblocking ? fcntl(fd, F_GETFL) : 0;
+    if (flags < 0 || (nonblocking && fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0)) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
     while (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
         if (errno == EINTR)
             continue;
@@ -351,16 +383,35 @@ int csys_connect_unix(const char *path)
     return fd;
 }
 
-int csys_accept(int listener)
+int csys_connect_unix(const char *path) { return connect_unix(path, 0); }
+
+int csys_connect_unix_nonblocking(const char *path) { return connect_unix(path, 1); }
+
+ssize_t csys_send_from(int sock, const void *base, size_t offset, size_t len)
 {
     for (;;) {
-        int fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+        ssize_t n = send(sock, (const char *)base + offset, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n >= 0)
+            return n;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+static int accept_with(int listener, int flags)
+{
+    for (;;) {
+        int fd = accept4(listener, NULL, NULL, flags);
         if (fd >= 0)
             return fd;
         if (errno != EINTR)
             return -errno;
     }
 }
+
+int csys_accept_nonblocking(int listener) { return accept_with(listener, SOCK_CLOEXEC | SOCK_NONBLOCK); }
+
+int csys_accept(int listener) { return accept_with(listener, SOCK_CLOEXEC); }
 
 #ifndef SYS_openat2
 #define SYS_openat2 437
@@ -443,4 +494,49 @@ int csys_create_in(int dir, const char *name)
     int fd = openat(dir, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 
     return fd >= 0 ? fd : -errno;
+}
+
+/* ---- taps (virtio-net) ---- */
+
+int csys_tap_open(const char *name)
+{
+    struct ifreq ifr;
+
+    if (strlen(name) >= IFNAMSIZ || name[0] == 0)
+        return -EINVAL;
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return -errno;
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, name);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int csys_tap_info(int fd, char name[16], unsigned int *flags)
+{
+    struct ifreq ifr;
+
+    memset(&ifr, 0, sizeof ifr);
+    if (ioctl(fd, TUNGETIFF, &ifr) != 0)
+        return -errno;
+    memcpy(name, ifr.ifr_name, IFNAMSIZ);
+    name[IFNAMSIZ - 1] = 0;
+    *flags = (unsigned short)ifr.ifr_flags;
+    return 0;
+}
+
+int csys_tap_set_vnet_header_size(int fd, int size)
+{
+    return ioctl(fd, TUNSETVNETHDRSZ, &size) == 0 ? 0 : -errno;
+}
+
+int csys_tap_set_offload(int fd, unsigned int offloads)
+{
+    return ioctl(fd, TUNSETOFFLOAD, (unsigned long)offloads) == 0 ? 0 : -errno;
 }

@@ -48,7 +48,7 @@ extension GuestMemory {
 
     /// The host iovecs of `ranges`, each checked to lie inside one segment (and to be
     /// writable when the kernel will write into it).
-    private func iovecs(_ ranges: [GuestRange], forWriting: Bool) throws -> [iovec] {
+    func iovecs(_ ranges: [GuestRange], forWriting: Bool) throws -> [iovec] {
         var vectors: [iovec] = []
         vectors.reserveCapacity(ranges.count)
         for range in ranges where range.length > 0 {

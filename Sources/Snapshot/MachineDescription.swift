@@ -18,6 +18,20 @@ public struct MachineDescription: Sendable, Equatable {
         }
     }
 
+    /// A virtio-net device: the tap it was on and the MAC the guest knows.
+    public struct Network: Sendable, Equatable {
+        public var tap: String
+        public var mac: [UInt8]
+        public init(tap: String, mac: [UInt8]) { self.tap = tap; self.mac = mac }
+    }
+
+    /// The virtio-vsock device: the guest's CID and the host's listening socket.
+    public struct Vsock: Sendable, Equatable {
+        public var cid: UInt64
+        public var path: String
+        public init(cid: UInt64, path: String) { self.cid = cid; self.path = path }
+    }
+
     /// The swift-vmm version that wrote the snapshot.
     public var writer: String
     /// When the snapshot was taken (CLOCK_REALTIME, ns since the epoch).
@@ -46,6 +60,8 @@ public struct MachineDescription: Sendable, Equatable {
     public var virtioOnCommandLine: Bool
     public var disks: [Disk]
     public var rng: Bool
+    public var networks: [Network]
+    public var vsock: Vsock?
     /// How many restores separate this machine from its first boot (the guest can read
     /// it with the `vm_generation` hypercall).
     public var generation: UInt64
@@ -55,14 +71,14 @@ public struct MachineDescription: Sendable, Equatable {
                 effectiveCommandLine: String, bootFormat: String, debugExit: Bool, hypercalls: Bool,
                 rebootOnReset: Bool, rebootOnTripleFault: Bool, inKernelIRQChip: Bool, acpi: Bool,
                 trackDirtyPages: Bool, virtioNotification: String, virtioOnCommandLine: Bool, disks: [Disk],
-                rng: Bool, generation: UInt64) {
+                rng: Bool, networks: [Network] = [], vsock: Vsock? = nil, generation: UInt64) {
         self.writer = writer; self.createdAt = createdAt; self.name = name; self.memoryMiB = memoryMiB
         self.cpus = cpus; self.topology = topology; self.cpuTemplate = cpuTemplate; self.commandLine = commandLine
         self.effectiveCommandLine = effectiveCommandLine; self.bootFormat = bootFormat; self.debugExit = debugExit
         self.hypercalls = hypercalls; self.rebootOnReset = rebootOnReset; self.rebootOnTripleFault = rebootOnTripleFault
         self.inKernelIRQChip = inKernelIRQChip; self.acpi = acpi; self.trackDirtyPages = trackDirtyPages
         self.virtioNotification = virtioNotification; self.virtioOnCommandLine = virtioOnCommandLine
-        self.disks = disks; self.rng = rng; self.generation = generation
+        self.disks = disks; self.rng = rng; self.networks = networks; self.vsock = vsock; self.generation = generation
     }
 
     public static func == (a: MachineDescription, b: MachineDescription) -> Bool {
@@ -87,6 +103,9 @@ public struct MachineDescription: Sendable, Equatable {
         e.count(disks.count)
         for d in disks { e.string(d.path); e.bool(d.readOnly); e.string(d.serial); e.bool(d.direct); e.u64(d.size) }
         e.bool(rng)
+        e.count(networks.count)
+        for n in networks { e.string(n.tap); e.data(n.mac) }
+        e.bool(vsock != nil); e.u64(vsock?.cid ?? 0); e.string(vsock?.path ?? "")
         e.u64(generation)
         return SnapshotSection(name: Self.sectionName, version: Self.version, payload: e.bytes)
     }
@@ -118,6 +137,16 @@ public struct MachineDescription: Sendable, Equatable {
         }
         self.disks = disks
         rng = try d.bool()
+        let nets = try d.count(max: Self.maxDisks, elementSize: 4 + 4, "network devices")
+        var networks: [Network] = []
+        for _ in 0 ..< nets {
+            let tap = try d.string(maxLength: 15, "tap name"), mac = try d.data(maxLength: 6, "MAC")
+            guard mac.count == 6 else { throw d.malformed("a MAC of \(mac.count) bytes") }
+            networks.append(Network(tap: tap, mac: mac))
+        }
+        self.networks = networks
+        let hasVsock = try d.bool(), cid = try d.u64(), path = try d.string(maxLength: 108, "vsock socket path")
+        vsock = hasVsock ? Vsock(cid: cid, path: path) : nil
         generation = try d.u64()
         try d.finish()
         guard (1 ... Self.maxMemoryMiB).contains(memoryMiB) else { throw d.malformed("memory of \(memoryMiB) MiB") }

@@ -37,6 +37,8 @@ public struct SnapshotManifest: Sendable {
             ("cmdline", quote(machine.effectiveCommandLine)),
             ("devices", "[" + devices.map(quote).joined(separator: ", ") + "]"),
             ("disks", "[" + machine.disks.map { quote($0.path) }.joined(separator: ", ") + "]"),
+            ("taps", "[" + machine.networks.map { quote($0.tap) }.joined(separator: ", ") + "]"),
+            ("vsock", machine.vsock.map { "{ \"cid\": \($0.cid), \"socket\": \(quote($0.path)) }" } ?? "null"),
             ("generation", "\(machine.generation)"),
             ("files", "{ \"\(SnapshotFiles.state)\": \(stateFileSize), \"\(SnapshotFiles.memory)\": \(memory.fileSize), \"memory_allocated\": \(memoryAllocated)"
                 + (memory.pages.map { ", \"diff_pages\": \($0.pageCount)" } ?? "") + " }"),

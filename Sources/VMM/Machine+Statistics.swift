@@ -43,6 +43,6 @@ extension Machine {
             unclaimedMMIOWrites: mmio.unclaimedWrites.load(ordering: .relaxed),
             reboots: reboots.load(ordering: .relaxed),
             hypercalls: hypercalls?.callCounts ?? [],
-            devices: virtioDevices.map { ($0.slot.name, $0.transport.device.statistics.snapshot) })
+            devices: virtioDevices.map { ($0.slot.name, $0.transport.device.counters) })
     }
 }

@@ -39,6 +39,10 @@ public struct MachineConfig: Sendable {
     public var disks: [DiskConfig] = []
     /// A virtio-rng device (after the disks).
     public var rng: Bool = false
+    /// Network devices (virtio-net), each on a tap, after the entropy device.
+    public var networks: [NetworkConfig] = []
+    /// A virtio-vsock device (the last virtio device).
+    public var vsock: VsockConfig?
     /// How virtio queue notifications and interrupts travel (`VirtioNotification`).
     public var virtioNotification: VirtioNotification = .ioeventfd
     /// Also announce the virtio devices on a Linux command line (`virtio_mmio.device=`,

@@ -9,6 +9,8 @@ extension CreateVMRequest {
         try c.encode(start, forKey: .start)
         try c.encode(flags, forKey: .flags)
         try c.encode(reserved, forKey: .reserved)
+        try c.encode(net, forKey: .net)
+        try c.encodeIfPresent(vsock, forKey: .vsock)
         if let restoreFrom {
             try c.encode(restoreFrom, forKey: .restoreFrom)
             return

@@ -45,8 +45,13 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
     /// Log the pages that change, so that the VM's snapshots can be diffs.
     public var trackDirtyPages = false
     /// Build the VM from this snapshot instead of booting `kernel`: its shape is the
-    /// snapshot's, so none of the fields that describe the machine may be given with it.
+    /// snapshot's, so none of the fields that describe the machine may be given with it
+    /// (but `net` and `vsock`, the host ends of those devices).
     public var restoreFrom: RestoreRequest?
+    /// virtio-net devices on taps, in order.
+    public var net: [NetRequest] = []
+    /// A virtio-vsock device.
+    public var vsock: VsockRequest?
     /// Start the guest right away.
     public var start: Bool
     /// No flag is defined yet: must be 0.
@@ -69,10 +74,13 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
         case name, memoryMiB = "memory_mib", vcpus, kernel, initrd, cmdline, debugExit = "debug_exit"
         case hypercalls, noReboot = "no_reboot", tripleFault = "triple_fault", cpuTemplate = "cpu_template", lifetime, start, flags, reserved
         case disks, rng, trackDirtyPages = "track_dirty_pages", restoreFrom = "restore_from"
+        case net, vsock
     }
 
     /// What a request with `restore_from` may also say: the rest is the snapshot's.
-    static let restoreKeys: Set<CodingKeys> = [.name, .lifetime, .start, .flags, .reserved, .restoreFrom]
+    /// The host ends of a network or vsock device may be given too (each clone of a
+    /// snapshot needs a tap and a socket of its own); otherwise they are the snapshot's.
+    static let restoreKeys: Set<CodingKeys> = [.name, .lifetime, .start, .flags, .reserved, .restoreFrom, .net, .vsock]
 
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -97,6 +105,8 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
         disks = try c.decodeIfGiven([DiskRequest].self, forKey: .disks) ?? []
         rng = try c.decodeIfGiven(Bool.self, forKey: .rng) ?? false
         trackDirtyPages = try c.decodeIfGiven(Bool.self, forKey: .trackDirtyPages) ?? false
+        net = try c.decodeIfGiven([NetRequest].self, forKey: .net) ?? []
+        vsock = try c.decodeIfGiven(VsockRequest.self, forKey: .vsock)
         flags = try c.decodeIfGiven(UInt64.self, forKey: .flags) ?? 0
         reserved = try c.decodeIfGiven(UInt64.self, forKey: .reserved) ?? 0
     }
@@ -131,6 +141,8 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
             throw APIError(.invalidField, "cmdline must be at most \(Self.maxCmdlineLength) characters with no NUL", field: "cmdline")
         }
         try DiskRequest.validate(disks)
+        try NetRequest.validate(net)
+        try vsock?.validate()
         guard lifetime != .system else {
             throw APIError(.invalidField, "lifetime 'system' is for VMs in the daemon's configuration; use connection, process or persistent", field: "lifetime")
         }

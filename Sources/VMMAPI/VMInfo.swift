@@ -66,6 +66,9 @@ public struct VMInfo: Codable, Sendable, Equatable {
     /// The snapshot the VM was built from (null for one that booted a kernel).
     public var restoredFrom: String?
     public var trackDirtyPages = false
+    /// The network devices, each with the MAC the guest sees.
+    public var net: [NetRequest] = []
+    public var vsock: VsockRequest?
 
     public init(name: String, ownerUID: UInt32?, state: VMState, lifetime: Lifetime, workerPID: Int32?,
                 createdAt: String, memoryMiB: UInt64, vcpus: Int, kernel: String, initrd: String?, cmdline: String,
@@ -84,6 +87,7 @@ public struct VMInfo: Codable, Sendable, Equatable {
         case memoryMiB = "memory_mib", vcpus, kernel, initrd, cmdline, debugExit = "debug_exit", hypercalls
         case noReboot = "no_reboot", tripleFault = "triple_fault", cpuTemplate = "cpu_template", bootFormat = "boot_format", lastExit = "last_exit"
         case disks, rng, restoredFrom = "restored_from", trackDirtyPages = "track_dirty_pages"
+        case net, vsock
     }
 
     /// Encodes every key, nulls included, so the shape is the same for every VM.
@@ -100,6 +104,7 @@ public struct VMInfo: Codable, Sendable, Equatable {
         try c.encode(bootFormat, forKey: .bootFormat); try c.encode(lastExit, forKey: .lastExit)
         try c.encode(disks, forKey: .disks); try c.encode(rng, forKey: .rng)
         try c.encode(restoredFrom, forKey: .restoredFrom); try c.encode(trackDirtyPages, forKey: .trackDirtyPages)
+        try c.encode(net, forKey: .net); try c.encode(vsock, forKey: .vsock)
     }
 }
 

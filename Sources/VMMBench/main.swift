@@ -8,6 +8,9 @@
 //   1. interleaved in this process: C and Swift batches alternate every ~50 ms, so both
 //      see the same host conditions — the figures to quote;
 //   2. separate runs: the kvm_ref program and swift-vmm in alternating rounds (medians).
+// `--vsock-only` runs just the vsock figures (VsockBench.swift): throughput both ways
+// and connections per second through the hybrid socket, against two host processes on
+// a plain Unix socket (Benchmarks/ref/unix_copy.c).
 // `--virtio-only` runs just the virtio figures (VirtioBench.swift): the block path with
 // no guest against pread/pwrite (targets <= 1.15 reads, <= 1.25 writes) and the cost of
 // a queue notification and an interrupt through each path.
@@ -260,6 +263,11 @@ sh(["mkdir", "-p", work])
 sh(["bash", root + "/Guests/build.sh", work])
 let reference = work + "/kvm_ref"
 sh(["cc", "-O2", "-Wall", "-o", reference, root + "/Benchmarks/ref/kvm_ref.c"])
+if CommandLine.arguments.contains("--vsock-only") {
+    vsockBenchmarks(work: work, root: root, rounds: options.rounds, megabytes: 256, connections: 500)
+    sh(["rm", "-rf", work])
+    exit(0)
+}
 if CommandLine.arguments.contains("--virtio-only") {
     virtioBenchmarks(work: work, pairs: options.pairs, iterations: options.exits, rounds: options.rounds)
     sh(["rm", "-rf", work])
@@ -322,7 +330,10 @@ if daemonOnly {
 
 }
 
-if !daemonOnly { virtioBenchmarks(work: work, pairs: options.pairs, iterations: options.exits, rounds: options.rounds) }
+if !daemonOnly {
+    virtioBenchmarks(work: work, pairs: options.pairs, iterations: options.exits, rounds: options.rounds)
+    vsockBenchmarks(work: work, root: root, rounds: options.rounds, megabytes: 256, connections: 500)
+}
 
 // MARK: - The daemon
 

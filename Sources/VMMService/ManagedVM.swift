@@ -110,19 +110,23 @@ final class ManagedVM: Sendable {
 
     /// What the worker needs to build this VM, and whom it runs as once sandboxed.
     func setup(memory: GuestMemoryFiles, sandboxUID: UInt32, sandboxGID: UInt32) -> WorkerSetup {
-        WorkerSetup(name: key.name, memoryMiB: request.memoryMiB, cpus: UInt32(request.vcpus),
+        var setup = WorkerSetup(name: key.name, memoryMiB: request.memoryMiB, cpus: UInt32(request.vcpus),
                     commandLine: request.cmdline, debugExit: request.debugExit, hypercalls: request.hypercalls,
                     rebootOnReset: !request.noReboot, hasInitrd: request.initrd != nil, memory: memory.segments,
                     sandboxUID: sandboxUID, sandboxGID: sandboxGID,
                     rebootOnTripleFault: request.tripleFault == .reboot, cpuTemplate: request.cpuTemplate,
                     disks: request.disks.map { .init(readOnly: $0.readOnly, serial: $0.serial) }, rng: request.rng)
-            .withSnapshot(request, layers: restoreLayers)
+        setup.networks = request.net.map { n in
+            .init(mac: (n.mac ?? "").split(separator: ":").compactMap { UInt8($0, radix: 16) })
+        }
+        setup.vsockCID = request.vsock?.cid
+        return setup.withSnapshot(request, layers: restoreLayers)
     }
 
-    /// Snapshots in the chain this VM is restored from (their files are among `images`).
+    /// Snapshots in the chain this VM is restored from (their files lead `images`).
     var restoreLayers: Int {
         guard request.restoreFrom != nil, case .worker(_, let images) = backing else { return 0 }
-        return (images.count - request.disks.count) / 2
+        return (images.count - request.disks.count - request.net.count - (request.vsock == nil ? 0 : 1)) / 2
     }
 
     var phase: VMState { state.withLock { $0.phase } }
@@ -138,6 +142,8 @@ final class ManagedVM: Sendable {
             info.rng = request.rng
             info.restoredFrom = request.restoreFrom?.path
             info.trackDirtyPages = request.trackDirtyPages
+            info.net = request.net
+            info.vsock = request.vsock
             return info
         }
     }
@@ -393,6 +399,7 @@ final class ManagedVM: Sendable {
         case .worker(let memory, let images):
             memory.close()
             for fd in images { close(fd) }
+            if let vsock = request.vsock { CallerFiles.removeSocket(vsock.socket, as: opener) }
         case .handle(let connection, _):
             // The client's /dev/kvm descriptor cannot be revoked; the connection can end.
             connection.shutdown()

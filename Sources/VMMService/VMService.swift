@@ -105,9 +105,11 @@ public final class VMService: Sendable {
     func create(_ given: CreateVMRequest, owner: Owner, lifetime: Lifetime, opener: Caller,
                 connection: ConnectionToken?, persist: Bool, createdAt: String? = nil) async throws(APIError) -> VMInfo {
         // A restore's shape is its snapshot's: known only once the snapshot is open.
-        let (request, snapshotFiles) = try await openSnapshot(for: given, as: opener)
+        var (request, snapshotFiles) = try await openSnapshot(for: given, as: opener)
         let handedOver = Mutex(false)
         defer { if !handedOver.withLock({ $0 }) { for fd in snapshotFiles { close(fd) } } }
+        // A MAC chosen here is part of the VM from now on (and of its persisted record).
+        for i in request.net.indices where request.net[i].mac == nil { request.net[i].mac = Self.randomMAC() }
         let key = VMKey(owner: owner, name: request.name)
         // Name and quota first, before anything is opened or allocated: a refused
         // request leaves nothing behind. (The descriptor count reads /proc: outside the lock.)
@@ -130,6 +132,8 @@ public final class VMService: Sendable {
             for (i, disk) in request.disks.enumerated() {
                 files.append(("disks[\(i)].path", disk.path, .disk(readOnly: disk.readOnly, direct: disk.direct)))
             }
+            for (i, network) in request.net.enumerated() { files.append(("net[\(i)].tap", network.tap, .tap)) }
+            if let vsock = request.vsock { files.append(("vsock.socket", vsock.socket, .vsockListener)) }
             let images = snapshotFiles + (try await CallerFiles.open(files, as: opener))
             handedOver.withLock { $0 = true }
             let memory: GuestMemoryFiles
@@ -138,6 +142,7 @@ public final class VMService: Sendable {
             case .success(let m): memory = m
             case .failure(let e):
                 for fd in images { close(fd) }
+                if let vsock = request.vsock { CallerFiles.removeSocket(vsock.socket, as: opener) }
                 throw APIError(.internalError, "cannot create \(request.memoryMiB) MiB of guest memory: \(e)")
             }
             vm = ManagedVM(key: key, request: request, lifetime: lifetime, opener: opener,
@@ -177,6 +182,12 @@ public final class VMService: Sendable {
         return vm.info()
     }
 
+    /// A locally administered unicast MAC in QEMU's 52:54:00 prefix.
+    static func randomMAC() -> String {
+        ([0x52, 0x54, 0x00] + (0 ..< 3).map { _ in UInt8.random(in: 0 ... 255) })
+            .map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: ":")
+    }
+
     /// A CPU template name the worker will understand.
     static func checkTemplate(_ name: String) throws(APIError) {
         guard CPUTemplate.all.contains(where: { $0.name == name }) else {
@@ -207,13 +218,19 @@ public final class VMService: Sendable {
         guard !vm.isDestroying else { throw APIError(.notFound, "no VM named '\(vm.key.name)'") }
         // The link's close must kill this worker, not whichever one the VM has by then.
         let spawned = SpawnedWorker()
+        // A vsock device gets a broker link of its own for the connections its guest opens.
+        var broker: (daemon: Int32, worker: Int32)?
+        if vm.request.vsock != nil {
+            do { broker = try VsockBrokerServer.pair() } catch { throw APIError(.internalError, "\(error)") }
+        }
+        defer { if let broker { close(broker.worker) } }   // the worker has its copy once spawned
         vm.workerStarting()
         let worker: WorkerProcess
         do {
             worker = try await WorkerProcess.spawn(
                 executable: config.workerExecutable, spawner: spawner,
                 setup: vm.setup(memory: memory, sandboxUID: config.workerUID, sandboxGID: config.workerGID),
-                descriptors: [kvm.rawDescriptor] + memory.descriptors + images, group: group,
+                descriptors: [kvm.rawDescriptor] + memory.descriptors + images + (broker.map { [$0.worker] } ?? []), group: group,
                 onMessage: { [weak vm] in vm?.handle($0) },
                 onClose: { [weak vm] why in
                     // The link is gone: make sure the process is too, so the pidfd fires.
@@ -221,6 +238,7 @@ public final class VMService: Sendable {
                     spawned.worker.withLock { $0 }?.kill()
                 })
         } catch {
+            if let broker { close(broker.daemon) }
             vm.state.withLock { s in
                 s.readiness = .failure(APIError(.internalError, "cannot start a worker: \(error)"))
                 if s.lastExit == nil || s.phase == .creating { s.phase = .crashed }
@@ -229,6 +247,7 @@ public final class VMService: Sendable {
         }
         spawned.worker.withLock { $0 = worker }
         vm.workerStarted(worker)
+        if let broker, let vsock = vm.request.vsock { VsockBrokerServer.serve(fd: broker.daemon, socket: vsock.socket, as: vm.opener) }
         watcher.watch(worker.pidfd) { [weak self, weak vm] in
             // The process is gone, but its last messages (a setup failure, the final
             // console bytes) may still sit in the socket: let the link drain to EOF
@@ -563,7 +582,8 @@ extension VMService {
     /// a worker that does not answer within its statistics timeout is left out).
     public func deviceCounters() async -> [DeviceCounter] {
         let vms = registry.withLock { Array($0.vms.values) }.filter { vm in
-            vm.state.withLock { $0.worker != nil } && (!vm.request.disks.isEmpty || vm.request.rng)
+            vm.state.withLock { $0.worker != nil }
+                && (!vm.request.disks.isEmpty || vm.request.rng || !vm.request.net.isEmpty || vm.request.vsock != nil)
         }
         return await withTaskGroup(of: [DeviceCounter].self) { group in
             for vm in vms {

@@ -48,10 +48,17 @@ final class Worker: @unchecked Sendable {
         let disks = try setup.disks.map { d in
             DiskConfig(backend: try BlockBackend(fd: next()), readOnly: d.readOnly, serial: d.serial)
         }
+        let networks = try setup.networks.map { n in
+            guard let mac = MACAddress(bytes: n.mac) else { throw WorkerError("a network device's MAC is not unicast") }
+            return NetworkConfig(tap: try TapDevice(adopting: next()), mac: mac)
+        }
+        let broker = try setup.vsockCID.map { _ in try BrokeredVsockBackend(listener: next(), link: next()) }
+        let vsock = setup.vsockCID.flatMap { cid in broker.map { VsockConfig(guestCID: cid, backend: $0) } }
         descriptorChannel = FramedSocket(fd: next())
         console = try ConsoleForwarder(link: link)
         if let restore = setup.restore {
-            machine = try Self.restore(setup, restore, files: snapshotFiles, kvm: kvm, memory: memory, disks: disks, console: console)
+            machine = try Self.restore(setup, restore, files: snapshotFiles, kvm: kvm, memory: memory,
+                                       devices: (disks, networks, vsock), console: console)
         } else {
             var config = MachineConfig()
             config.name = setup.name
@@ -67,6 +74,8 @@ final class Worker: @unchecked Sendable {
             config.initrd = initrd
             config.disks = disks
             config.rng = setup.rng
+            config.networks = networks
+            config.vsock = vsock
             config.trackDirtyPages = setup.trackDirtyPages
             config.serialOutput = console
             machine = try Machine(config: config, kvm: kvm, memory: memory)
@@ -74,14 +83,17 @@ final class Worker: @unchecked Sendable {
         // The machine is complete: from here on the worker only runs it.
         // Kept: the devices' descriptors, a snapshot's memory file mapped copy-on-write
         // (a full snapshot reads which of its pages hold data), the descriptor channel.
-        try Sandbox.restrict(keeping: Set(machine.virtioDescriptors + machine.memory.segments.map(\.memfd) + [descriptorChannel.fd]))
+        try Sandbox.restrict(keeping: Set(machine.virtioDescriptors + machine.memory.segments.map(\.memfd) + [descriptorChannel.fd]
+                                          + (broker.map { [$0.link.fd] } ?? [])))
     }
 
     /// The machine of a snapshot chain handed over as files (state, memory per snapshot,
     /// base first), its guest memory mapped from the base copy-on-write, or copied into
     /// the daemon's memfds.
     static func restore(_ setup: WorkerSetup, _ restore: WorkerSetup.Restore, files: [(state: Int32, memory: Int32)],
-                        kvm: KVMSystem, memory: GuestMemory?, disks: [DiskConfig], console: ConsoleForwarder) throws -> Machine {
+                        kvm: KVMSystem, memory: GuestMemory?,
+                        devices: (disks: [DiskConfig], networks: [NetworkConfig], vsock: VsockConfig?),
+                        console: ConsoleForwarder) throws -> Machine {
         var layers: [SnapshotLayer] = []
         for (i, f) in files.enumerated() {
             let label = "snapshot \(i + 1) of \(files.count)"
@@ -95,7 +107,7 @@ final class Worker: @unchecked Sendable {
         }
         let chain = try SnapshotChain(layers: layers)
         guard chain.machine.memoryMiB == setup.memoryMiB, chain.machine.cpus == Int(setup.cpus),
-              chain.machine.disks.count == disks.count else {
+              chain.machine.disks.count == devices.disks.count else {
             throw WorkerError("the snapshot is not the machine the daemon described")
         }
         guard restore.copy == (memory != nil) else { throw WorkerError("a copied restore needs guest memory, a mapped one none") }
@@ -104,9 +116,11 @@ final class Worker: @unchecked Sendable {
         options.memory = restore.copy ? .copy : .copyOnWrite
         options.clock = restore.advanceClock ? .advanced : .continued
         options.serialOutput = console
-        options.disks = zip(disks, chain.machine.disks).map { given, recorded in
-            DiskConfig(backend: given.backend, readOnly: given.readOnly, serial: given.serial, path: recorded.path)
+        options.disks = zip(devices.disks, chain.machine.disks).map { disk, recorded in
+            DiskConfig(backend: disk.backend, readOnly: disk.readOnly, serial: disk.serial, path: recorded.path)
         }
+        options.networks = devices.networks
+        options.vsock = devices.vsock
         return try Machine.restore(from: chain, options: options, kvm: kvm, memory: memory)
     }
 

@@ -2,8 +2,10 @@
 /// the descriptors attached (SCM_RIGHTS), in this order: /dev/kvm, one memfd per
 /// entry of `memory`, the kernel image and the initrd when `hasInitrd` — or, to restore
 /// a snapshot, a state file and a memory file for each snapshot of its chain, base
-/// first — then one image per entry of `disks`, and last the descriptor channel (a
-/// socket on which later descriptors arrive: the files of a snapshot to write).
+/// first — then one image per entry of `disks`, one tap per entry of `networks`, with
+/// `vsock` its listening socket and the worker's end of the vsock broker link
+/// (`VsockBrokerMessage`), and last the descriptor channel (a socket on which later
+/// descriptors arrive: the files of a snapshot to write).
 public struct WorkerSetup: Sendable, Equatable {
     /// One guest-memory segment the daemon created as a memfd.
     public struct Segment: Sendable, Equatable {
@@ -39,6 +41,14 @@ public struct WorkerSetup: Sendable, Equatable {
     public var disks: [Disk]
     /// A virtio-rng device.
     public var rng: Bool
+    /// One virtio-net device (its tap is a descriptor of the setup).
+    public struct Network: Sendable, Equatable {
+        public var mac: [UInt8]
+        public init(mac: [UInt8]) { self.mac = mac }
+    }
+    public var networks: [Network] = []
+    /// The vsock device's guest CID (its listener and broker link are descriptors).
+    public var vsockCID: UInt64?
     /// Log changed pages (diff snapshots).
     public var trackDirtyPages = false
     /// Build the machine from a snapshot chain (its files are descriptors of the setup).
@@ -70,7 +80,7 @@ public struct WorkerSetup: Sendable, Equatable {
     /// How many descriptors travel with this setup.
     public var descriptorCount: Int {
         let boot = restore.map { 2 * Int($0.layers) } ?? 1 + (hasInitrd ? 1 : 0)
-        return 1 + memory.count + boot + disks.count + 1
+        return 1 + memory.count + boot + disks.count + networks.count + (vsockCID == nil ? 0 : 2) + 1
     }
 
     func encode(into w: inout WireWriter) {
@@ -83,6 +93,10 @@ public struct WorkerSetup: Sendable, Equatable {
         w.u32(UInt32(disks.count))
         for d in disks { w.bool(d.readOnly); w.string(d.serial) }
         w.bool(rng)
+        w.u32(UInt32(networks.count))
+        for n in networks { w.data(n.mac) }
+        w.bool(vsockCID != nil)
+        w.u64(vsockCID ?? 0)
         w.bool(trackDirtyPages)
         w.bool(restore != nil)
         w.u32(restore?.layers ?? 0); w.bool(restore?.copy ?? false); w.bool(restore?.advanceClock ?? false)
@@ -103,10 +117,21 @@ public struct WorkerSetup: Sendable, Equatable {
         var disks: [Disk] = []
         for _ in 0 ..< diskCount { disks.append(Disk(readOnly: try r.bool(), serial: try r.string())) }
         let rng = try r.bool()
+        let networkCount = try r.u32()
+        guard networkCount <= 8 else { throw WireError.malformed("\(networkCount) network devices") }
+        var networks: [Network] = []
+        for _ in 0 ..< networkCount {
+            let mac = try r.data()
+            guard mac.count == 6 else { throw WireError.malformed("a MAC of \(mac.count) bytes") }
+            networks.append(Network(mac: mac))
+        }
+        let hasVsock = try r.bool(), cid = try r.u64()
         var setup = WorkerSetup(name: name, memoryMiB: memoryMiB, cpus: cpus, commandLine: commandLine, debugExit: debugExit,
-                                hypercalls: hypercalls, rebootOnReset: rebootOnReset, hasInitrd: hasInitrd,
-                                memory: memory, sandboxUID: sandboxUID, sandboxGID: sandboxGID,
-                                rebootOnTripleFault: rebootOnTripleFault, cpuTemplate: cpuTemplate, disks: disks, rng: rng)
+                           hypercalls: hypercalls, rebootOnReset: rebootOnReset, hasInitrd: hasInitrd,
+                           memory: memory, sandboxUID: sandboxUID, sandboxGID: sandboxGID,
+                           rebootOnTripleFault: rebootOnTripleFault, cpuTemplate: cpuTemplate, disks: disks, rng: rng)
+        setup.networks = networks
+        setup.vsockCID = hasVsock ? cid : nil
         setup.trackDirtyPages = try r.bool()
         let restoring = try r.bool()
         let layers = try r.u32(), copy = try r.bool(), advance = try r.bool()

@@ -112,6 +112,10 @@ struct Create: AsyncParsableCommand {
     @Option(help: ArgumentHelp("A virtio-blk disk (repeatable; the first is /dev/vda), opened by vmmd with your permissions.",
                                valueName: DiskOption.helpText)) var disk: [DiskOption] = []
     @Flag(help: "Add a virtio-rng device.") var rng = false
+    @Option(help: ArgumentHelp("A virtio-net device on an existing tap you own (repeatable).",
+                               valueName: NetOption.helpText)) var net: [NetOption] = []
+    @Option(help: ArgumentHelp("A virtio-vsock device; vmmd creates the socket with your permissions.",
+                               valueName: VsockOption.helpText)) var vsock: VsockOption?
     @OptionGroup(title: "Snapshots") var snapshot: CreateSnapshotOptions
 
     func run() async throws {
@@ -126,6 +130,8 @@ struct Create: AsyncParsableCommand {
                                       lifetime: lifetime, start: !noStart)
         request.disks = disk.map { DiskRequest(path: absolute($0.path), readOnly: $0.readOnly, serial: $0.serial, direct: $0.direct) }
         request.rng = rng
+        request.net = net.map { NetRequest(tap: $0.tap, mac: $0.mac?.description) }
+        request.vsock = vsock.map { VsockRequest(cid: $0.cid, socket: absolute($0.socket)) }
         request.trackDirtyPages = snapshot.trackDirtyPages
         request.restoreFrom = snapshot.restoreRequest
         let connection = try await options.connect()

@@ -17,6 +17,13 @@ func printDevices(_ machine: Machine) {
             line += "  \(d.backend.size / 512) sectors"
             disk += 1
         }
+        if slot.kind == "virtio-net", let n = Int(slot.name.dropFirst(3)), n < machine.config.networks.count {
+            let network = machine.config.networks[n]
+            line += "  tap \(network.tap.name) mac \(network.mac)"
+        }
+        if slot.kind == "virtio-vsock", let vsock = machine.config.vsock {
+            line += "  cid \(vsock.guestCID) socket \(vsock.path)"
+        }
         printError(line)
     }
     printError("  virtio notifications: \(machine.config.virtioNotification.rawValue)")

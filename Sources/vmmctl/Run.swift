@@ -73,6 +73,14 @@ struct Run: ParsableCommand {
     @Flag(help: "Add a virtio-rng device (bytes from getrandom).")
     var rng = false
 
+    @Option(help: ArgumentHelp("A virtio-net device on a tap (repeatable); the MAC is random unless given.",
+                               valueName: NetOption.helpText))
+    var net: [NetOption] = []
+
+    @Option(help: ArgumentHelp("A virtio-vsock device: the guest's CID and the Unix socket host processes connect to (CONNECT <port>); guest connections to host port P go to PATH_P.",
+                               valueName: VsockOption.helpText))
+    var vsock: VsockOption?
+
     @Option(help: "How virtio notifications travel: ioeventfd (KVM ioeventfd + irqfd, a device thread) or bus (an MMIO exit served on the vCPU thread).")
     var virtioNotify: String = VirtioNotification.ioeventfd.rawValue
 
@@ -112,6 +120,8 @@ struct Run: ParsableCommand {
             if let kernel { config.kernel = try readFile(kernel) }
             if let initrd { config.initrd = try readFile(initrd) }
             config.disks = try disk.map { try $0.open() }
+            config.networks = try net.map { try $0.open() }
+            config.vsock = try vsock?.open()
         } catch {
             fail("\(error)")
         }

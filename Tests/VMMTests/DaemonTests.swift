@@ -345,6 +345,9 @@ struct DaemonTests {
         d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("c1", guest: "idle"), record: "/v1/vms")
         d.api("POST", "/v1/vms", json: #"{"name":"c2","kernel":"/etc/passwd"}"#, record: "/v1/vms")
         d.api("POST", "/v1/vms", json: #"{"name":"c2","kernel":"/k","x":1}"#, record: "/v1/vms")
+        let vsock = d.directory.appendingPathComponent("c3.sock").path
+        d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("c3", guest: "idle", extra:
+            #","start":false,"vsock":{"cid":3,"socket":"\#(vsock)"}"#), record: "/v1/vms")
         d.api("GET", "/v1/vms", record: "/v1/vms")
         d.api("GET", "/v1/vms/c1", record: "/v1/vms/{name}")
         d.api("GET", "/v1/vms/nope", record: "/v1/vms/{name}")

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <linux/filter.h>
+#include <sys/epoll.h>
 
 /// Most descriptors one message may carry (kvm + memfds + kernel + initrd + spare).
 #define CSYS_MAX_FDS 16
@@ -115,13 +116,48 @@ int csys_settle_malloc_arenas(void);
 /// Creates a listening Unix stream socket at `path` (close-on-exec). Returns it or -errno.
 int csys_listen_unix(const char *path, int backlog);
 
+/// `csys_listen_unix`, except that a socket file at `path` nobody listens on (left by
+/// a process that died) is replaced; anything else there is -EADDRINUSE.
+int csys_listen_unix_replacing_stale(const char *path, int backlog);
+
 /// Connects a Unix stream socket to `path` (close-on-exec). Returns it or -errno.
 int csys_connect_unix(const char *path);
+
+/// Connects a non-blocking Unix stream socket to `path` (close-on-exec): what a VMM
+/// does for a vsock connection, where a listener with a full backlog must not block it
+/// (that is -EAGAIN). Returns the socket (still non-blocking) or -errno.
+int csys_connect_unix_nonblocking(const char *path);
+
+/// send(2) with MSG_DONTWAIT | MSG_NOSIGNAL of `len` bytes from `base + offset` (a
+/// Swift array's storage: the caller checks the bounds). Returns the bytes sent or -errno.
+ssize_t csys_send_from(int sock, const void *base, size_t offset, size_t len);
 
 /// SO_RCVTIMEO: reads on `sock` fail with EAGAIN after `seconds` (0: wait forever).
 int csys_set_receive_timeout(int sock, int seconds);
 
+/// accept4(SOCK_CLOEXEC | SOCK_NONBLOCK): a connection for an event loop (on a
+/// non-blocking listener, -EAGAIN when none is waiting). Returns it or -errno.
+int csys_accept_nonblocking(int listener);
+
 /// accept4(SOCK_CLOEXEC). Returns the connection or -errno.
 int csys_accept(int listener);
+
+/// Opens /dev/net/tun (close-on-exec, non-blocking) and attaches it to the tap `name`
+/// with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR (TUNSETIFF). Returns the descriptor or -errno.
+int csys_tap_open(const char *name);
+
+/// TUNGETIFF: the interface's name (NUL-terminated, 16 bytes) and IFF_* flags.
+/// Returns 0 or -errno.
+int csys_tap_info(int fd, char name[16], unsigned int *flags);
+
+/// TUNSETVNETHDRSZ: the size of the virtio-net header in front of every frame.
+int csys_tap_set_vnet_header_size(int fd, int size);
+
+/// TUNSETOFFLOAD: which offloads (TUN_F_CSUM, TUN_F_TSO4, ...) frames read from the
+/// tap may use. Returns 0 or -errno.
+int csys_tap_set_offload(int fd, unsigned int offloads);
+
+/// The TUNSETOFFLOAD request number, for a seccomp filter that allows only it.
+#define CSYS_TUNSETOFFLOAD 0x400454d0u
 
 #endif

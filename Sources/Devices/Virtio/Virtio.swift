@@ -3,8 +3,10 @@
 public enum Virtio {
     /// Device types (5 "Device Types").
     public enum DeviceType: UInt32, Sendable {
+        case network = 1
         case block = 2
         case entropy = 4
+        case vsock = 19
     }
 
     /// Device status bits (2.1 "Device Status Field").

@@ -34,8 +34,12 @@ public struct RestoreOptions: Sendable {
     public var name: String?
     public var serialOutput: any SerialOutput = NullOutput()
     public var logger = Logger(label: "swift-vmm")
-    /// The disks, in the snapshot's order; nil reopens the paths the snapshot recorded.
+    /// The host ends of the devices, in the snapshot's order — disk images, taps, the
+    /// vsock listener — as the caller opened them (a clone needs its own tap and socket);
+    /// each nil reopens what the snapshot recorded.
     public var disks: [DiskConfig]?
+    public var networks: [NetworkConfig]?
+    public var vsock: VsockConfig?
     /// Calls a library user offers besides the built-ins (the snapshot's must all be there).
     public var hypercallRegistry = HypercallRegistry()
     /// (bytes copied, bytes to copy) for `.copy`.
@@ -193,7 +197,10 @@ extension Machine {
             disks: config.disks.map {
                 .init(path: $0.path, readOnly: $0.readOnly, serial: $0.serial, direct: $0.backend.direct, size: $0.backend.size)
             },
-            rng: config.rng, generation: generation)
+            rng: config.rng,
+            networks: config.networks.map { .init(tap: $0.tap.name, mac: $0.mac.bytes) },
+            vsock: config.vsock.map { .init(cid: $0.guestCID, path: $0.path) },
+            generation: generation)
     }
 
     /// How many restores lie between this machine and its first boot, and its random
@@ -249,6 +256,32 @@ extension MachineConfig {
         }
         for (disk, recorded) in zip(disks, d.disks) where disk.backend.size != recorded.size {
             throw SnapshotError.mismatch("the disk \(disk.path.isEmpty ? recorded.path : disk.path) has \(disk.backend.size) bytes; the guest knew it with \(recorded.size)")
+        }
+        if let given = options.networks {
+            guard given.count == d.networks.count else {
+                throw SnapshotError.mismatch("the snapshot's machine had \(d.networks.count) network devices; \(given.count) were given")
+            }
+            networks = given
+        } else {
+            networks = try d.networks.map { net in
+                guard let mac = MACAddress(bytes: net.mac) else { throw SnapshotError.malformed(section: MachineDescription.sectionName, "a MAC") }
+                do { return NetworkConfig(tap: try TapDevice.open(name: net.tap), mac: mac) } catch {
+                    throw SnapshotError.mismatch("the tap \(net.tap) of the snapshot cannot be opened: \(error)")
+                }
+            }
+        }
+        if let recorded = d.vsock {
+            if let given = options.vsock {
+                vsock = given
+            } else {
+                do {
+                    vsock = VsockConfig(guestCID: recorded.cid, backend: try VsockUnixBackend(path: recorded.path), path: recorded.path)
+                } catch {
+                    throw SnapshotError.mismatch("the vsock socket \(recorded.path) of the snapshot cannot be listened on (give another): \(error)")
+                }
+            }
+        } else if options.vsock != nil {
+            throw SnapshotError.mismatch("the snapshot's machine had no vsock device")
         }
     }
 }

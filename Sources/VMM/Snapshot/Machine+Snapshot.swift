@@ -84,9 +84,11 @@ extension Machine {
             }
             guard parent != nil else { throw SnapshotError.invalidState("a diff snapshot needs a snapshot before it; take a full one first") }
         }
-        // Device work in flight finishes now: with the vCPUs paused nothing new comes in,
-        // and what the devices wrote is in memory before it is read.
+        // Device work in flight finishes now, and device threads stay off the rings until
+        // the snapshot is written: with the vCPUs paused nothing new comes in from the
+        // guest, and what the devices wrote is in memory before it is read.
         for device in virtioDevices { device.transport.quiesce() }
+        defer { for device in virtioDevices { device.transport.thaw() } }
 
         var sections = try captureStateSections()
         let id = SnapshotID.random()

@@ -3,15 +3,16 @@ import GuestMemory
 
 /// Where each virtio-mmio device of a machine lives: one 4 KiB window in the MMIO hole
 /// and one GSI of the IOAPIC, handed out in device order (disks first, the root disk
-/// first of all, so that Linux names it vda; then the entropy device). The ACPI DSDT,
+/// first of all, so that Linux names it vda; then the entropy device, the network
+/// devices and the vsock device). The ACPI DSDT,
 /// the `virtio_mmio.device=` parameters and `vmmctl run --verbose` all read this one
 /// allocation.
 public struct DeviceLayout: Sendable, Equatable {
     /// One device's place.
     public struct Slot: Sendable, Equatable {
-        /// The stats and listing name: blk0, blk1, ..., rng0.
+        /// The stats and listing name: blk0, blk1, ..., rng0, net0, ..., vsock0.
         public var name: String
-        /// "virtio-blk" or "virtio-rng".
+        /// "virtio-blk", "virtio-rng", "virtio-net" or "virtio-vsock".
         public var kind: String
         public var base: UInt64
         public var size: UInt64
@@ -36,7 +37,7 @@ public struct DeviceLayout: Sendable, Equatable {
         }
         var counts: [String: Int] = [:]
         slots = kinds.enumerated().map { i, kind in
-            let short = kind == "virtio-blk" ? "blk" : "rng"
+            let short = kind.hasPrefix("virtio-") ? String(kind.dropFirst(7)) : kind
             let n = counts[short, default: 0]
             counts[short] = n + 1
             return Slot(name: "\(short)\(n)", kind: kind, base: Self.firstWindow + UInt64(i) * VirtioMMIOTransport.windowSize,

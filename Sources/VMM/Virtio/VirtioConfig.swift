@@ -19,6 +19,32 @@ public struct DiskConfig: Sendable {
     public static let maxSerialLength = BlockDevice.serialLength
 }
 
+/// The vsock device of a machine: the guest's CID and its host side.
+public struct VsockConfig: Sendable {
+    /// The guest's context ID (3 ... 0xFFFF_FFFE).
+    public var guestCID: UInt64
+    /// The listener host processes connect to and how guest connections reach
+    /// `PATH_port` (`VsockUnixBackend` for a VMM that may open sockets itself).
+    public var backend: any VsockHostBackend
+    public var limits: VsockLimits
+    /// The listener's path, for listings.
+    public var path: String
+
+    public init(guestCID: UInt64, backend: any VsockHostBackend, limits: VsockLimits = VsockLimits(), path: String = "") {
+        self.guestCID = guestCID; self.backend = backend; self.limits = limits; self.path = path
+    }
+}
+
+/// A network device of a machine: a virtio-net device on an open tap.
+public struct NetworkConfig: Sendable {
+    /// The tap (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR), owned by this value.
+    public var tap: TapDevice
+    /// The MAC address the guest is given (VIRTIO_NET_F_MAC).
+    public var mac: MACAddress
+
+    public init(tap: TapDevice, mac: MACAddress) { self.tap = tap; self.mac = mac }
+}
+
 /// How a virtio queue notification reaches its device.
 public enum VirtioNotification: String, Sendable, CaseIterable {
     /// KVM_IOEVENTFD on QueueNotify: KVM completes the guest's write in the kernel and

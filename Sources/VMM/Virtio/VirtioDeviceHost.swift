@@ -7,6 +7,11 @@ import Synchronization
 /// place in the `DeviceLayout`, and the notification path — an ioeventfd per queue
 /// watched by a thread of the device's own and an irqfd for its interrupt, or the
 /// synchronous bus path on the vCPU thread with KVM_IRQ_LINE.
+///
+/// A `VirtioEventDevice` (vsock, net) always has one thread, running its own event
+/// loop: each queue's eventfd is signalled by KVM (ioeventfd) or, on the bus path, by
+/// the transport from the MMIO exit, and the loop waits on them with its host
+/// descriptors.
 final class VirtioDeviceHost: @unchecked Sendable {
     // @unchecked: `threads` is written in init and in stop() (machine teardown, once).
     let slot: DeviceLayout.Slot
@@ -36,22 +41,38 @@ final class VirtioDeviceHost: @unchecked Sendable {
         }
         transport = VirtioMMIOTransport(device: device, memory: memory, interrupt: interrupt)
         var events: [EventFD] = []
-        if notification == .ioeventfd {
+        let eventDevice = device as? any VirtioEventDevice
+        if notification == .ioeventfd || eventDevice != nil {
             for queue in device.queueSizes.indices {
                 let event = try EventFD()
                 // Datamatch on the queue index: a write of another value still exits and
                 // is handled (or ignored) by the transport.
-                try vm.registerIOEventFD(event, address: slot.base + VirtioMMIOTransport.queueNotifyOffset, length: 4,
-                                         datamatch: UInt64(queue))
+                if notification == .ioeventfd {
+                    try vm.registerIOEventFD(event, address: slot.base + VirtioMMIOTransport.queueNotifyOffset, length: 4,
+                                             datamatch: UInt64(queue))
+                }
                 events.append(event)
                 fds.append(event.rawDescriptor)
             }
         }
+        if eventDevice != nil {
+            let stop = try EventFD()
+            fds.append(stop.rawDescriptor)
+            events.append(stop)
+        }
         queueEvents = events
         descriptors = fds
-        guard notification == .ioeventfd else { return }
         let transport = self.transport
+        guard !events.isEmpty else { return }   // a request device on the bus path: no thread
         transport.onNotify = { [events] queue in events[queue].signal() }
+        if let eventDevice {
+            let queueFDs = events.dropLast().map(\.rawDescriptor)
+            let stopFD = events[events.count - 1].rawDescriptor
+            threads.append(try HostThread(name: slot.name) {
+                eventDevice.run(transport: transport, queueEvents: queueFDs, stop: stopFD)
+            })
+            return
+        }
         for (queue, event) in events.enumerated() {
             threads.append(try HostThread(name: "\(slot.name)-q\(queue)") { [stopping] in
                 while true {

@@ -1,4 +1,5 @@
 import CKVM
+import CSys
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -73,9 +74,16 @@ enum SyscallPolicy {
     /// The allow-list. `ownPID` pins signals to this process.
     static func entries(ownPID: Int32) -> [Entry] {
         [
-            Entry(name: "read", number: Int32(SYS_read), rule: .allow, why: "control messages from the daemon; a virtio device thread waiting on its ioeventfd"),
-            Entry(name: "recvmsg", number: Int32(SYS_recvmsg), rule: .allow, why: "control message headers; descriptors arrive with the setup, and a snapshot's files on the descriptor channel"),
-            Entry(name: "sendto", number: Int32(SYS_sendto), rule: .allow, why: "messages to the daemon: console output, state, statistics"),
+            Entry(name: "read", number: Int32(SYS_read), rule: .allow, why: "control messages from the daemon; a virtio device thread waiting on its ioeventfd; virtio-net frames from the tap"),
+            Entry(name: "recvmsg", number: Int32(SYS_recvmsg), rule: .allow, why: "control message headers; virtio-vsock: host sockets' bytes straight into guest memory, and the sockets vmmd connects for the guest (SCM_RIGHTS on the broker link); a snapshot's files on the descriptor channel"),
+            Entry(name: "sendto", number: Int32(SYS_sendto), rule: .allow, why: "messages to the daemon: console output, state, statistics; virtio-vsock: the OK line and bytes a slow host socket could not take at once"),
+            Entry(name: "sendmsg", number: Int32(SYS_sendmsg), rule: .allow, why: "virtio-vsock: guest bytes straight from guest memory to host sockets"),
+            Entry(name: "recvfrom", number: Int32(SYS_recvfrom), rule: .allow, why: "virtio-vsock: a host connection's CONNECT line (peeked, then read)"),
+            Entry(name: "accept4", number: Int32(SYS_accept4), rule: .allow, why: "virtio-vsock: host connections on the listening socket vmmd passed (the worker creates no socket)"),
+            Entry(name: "shutdown", number: Int32(SYS_shutdown), rule: .allow, why: "virtio-vsock: the guest shut its sending side, so the host socket's is shut too"),
+            Entry(name: "epoll_wait", number: Int32(SYS_epoll_wait), rule: .allow, why: "virtio-vsock and virtio-net: each device thread's one wait over its queues and host descriptors"),
+            Entry(name: "epoll_ctl", number: Int32(SYS_epoll_ctl), rule: .allow, why: "virtio-vsock: watching host connections as they come and go"),
+            Entry(name: "writev", number: Int32(SYS_writev), rule: .allow, why: "virtio-net: a guest frame (header and buffers) to the tap in one call"),
             Entry(name: "write", number: Int32(SYS_write), rule: .allow, why: "a last error line on stderr; eventfd signals (a virtio device's irqfd, waking a device thread)"),
             Entry(name: "pread64", number: Int32(SYS_pread64), rule: .allow, why: "KVM binary statistics files (KVM_GET_STATS_FD, opened before)"),
             Entry(name: "preadv", number: Int32(SYS_preadv), rule: .allow, why: "virtio-blk reads from the disk image into guest memory"),
@@ -90,9 +98,9 @@ enum SyscallPolicy {
             Entry(name: "lseek", number: Int32(SYS_lseek), rule: .allow, why: "a snapshot finds the pages that hold data (SEEK_DATA/SEEK_HOLE on the guest memfd or the snapshot file it maps)"),
             Entry(name: "close", number: Int32(SYS_close), rule: .allow, why: "descriptors that come with stray messages; teardown"),
             Entry(name: "ioctl", number: Int32(SYS_ioctl),
-                  rule: .argumentIn(index: 1, values: kvmRequests.map { UInt32(truncatingIfNeeded: $0.1) }),
+                  rule: .argumentIn(index: 1, values: kvmRequests.map { UInt32(truncatingIfNeeded: $0.1) } + [CSYS_TUNSETOFFLOAD]),
                   why: "KVM, limited to: " + kvmRequests.map(\.0).joined(separator: ", ")
-                    + " (the last seven for snapshots)"),
+                    + " (the last seven for snapshots); and TUNSETOFFLOAD (virtio-net: the tap's offloads follow the features the guest accepted)"),
             Entry(name: "mmap", number: Int32(SYS_mmap), rule: .argumentLacksBits(index: 2, mask: UInt32(PROT_EXEC)),
                   why: "the allocator and thread stacks; never executable"),
             Entry(name: "mprotect", number: Int32(SYS_mprotect), rule: .argumentLacksBits(index: 2, mask: UInt32(PROT_EXEC)),

@@ -3,7 +3,7 @@ import GuestMemory
 /// A virtio block device (5.2 "Block Device") over a `BlockBackend`: reads, writes,
 /// FLUSH (fdatasync), GET_ID (the serial), DISCARD and WRITE_ZEROES (holes), with
 /// VIRTIO_BLK_F_RO refusing every change with VIRTIO_BLK_S_IOERR. One request queue.
-public final class BlockDevice: VirtioDevice {
+public final class BlockDevice: VirtioRequestDevice {
     public let backend: BlockBackend
     public let readOnly: Bool
     /// What GET_ID answers (at most 20 bytes; not NUL-terminated when it is 20).

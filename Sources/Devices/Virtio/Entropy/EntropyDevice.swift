@@ -2,7 +2,7 @@ import GuestMemory
 
 /// A virtio entropy device (5.4 "Entropy Device"): every writable buffer the driver
 /// offers is filled from getrandom(2). One request queue, no configuration, no features.
-public final class EntropyDevice: VirtioDevice {
+public final class EntropyDevice: VirtioRequestDevice {
     public let statistics = VirtioStatistics()
     /// Most bytes one request gets (the driver asks again for more): a guest handing
     /// over gigabytes of buffers cannot make one request cost seconds of host CPU.

@@ -159,4 +159,18 @@ extension DescriptorChain {
         }
         return bytes
     }
+
+    /// The first `count` bytes of `ranges` from byte `from` on.
+    public static func slice(_ ranges: [GuestRange], from: Int, count: Int) -> [GuestRange] {
+        var skip = UInt64(from), left = UInt64(count)
+        var out: [GuestRange] = []
+        for r in ranges where left > 0 {
+            if skip >= r.length { skip -= r.length; continue }
+            let length = min(r.length - skip, left)
+            if let start = r.start.adding(skip), let piece = GuestRange(start: start, length: length) { out.append(piece) }
+            skip = 0
+            left -= length
+        }
+        return out
+    }
 }

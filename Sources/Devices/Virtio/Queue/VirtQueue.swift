@@ -66,9 +66,17 @@ public struct VirtQueue: Sendable {
 
     /// The next chain the driver made available, or nil when there is none.
     public mutating func pop(memory: GuestMemory) throws -> DescriptorChain? {
-        let available = try read(UInt16.self, state.availableRing, 2, memory)
+        var available = try read(UInt16.self, state.availableRing, 2, memory)
+        if available == state.nextAvailable {
+            guard eventIndex else { return nil }
+            // avail_event was stored by the last pop; it must be visible before this load
+            // of idx, or a driver that read the old avail_event and skipped its notify
+            // leaves a buffer here with the device asleep (store-load order: a full fence).
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            available = try read(UInt16.self, state.availableRing, 2, memory)
+            guard available != state.nextAvailable else { return nil }
+        }
         let pending = available &- state.nextAvailable
-        guard pending != 0 else { return nil }
         guard pending <= state.size else {
             throw VirtioError.availableIndexJump(from: state.nextAvailable, to: available, size: state.size)
         }

@@ -21,18 +21,39 @@ extension VirtioMMIOTransport: SnapshotStateful {
         }
     }
 
-    /// Finishes the work in flight: every chain the driver made available is served now,
-    /// on the calling thread (under each queue's lock, so a device thread busy with a
-    /// batch is waited for). With the vCPUs paused nothing new arrives, so afterwards the
-    /// queues are still and the guest memory the device writes is settled.
+    /// Settles the device for a snapshot, with the vCPUs paused (nothing new arrives from
+    /// the driver): a request device serves every chain the driver made available, on
+    /// the calling thread (under each queue's lock, so a batch in progress is waited
+    /// for); then the transport freezes — `withQueue` runs nothing — and an event device
+    /// gives back the chains it was holding. Afterwards the queues' state is the whole
+    /// truth and no device thread writes guest memory until `thaw()`.
     public func quiesce() {
-        guard status.load(ordering: .acquiring) & Virtio.Status.driverOK != 0 else { return }
-        for index in queues.indices where queues[index].lock.withLock({ $0.state.ready }) { processQueue(index) }
+        if requestDevice != nil, status.load(ordering: .acquiring) & Virtio.Status.driverOK != 0 {
+            for index in queues.indices where queues[index].lock.withLock({ $0.state.ready }) { processQueue(index) }
+        }
+        frozen.store(true, ordering: .releasing)
+        for q in queues { q.lock.withLock { _ in } }   // a withQueue under way finishes
+        (device as? any VirtioChainHolder)?.giveBackHeldChains(to: self)
+    }
+
+    /// Ends a `quiesce()` on a machine that runs on: event devices are woken on every
+    /// queue, since notifications that came while frozen went unserved.
+    public func thaw() {
+        frozen.store(false, ordering: .releasing)
+        guard requestDevice == nil, let onNotify else { return }
+        for index in queues.indices { onNotify(index) }
+    }
+
+    /// Puts the last `count` chains taken from queue `index` back on offer (they are the
+    /// newest: the driver sees them as never taken). For `VirtioChainHolder`s.
+    public func giveBack(queue index: Int, count: Int) {
+        guard count > 0, index >= 0, index < queues.count else { return }
+        queues[index].lock.withLock { $0.state.nextAvailable &-= UInt16(truncatingIfNeeded: count) }
     }
 
     public func saveState(into e: inout SnapshotEncoder) throws(SnapshotError) {
         let stateful = try statefulDevice
-        e.u32(device.deviceType.rawValue); e.u64(offeredFeatures); e.data(config)
+        e.u32(device.deviceType.rawValue); e.u64(offeredFeatures); e.data(config.withLock { $0 })
         let s = state
         e.u32(s.status); e.u32(s.deviceFeaturesSelect); e.u64(s.driverFeatures); e.u32(s.driverFeaturesSelect)
         e.u32(s.queueSelect); e.u32(s.interruptStatus); e.u32(s.configGeneration)
@@ -51,7 +72,7 @@ extension VirtioMMIOTransport: SnapshotStateful {
     public func restoreState(from d: inout SnapshotDecoder, version: UInt16) throws(SnapshotError) {
         let stateful = try statefulDevice
         let type = try d.u32(), features = try d.u64(), space = try d.data(maxLength: 4096, "configuration space")
-        guard type == device.deviceType.rawValue, features == offeredFeatures, space == config else {
+        guard type == device.deviceType.rawValue, features == offeredFeatures else {
             throw .mismatch("\(d.section): the snapshot's device (type \(type), features 0x\(String(features, radix: 16))) is not this one (type \(device.deviceType.rawValue), features 0x\(String(offeredFeatures, radix: 16)))")
         }
         var r = VirtioTransportState()
@@ -83,24 +104,53 @@ extension VirtioMMIOTransport: SnapshotStateful {
         try stateful.restore(from: inner)
         for (q, queue) in zip(queues, restored) { q.lock.withLock { $0 = queue } }
         r.queues = restored.map(\.state)
+        // The device is the authority on its configuration (a clone's own vsock CID or
+        // MAC): a driver that knew another one sees a new generation, and an interrupt.
+        let current = config.withLock { $0 }
+        if current != space {
+            r.configGeneration &+= 1
+            configChangedByRestore.store(true, ordering: .releasing)
+        }
         let registersNow = r
         registers.withLock { $0 = registersNow }
         status.store(r.status, ordering: .releasing)
         pendingInterrupts.store(r.interruptStatus, ordering: .releasing)
     }
 
-    /// After a restore, before the guest runs: serves what the driver may have made
-    /// available, and sends the interrupt again when one was pending. An edge sent
-    /// through an irqfd just before the snapshot may not have reached the interrupt
-    /// controller yet (KVM injects it from a work queue), so it is sent again; a driver
-    /// reads InterruptStatus and takes a second edge for the same bits as nothing new.
+    /// After a restore, before the guest runs: the device is told the features the
+    /// driver negotiated (a tap's offloads, a vsock listener), a device with news for the
+    /// guest gives it (`VirtioRestoreNotice`), a pending interrupt is sent again and every
+    /// ready queue is looked at. An edge sent through an irqfd just before the snapshot
+    /// may not have reached the interrupt controller yet (KVM injects it from a work
+    /// queue), so it goes again; a driver reads InterruptStatus and takes a second edge
+    /// for the same bits as nothing new.
     public func resumeAfterRestore() {
         guard status.load(ordering: .acquiring) & Virtio.Status.driverOK != 0 else { return }
+        device.activate(features: registers.withLock { $0.driverFeatures })
+        (device as? any VirtioRestoreNotice)?.restored(transport: self)
+        if configChangedByRestore.exchange(false, ordering: .acquiringAndReleasing) {
+            pendingInterrupts.bitwiseOr(Virtio.Interrupt.configChange, ordering: .acquiringAndReleasing)
+        }
         if pendingInterrupts.load(ordering: .acquiring) != 0 { interrupt.trigger() }
         for index in queues.indices where queues[index].lock.withLock({ $0.state.ready }) {
             if let onNotify { onNotify(index) } else { processQueue(index) }
         }
     }
+}
+
+/// An event device that keeps chains it took from a ring between wake-ups (receive
+/// buffers waiting for data, a frame waiting for room in the tap). Before a snapshot it
+/// gives them back, newest first, so that the queues' state alone says what the device
+/// owes the driver.
+public protocol VirtioChainHolder: VirtioEventDevice {
+    /// With the transport frozen: puts back (`VirtioMMIOTransport.giveBack`) every chain it
+    /// holds, and forgets them.
+    func giveBackHeldChains(to transport: VirtioMMIOTransport)
+}
+
+/// A device with something to tell the guest after a restore.
+public protocol VirtioRestoreNotice: VirtioDevice {
+    func restored(transport: VirtioMMIOTransport)
 }
 
 /// A disk's identity: the size, the read-only flag and the serial the guest saw. The

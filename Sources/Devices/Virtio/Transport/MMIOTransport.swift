@@ -62,12 +62,22 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
     let interrupt: any InterruptLine
     /// What the device offers: its own bits plus the transport's.
     public let offeredFeatures: UInt64
-    let config: [UInt8]
+    /// The device's configuration space as the driver last could read it; refreshed by
+    /// `configurationChanged()`.
+    let config: Mutex<[UInt8]>
+    /// The device as a `VirtioRequestDevice`, whose queues the transport serves itself;
+    /// nil for a `VirtioEventDevice`, which takes its chains through `withQueue`.
+    let requestDevice: (any VirtioRequestDevice)?
     let registers = Mutex(VirtioTransportState())
     let queues: [LockedQueue]
     /// Mirrors of `status` and `interruptStatus` for the lock-free notify and interrupt paths.
     let status = Atomic<UInt32>(0)
     let pendingInterrupts = Atomic<UInt32>(0)
+    /// Set while a snapshot is taken: `withQueue` runs nothing, so an event device's
+    /// thread (woken by its host socket or tap) leaves the rings and guest memory alone.
+    let frozen = Atomic<Bool>(false)
+    /// A restore found the device's configuration different from the snapshot's.
+    let configChangedByRestore = Atomic<Bool>(false)
     /// Why the device last set DEVICE_NEEDS_RESET (for logs and tests).
     public let lastQueueError = Mutex<VirtioError?>(nil)
 
@@ -81,7 +91,8 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
         self.interrupt = interrupt
         offeredFeatures = device.deviceFeatures | Virtio.Feature.version1 | Virtio.Feature.indirectDescriptors
             | Virtio.Feature.eventIndex
-        config = device.configSpace
+        config = Mutex(device.configSpace)
+        requestDevice = device as? any VirtioRequestDevice
         queues = device.queueSizes.map { LockedQueue(VirtQueue(maxSize: $0)) }
     }
 
@@ -194,12 +205,23 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
 
     /// 4.2.2: reads past the end of the configuration space read as zero.
     private func readConfig(_ offset: UInt64, size: Int) -> UInt64 {
-        var value: UInt64 = 0
-        for i in 0 ..< min(size, 8) {
-            let at = offset &+ UInt64(i)
-            if at < UInt64(config.count) { value |= UInt64(config[Int(at)]) << (8 * UInt64(i)) }
+        config.withLock { config in
+            var value: UInt64 = 0
+            for i in 0 ..< min(size, 8) {
+                let at = offset &+ UInt64(i)
+                if at < UInt64(config.count) { value |= UInt64(config[Int(at)]) << (8 * UInt64(i)) }
+            }
+            return value
         }
-        return value
+    }
+
+    /// The device's configuration changed (a link went up or down): the driver sees a
+    /// new ConfigGeneration and gets a configuration-change interrupt (4.2.2, 2.5.1).
+    public func configurationChanged() {
+        let space = device.configSpace
+        config.withLock { $0 = space }
+        registers.withLock { $0.configGeneration &+= 1 }
+        if status.load(ordering: .acquiring) & Virtio.Status.driverOK != 0 { raise(Virtio.Interrupt.configChange) }
     }
 
     // MARK: - Status
@@ -209,11 +231,11 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
     /// FEATURES_OK. DEVICE_NEEDS_RESET belongs to the device.
     private func writeStatus(_ value: UInt32) {
         guard value != 0 else { return reset() }
-        registers.withLock { r in
+        let activated = registers.withLock { r -> UInt64? in
             let old = status.load(ordering: .acquiring)
             let ownBits = Virtio.Status.deviceNeedsReset
             var new = value & ~ownBits
-            guard new & old == old & ~ownBits else { return }   // clearing a bit needs a reset
+            guard new & old == old & ~ownBits else { return nil }   // clearing a bit needs a reset
             if new & Virtio.Status.featuresOK != 0, old & Virtio.Status.featuresOK == 0 {
                 let acceptable = r.driverFeatures & ~offeredFeatures == 0 && r.driverFeatures & Virtio.Feature.version1 != 0
                 if !acceptable { new &= ~Virtio.Status.featuresOK }
@@ -221,7 +243,10 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
             if new & Virtio.Status.featuresOK == 0 { new &= ~Virtio.Status.driverOK }
             r.status = new | (old & ownBits)
             status.store(r.status, ordering: .releasing)
+            return new & Virtio.Status.driverOK != 0 && old & Virtio.Status.driverOK == 0 ? r.driverFeatures : nil
         }
+        // Outside the register lock: a device may configure its backend here.
+        if let activated { device.activate(features: activated) }
     }
 
     /// Back to the power-on state (status 0 or a machine reset): queues forgotten,
@@ -250,37 +275,56 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
         if let onNotify { onNotify(index) } else { processQueue(index) }
     }
 
-    /// Serves every chain queue `index` has available, then interrupts the driver if it
-    /// asked for it. A driver that broke the queue's rules gets DEVICE_NEEDS_RESET.
+    /// Serves every chain queue `index` has available to the request device, then
+    /// interrupts the driver if it asked for it.
     public func processQueue(_ index: Int) {
-        let current = status.load(ordering: .acquiring)
-        guard index >= 0, index < queues.count, current & Virtio.Status.driverOK != 0,
-              current & Virtio.Status.deviceNeedsReset == 0 else {
-            VirtioStatistics.add(device.statistics.ignoredNotifications)
-            return
-        }
-        VirtioStatistics.add(device.statistics.notifications)
-        var interruptNeeded = false
-        var failure: VirtioError?
-        queues[index].lock.withLock { q in
-            guard q.state.ready else {
-                VirtioStatistics.add(device.statistics.ignoredNotifications)
-                return
-            }
-            let before = q.state.nextUsed
-            do {
+        var served = false
+        if let requestDevice {
+            withQueue(index) { q, memory in
+                served = true
                 while let chain = try q.pop(memory: memory) {
-                    let written = device.handle(chain, queue: index, memory: memory)
+                    let written = requestDevice.handle(chain, queue: index, memory: memory)
                     try q.putUsed(head: chain.head, length: written, memory: memory)
                 }
+            }
+        }
+        if served {
+            VirtioStatistics.add(device.statistics.notifications)
+        } else {
+            VirtioStatistics.add(device.statistics.ignoredNotifications)
+        }
+    }
+
+    /// Runs `body` on queue `index` under the queue's lock, when the driver has set
+    /// DRIVER_OK, the device does not need a reset and the queue is ready; returns nil
+    /// (and runs nothing) otherwise. `body` pops chains and puts used ones; afterwards
+    /// the driver is interrupted if it asked for that (2.7.10), and an error thrown from
+    /// `body` — the driver broke the ring's rules — sets DEVICE_NEEDS_RESET. The way
+    /// every device reaches its queues: the transport's own `processQueue` and an event
+    /// device's loop alike.
+    @discardableResult
+    public func withQueue<R>(_ index: Int, _ body: (inout VirtQueue, GuestMemory) throws -> R) -> R? {
+        let current = status.load(ordering: .acquiring)
+        guard index >= 0, index < queues.count, current & Virtio.Status.driverOK != 0,
+              current & Virtio.Status.deviceNeedsReset == 0, !frozen.load(ordering: .acquiring) else { return nil }
+        var interruptNeeded = false
+        var failure: VirtioError?
+        let result = queues[index].lock.withLock { q -> R? in
+            guard q.state.ready else { return nil }
+            let before = q.state.nextUsed
+            do {
+                let r = try body(&q, memory)
                 interruptNeeded = try q.needsInterrupt(since: before, memory: memory)
+                return r
             } catch {
                 failure = error as? VirtioError ?? .memory("\(error)")
                 interruptNeeded = q.state.nextUsed != before
+                return nil
             }
         }
         if interruptNeeded { raise(Virtio.Interrupt.usedBuffer) }
         if let failure { needsReset(failure) }
+        return result
     }
 
     /// Sets DEVICE_NEEDS_RESET and tells a live driver through a configuration-change

@@ -16,12 +16,40 @@ public protocol VirtioDevice: AnyObject, Sendable {
     var configSpace: [UInt8] { get }
     /// Counters for `vmmctl stats` and `/metrics`.
     var statistics: VirtioStatistics { get }
+    /// Every counter by name: `statistics` and whatever the device counts on its own.
+    var counters: [(name: String, value: UInt64)] { get }
+    /// The driver reset the device (status 0): forget everything negotiated.
+    func reset()
+    /// The driver set DRIVER_OK with `features` negotiated (3.1.1 step 8): what a
+    /// device that configures its backend from the features (a tap's offloads) does then.
+    func activate(features: UInt64)
+}
+
+extension VirtioDevice {
+    public var counters: [(name: String, value: UInt64)] { statistics.snapshot }
+    public func activate(features: UInt64) {}
+}
+
+/// A device that answers each request as it comes (virtio-blk, virtio-rng): the
+/// transport pops every available chain and returns it with what `handle` wrote.
+public protocol VirtioRequestDevice: VirtioDevice {
     /// Serves one chain taken from queue `queue`; returns the bytes it wrote into the
     /// chain's writable buffers (the used length). Errors in the request are answered
     /// in the request (a status byte), not thrown.
     func handle(_ chain: DescriptorChain, queue: Int, memory: GuestMemory) -> UInt32
-    /// The driver reset the device (status 0): forget everything negotiated.
-    func reset()
+}
+
+/// A device whose work is asynchronous on both sides (virtio-vsock, virtio-net): it
+/// holds the driver's receive buffers until the host has something for them, and host
+/// descriptors wake it as much as queue notifications do. It runs one event loop on a
+/// thread the machine gives it, takes chains itself through
+/// `VirtioMMIOTransport.withQueue`, and never runs on a vCPU thread.
+public protocol VirtioEventDevice: VirtioDevice {
+    /// The device's loop, until `stop` (an eventfd) is signalled. `queueEvents[i]` is an
+    /// eventfd signalled for every notification of queue `i` (by KVM through an
+    /// ioeventfd, or by the transport on the bus path). `reset()` and `activate` arrive
+    /// on vCPU threads meanwhile.
+    func run(transport: VirtioMMIOTransport, queueEvents: [Int32], stop: Int32)
 }
 
 /// What a device did, by counter (relaxed atomics: written on the device's thread,
