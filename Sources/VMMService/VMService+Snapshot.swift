@@ -50,6 +50,20 @@ extension VMService {
         filled.rng = m.rng
         filled.trackDirtyPages = m.trackDirtyPages || restore.memory == .copyOnWrite
         filled.kernel = ""
+        // The host ends of network and vsock devices: the request's (a clone's own), or
+        // the snapshot's.
+        if request.net.isEmpty {
+            filled.net = m.networks.map { n in
+                NetRequest(tap: n.tap, mac: n.mac.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: ":"))
+            }
+        } else if request.net.count != m.networks.count {
+            throw APIError(.invalidField, "net: the snapshot's VM has \(m.networks.count) network devices", field: "net")
+        }
+        if request.vsock == nil {
+            filled.vsock = m.vsock.map { VsockRequest(cid: $0.cid, socket: $0.path) }
+        } else if m.vsock == nil {
+            throw APIError(.invalidField, "vsock: the snapshot's VM has no vsock device", field: "vsock")
+        }
         try filled.validate()
         try Self.checkTemplate(filled.cpuTemplate)
         try checkVCPUs(filled.vcpus)

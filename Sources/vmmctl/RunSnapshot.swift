@@ -51,6 +51,9 @@ struct RunSnapshotOptions: ParsableArguments {
     func restoredMachine(_ config: MachineConfig, named name: String?) throws -> Machine {
         guard let restore else { return try Machine(config: config) }
         var options = restoreOptions(name: name)
+        // --net and --vsock name the host ends a clone needs of its own.
+        if !config.networks.isEmpty { options.networks = config.networks }
+        options.vsock = config.vsock
         options.serialOutput = config.serialOutput
         options.logger = config.logger
         let bar = ProgressBar("restoring")

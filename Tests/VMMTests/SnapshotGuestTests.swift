@@ -256,3 +256,103 @@ struct SnapshotGuestTests {
         }
     }
 }
+
+/// Snapshots of a guest with a virtio-vsock device (Guests/sockets).
+@Suite(.enabled(if: KVMGate.shouldRun, KVMGate.skipReason), .serialized)
+struct SnapshotVsockTests {
+    /// While the snapshot is written the device's thread keeps off the rings; the
+    /// original goes on serving its connection afterwards. The restored guest, on a
+    /// socket and CID of its own, hears the transport-reset event (its connections had
+    /// host ends that are not in the snapshot), and serves new connections.
+    @Test func vsockGuestSnapshotAndRestoreWithItsOwnSocket() throws {
+        let scratch = try SnapshotScratch()
+        let guest = try VsockGuest()
+        try #require(guest.waitFor("vsock: ready"))
+        let (s, ok) = try guest.connect()
+        #expect(ok?.hasPrefix("OK ") == true)
+        try s.send("ping")
+        #expect(s.receive(exactly: 4) == Array("ping".utf8))
+        guest.machine.pause()
+        let summary = try guest.machine.snapshot(to: scratch.path("vsock"))
+        #expect(summary.sections.contains { $0.hasPrefix("mmio.virtio-mmio@") })
+        guest.machine.resume()
+        try s.send("pong")
+        #expect(s.receive(exactly: 4) == Array("pong".utf8), "the original serves its connection after the snapshot")
+        #expect(try guest.finish() == VsockGuestTests.success)
+
+        let path = testSocketPath("vsock-restored")
+        var options = RestoreOptions()
+        let output = BufferOutput()
+        options.serialOutput = output
+        options.vsock = VsockConfig(guestCID: 43, backend: try VsockUnixBackend(path: path), path: path)
+        let restored = try Machine.restore(from: scratch.path("vsock"), options: options)
+        defer { unlink(path) }
+        try restored.start()
+        let deadline = Date().addingTimeInterval(30)
+        while !output.text.contains("vsock: transport reset\n"), Date() < deadline { usleep(10_000) }
+        #expect(output.text.contains("vsock: transport reset\n"), "\(output.text)")
+        let again = try TestSocket(connectingTo: path)
+        try again.send("CONNECT 5252\n")
+        #expect(again.readLine()?.hasPrefix("OK ") == true)
+        try again.send("hi")
+        #expect(again.receive(exactly: 2) == Array("hi".utf8))
+        _ = try? TestSocket(connectingTo: path).send("CONNECT 5253\n")
+        DispatchQueue.global().asyncAfter(deadline: .now() + 30) { [weak restored] in restored?.kill() }
+        #expect(try restored.waitForStop() == VsockGuestTests.success)
+        #expect(output.text.contains("transport resets 1"), "\(output.text)")
+    }
+}
+
+/// Snapshots of a guest with a virtio-net device on a tap (and vsock to talk to it).
+@Suite(.enabled(if: NetnsGate.shouldRun, NetnsGate.skipReason), .serialized)
+struct SnapshotNetTests {
+    /// The sockets guest pings through its tap, then waits on vsock; snapshotted there,
+    /// it restores onto a tap and a socket of its own with another MAC (the driver is told
+    /// its configuration changed) and ends as it should.
+    @Test func netGuestRestoresOntoItsOwnTap() throws {
+        let scratch = try SnapshotScratch()
+        let netns = try TestNetns()
+        let tap = try TapDevice.open(name: netns.tapName)
+        try netns.adopt(tap: netns.tapName)
+        let path = testSocketPath("net-vsock")
+        var config = MachineConfig()
+        config.memoryMiB = 32
+        config.kernel = try TestGuests.image("sockets")
+        config.debugExit = true
+        config.commandLine = "ip=\(netns.guestAddress) peer=\(netns.hostAddress)"
+        let output = BufferOutput()
+        config.serialOutput = output
+        config.networks = [NetworkConfig(tap: tap, mac: try #require(MACAddress("52:54:00:ab:cd:01")))]
+        config.vsock = VsockConfig(guestCID: 42, backend: try VsockUnixBackend(path: path), path: path)
+        let machine = try Machine(config: config)
+        try machine.start()
+        let deadline = Date().addingTimeInterval(60)
+        while !output.text.contains("vsock: ready"), Date() < deadline { usleep(10_000) }
+        #expect(output.text.contains("net: ping reply\n"), "\(output.text)")
+        machine.pause()
+        let summary = try machine.snapshot(to: scratch.path("net"))
+        machine.kill()
+        _ = try machine.waitForStop()
+        unlink(path)
+        #expect(summary.sections.filter { $0.hasPrefix("mmio.virtio-mmio@") }.count == 2)
+        let manifest = try String(contentsOfFile: scratch.path("net/manifest.json"), encoding: .utf8)
+        #expect(manifest.contains("\"taps\": [\"\(netns.tapName)\"]"), "\(manifest)")
+
+        let other = "svt\(UInt16.random(in: 0 ... .max))"
+        var options = RestoreOptions()
+        let restoredOutput = BufferOutput()
+        options.serialOutput = restoredOutput
+        options.networks = [NetworkConfig(tap: try TapDevice.open(name: other), mac: try #require(MACAddress("52:54:00:ab:cd:02")))]
+        let path2 = testSocketPath("net-vsock-restored")
+        options.vsock = VsockConfig(guestCID: 43, backend: try VsockUnixBackend(path: path2), path: path2)
+        defer { unlink(path2) }
+        let restored = try Machine.restore(from: scratch.path("net"), options: options)
+        let transport = try #require(restored.virtioTransport(named: "net0"))
+        try restored.start()
+        while !restoredOutput.text.contains("vsock: transport reset\n"), Date() < deadline { usleep(10_000) }
+        #expect((0 ..< 6).map { UInt8(transport.read(offset: 0x100 + UInt64($0), size: 1)) } == [0x52, 0x54, 0, 0xab, 0xcd, 2])
+        _ = try? TestSocket(connectingTo: path2).send("CONNECT 5253\n")
+        DispatchQueue.global().asyncAfter(deadline: .now() + 30) { [weak restored] in restored?.kill() }
+        #expect(try restored.waitForStop() == VsockGuestTests.success, "\(restoredOutput.text)")
+    }
+}
