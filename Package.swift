@@ -112,7 +112,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "VMMBench",
-            dependencies: ["VMM", "KVM", "Boot", "Devices", "Hypercalls", "GuestMemory", "KVMRef", "VMMAPI", "VMMClient",
+            dependencies: ["VMM", "KVM", "Boot", "Devices", "Hypercalls", "GuestMemory", "KVMRef", "VMMAPI", "VMMClient", "Snapshot", "CSys",
                            .product(name: "NIOHTTP1", package: "swift-nio")]
         ),
         .testTarget(

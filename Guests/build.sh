@@ -34,7 +34,7 @@ run() {
 LDFLAGS="--fatal-warnings --no-warn-rwx-segments -z noexecstack"
 
 # 32-bit assembly guests, all with the shared pvh.ld except smp.
-for g in hello exit triple int3 reset halt hostile bench smp hypercall hypercall-ring3 echo idle uart-irq count hcloop; do
+for g in hello exit triple int3 reset halt hostile bench smp hypercall hypercall-ring3 echo idle uart-irq count hcloop touch; do
     current=$g
     script=pvh.ld
     [ "$g" = smp ] || [ "$g" = count ] && script=pvh-smp.ld

@@ -164,10 +164,10 @@ public struct StateFile: Sendable, Equatable {
         var names = Set<String>()
         var offset = headerSize
         for index in 0 ..< count {
-            let where_ = "section \(index + 1) of \(count)"
-            guard bytes.count - offset >= sectionHeaderSize else { throw .truncated(where_) }
-            let sh = Array(bytes[offset ..< offset + sectionHeaderSize])
-            var s = SnapshotDecoder(sh, section: where_)
+            // Labels are made only for errors: the success path builds no strings.
+            func numbered() -> String { "section \(index + 1) of \(count)" }
+            guard bytes.count - offset >= sectionHeaderSize else { throw .truncated(numbered()) }
+            var s = SnapshotDecoder(Array(bytes[offset ..< offset + sectionHeaderSize]), section: "a section header")
             let nameLength = Int(try s.u8())
             let reserved = try s.u8()
             let version = try s.u16()
@@ -175,22 +175,21 @@ public struct StateFile: Sendable, Equatable {
             let crc = try s.u32()
             let nameStart = offset + sectionHeaderSize
             guard nameLength >= 1, nameLength <= maxNameLength, reserved == 0 else {
-                throw .malformed(section: where_, "name length \(nameLength), reserved \(reserved)")
+                throw .malformed(section: numbered(), "name length \(nameLength), reserved \(reserved)")
             }
-            guard bytes.count - nameStart >= nameLength else { throw .truncated(where_) }
-            let nameBytes = Array(bytes[nameStart ..< nameStart + nameLength])
-            let name = String(decoding: nameBytes, as: UTF8.self)
-            let label = isValidName(name) ? "section '\(name)'" : where_
+            guard bytes.count - nameStart >= nameLength else { throw .truncated(numbered()) }
+            let name = String(decoding: bytes[nameStart ..< nameStart + nameLength], as: UTF8.self)
+            func label() -> String { isValidName(name) ? "section '\(name)'" : numbered() }
             guard payloadLength <= UInt64(maxSectionSize) else {
-                throw .malformed(section: isValidName(name) ? name : where_, "a payload of \(payloadLength) bytes")
+                throw .malformed(section: isValidName(name) ? name : numbered(), "a payload of \(payloadLength) bytes")
             }
             let payloadStart = nameStart + nameLength
-            guard UInt64(bytes.count - payloadStart) >= payloadLength else { throw .truncated(label) }
+            guard UInt64(bytes.count - payloadStart) >= payloadLength else { throw .truncated(label()) }
             let payloadEnd = payloadStart + Int(payloadLength)
-            var check = CRC32C.checksum(sh, 0 ..< 12)
+            var check = CRC32C.checksum(bytes, offset ..< offset + 12)
             check = CRC32C.checksum(bytes, nameStart ..< payloadEnd, continuing: check)
-            guard check == crc else { throw .damaged(label) }
-            guard isValidName(name) else { throw .malformed(section: where_, "invalid name") }
+            guard check == crc else { throw .damaged(label()) }
+            guard isValidName(name) else { throw .malformed(section: numbered(), "invalid name") }
             guard names.insert(name).inserted else { throw .malformed(section: name, "given twice") }
             sections.append(SnapshotSection(name: name, version: version, payload: Array(bytes[payloadStart ..< payloadEnd])))
             offset = payloadEnd

@@ -3,6 +3,7 @@ import Snapshot
 /// The controller's output buffer, command byte and the command waiting for its data.
 extension I8042: SnapshotStateful {
     public var snapshotKind: String { "i8042" }
+    public var snapshotState: (any SnapshotStateful)? { self }
     public var snapshotVersion: UInt16 { 1 }
     /// More bytes than a guest could leave unread is a damaged section.
     static let maxOutput = 1024

@@ -4,6 +4,7 @@ import Snapshot
 /// run, not state.
 extension PostCode: SnapshotStateful {
     public var snapshotKind: String { "post-code" }
+    public var snapshotState: (any SnapshotStateful)? { self }
     public var snapshotVersion: UInt16 { 1 }
 
     public func saveState(into e: inout SnapshotEncoder) throws(SnapshotError) { e.u8(lastCode) }

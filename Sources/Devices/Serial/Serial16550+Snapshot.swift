@@ -4,6 +4,7 @@ import Snapshot
 /// included) and the level of its interrupt output.
 extension Serial16550: SnapshotStateful {
     public var snapshotKind: String { "serial-16550" }
+    public var snapshotState: (any SnapshotStateful)? { self }
     public var snapshotVersion: UInt16 { 1 }
 
     public func saveState(into e: inout SnapshotEncoder) throws(SnapshotError) {

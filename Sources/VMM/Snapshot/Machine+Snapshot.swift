@@ -145,13 +145,13 @@ extension Machine {
         list.append(("clock", clock))
         if let hypercalls { list.append(("hypercalls", HypercallState(registry: hypercalls))) }
         for (base, _, device) in portIO.registeredDevices {
-            guard let s = device as? any SnapshotStateful else {
+            guard let s = device.snapshotState else {
                 throw .unsupportedDevice("the \(type(of: device)) at port 0x\(String(base, radix: 16))")
             }
             list.append(("port.\(s.snapshotKind)@\(String(base, radix: 16))", s))
         }
         for (base, _, device) in mmio.registeredDevices {
-            guard let s = device as? any SnapshotStateful else {
+            guard let s = device.snapshotState else {
                 throw .unsupportedDevice("the \(type(of: device)) at 0x\(String(base, radix: 16))")
             }
             list.append(("mmio.\(s.snapshotKind)@\(String(base, radix: 16))", s))

@@ -3,8 +3,9 @@ import Snapshot
 /// The link status and the MAC the guest knew. The tap is the host's: the frames in
 /// flight in it are not the guest's state (a network may lose them), and the one frame
 /// the device had read but not yet placed is dropped at a snapshot (counted).
-extension NetDevice: SnapshotStateful, VirtioChainHolder {
+extension NetDevice: SnapshotStateful {
     public var snapshotKind: String { "virtio-net" }
+    public var snapshotState: (any SnapshotStateful)? { self }
     public var snapshotVersion: UInt16 { 1 }
 
     public func saveState(into e: inout SnapshotEncoder) throws(SnapshotError) {

@@ -6,6 +6,7 @@ import Snapshot
 /// device must be `SnapshotStateful` too, or the snapshot fails naming it.
 extension VirtioMMIOTransport: SnapshotStateful {
     public var snapshotKind: String { "virtio-mmio" }
+    public var snapshotState: (any SnapshotStateful)? { self }
     public var snapshotVersion: UInt16 { 1 }
 
     /// Status bits a driver or the device can have set (2.1).
@@ -14,7 +15,7 @@ extension VirtioMMIOTransport: SnapshotStateful {
 
     var statefulDevice: any SnapshotStateful {
         get throws(SnapshotError) {
-            guard let stateful = device as? any SnapshotStateful else {
+            guard let stateful = device.snapshotState else {
                 throw .unsupportedDevice("virtio device type \(device.deviceType.rawValue) (\(type(of: device)))")
             }
             return stateful
@@ -33,7 +34,7 @@ extension VirtioMMIOTransport: SnapshotStateful {
         }
         frozen.store(true, ordering: .releasing)
         for q in queues { q.lock.withLock { _ in } }   // a withQueue under way finishes
-        (device as? any VirtioChainHolder)?.giveBackHeldChains(to: self)
+        device.giveBackHeldChains(to: self)
     }
 
     /// Ends a `quiesce()` on a machine that runs on: event devices are woken on every
@@ -45,7 +46,7 @@ extension VirtioMMIOTransport: SnapshotStateful {
     }
 
     /// Puts the last `count` chains taken from queue `index` back on offer (they are the
-    /// newest: the driver sees them as never taken). For `VirtioChainHolder`s.
+    /// newest: the driver sees them as never taken), for `VirtioDevice.giveBackHeldChains`.
     public func giveBack(queue index: Int, count: Int) {
         guard count > 0, index >= 0, index < queues.count else { return }
         queues[index].lock.withLock { $0.state.nextAvailable &-= UInt16(truncatingIfNeeded: count) }
@@ -119,7 +120,7 @@ extension VirtioMMIOTransport: SnapshotStateful {
 
     /// After a restore, before the guest runs: the device is told the features the
     /// driver negotiated (a tap's offloads, a vsock listener), a device with news for the
-    /// guest gives it (`VirtioRestoreNotice`), a pending interrupt is sent again and every
+    /// guest gives it (`VirtioDevice.restored`), a pending interrupt is sent again and every
     /// ready queue is looked at. An edge sent through an irqfd just before the snapshot
     /// may not have reached the interrupt controller yet (KVM injects it from a work
     /// queue), so it goes again; a driver reads InterruptStatus and takes a second edge
@@ -127,7 +128,7 @@ extension VirtioMMIOTransport: SnapshotStateful {
     public func resumeAfterRestore() {
         guard status.load(ordering: .acquiring) & Virtio.Status.driverOK != 0 else { return }
         device.activate(features: registers.withLock { $0.driverFeatures })
-        (device as? any VirtioRestoreNotice)?.restored(transport: self)
+        device.restored(transport: self)
         if configChangedByRestore.exchange(false, ordering: .acquiringAndReleasing) {
             pendingInterrupts.bitwiseOr(Virtio.Interrupt.configChange, ordering: .acquiringAndReleasing)
         }
@@ -138,25 +139,11 @@ extension VirtioMMIOTransport: SnapshotStateful {
     }
 }
 
-/// An event device that keeps chains it took from a ring between wake-ups (receive
-/// buffers waiting for data, a frame waiting for room in the tap). Before a snapshot it
-/// gives them back, newest first, so that the queues' state alone says what the device
-/// owes the driver.
-public protocol VirtioChainHolder: VirtioEventDevice {
-    /// With the transport frozen: puts back (`VirtioMMIOTransport.giveBack`) every chain it
-    /// holds, and forgets them.
-    func giveBackHeldChains(to transport: VirtioMMIOTransport)
-}
-
-/// A device with something to tell the guest after a restore.
-public protocol VirtioRestoreNotice: VirtioDevice {
-    func restored(transport: VirtioMMIOTransport)
-}
-
 /// A disk's identity: the size, the read-only flag and the serial the guest saw. The
 /// image's contents are the disk's own (not in the snapshot).
 extension BlockDevice: SnapshotStateful {
     public var snapshotKind: String { "virtio-blk" }
+    public var snapshotState: (any SnapshotStateful)? { self }
     public var snapshotVersion: UInt16 { 1 }
 
     public func saveState(into e: inout SnapshotEncoder) throws(SnapshotError) {
@@ -175,6 +162,7 @@ extension BlockDevice: SnapshotStateful {
 /// No state beyond its queue.
 extension EntropyDevice: SnapshotStateful {
     public var snapshotKind: String { "virtio-rng" }
+    public var snapshotState: (any SnapshotStateful)? { self }
     public var snapshotVersion: UInt16 { 1 }
     public func saveState(into e: inout SnapshotEncoder) throws(SnapshotError) {}
     public func restoreState(from d: inout SnapshotDecoder, version: UInt16) throws(SnapshotError) {}

@@ -4,8 +4,9 @@ import Snapshot
 /// sockets, which a snapshot cannot carry. The guest keeps them until the snapshot is
 /// restored, when the transport-reset event (5.10.6.6) tells it they are gone and that
 /// its CID (a clone's own) must be read again.
-extension VsockDevice: SnapshotStateful, VirtioChainHolder, VirtioRestoreNotice {
+extension VsockDevice: SnapshotStateful {
     public var snapshotKind: String { "virtio-vsock" }
+    public var snapshotState: (any SnapshotStateful)? { self }
     public var snapshotVersion: UInt16 { 1 }
 
     public func saveState(into e: inout SnapshotEncoder) throws(SnapshotError) { e.u64(guestCID) }
