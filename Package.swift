@@ -25,8 +25,10 @@ let package = Package(
         .target(name: "CKVM"),
         // One Swift type per KVM file descriptor.
         .target(name: "KVM", dependencies: ["CKVM"]),
-        // Guest physical memory: memfd-backed segments with guard regions.
-        .target(name: "GuestMemory", dependencies: ["CKVM"]),
+        // Atomic compare-exchange on guest memory (8 and 16 bytes), for GuestMemory only.
+        .target(name: "CGuestAtomics"),
+        // Guest physical memory: memfd-backed segments with guard regions; the page walk.
+        .target(name: "GuestMemory", dependencies: ["CKVM", "CGuestAtomics"]),
         // The snapshot file format (state file, sections, manifest), pure and fuzzable.
         .target(name: "Snapshot", dependencies: ["CKVM"]),
         // Port-I/O and MMIO buses and the device models.
@@ -40,6 +42,9 @@ let package = Package(
             "KVM", "GuestMemory", "Devices", "Boot", "Hypercalls", "Snapshot",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The GDB remote serial protocol stub: packets, target description, the session
+        // over a machine's debugger, and its TCP/Unix listener.
+        .target(name: "Debug", dependencies: ["VMM", "KVM", "GuestMemory", "CSys"]),
         // Small Linux helpers for the daemon and workers: SCM_RIGHTS, peer credentials,
         // pidfds, per-thread fs identity, spawning a worker.
         .target(name: "CSys"),
@@ -83,7 +88,7 @@ let package = Package(
         // which keeps its resident size (the per-VM overhead) small.
         .executableTarget(
             name: "VMMWorker",
-            dependencies: ["VMM", "KVM", "GuestMemory", "Devices", "Boot", "WorkerProtocol", "CSys", "Snapshot"],
+            dependencies: ["VMM", "KVM", "GuestMemory", "Devices", "Boot", "WorkerProtocol", "CSys", "Debug", "Snapshot"],
             linkerSettings: [.unsafeFlags(["-static-executable"])]
         ),
         // Example: an unprivileged program that gets a VM handle from vmmd and runs a guest
@@ -96,7 +101,7 @@ let package = Package(
         .executableTarget(
             name: "vmmctl",
             dependencies: [
-                "VMM", "KVM", "Boot", "Devices", "VMMAPI", "VMMClient", "Snapshot",
+                "VMM", "KVM", "Boot", "Devices", "VMMAPI", "VMMClient", "Debug", "CSys", "Snapshot",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -118,7 +123,7 @@ let package = Package(
         .testTarget(
             name: "VMMTests",
             dependencies: ["KVM", "GuestMemory", "Devices", "Boot", "VMM", "Hypercalls", "VMMAPI", "VMMService",
-                           "VMMClient", "WorkerProtocol", "Snapshot"],
+                           "VMMClient", "WorkerProtocol", "Debug", "CSys", "Snapshot"],
             path: "Tests/VMMTests"
         ),
     ],

@@ -61,6 +61,11 @@ current=exit64
 run as --64 --fatal-warnings --defsym PVH_ELF64=1 -I "$src" -o "$obj/exit64.o" "$src/exit64.S"
 run ld -m elf_x86_64 $LDFLAGS -T "$src/pvh.ld" -o "$out/exit64.elf" "$obj/exit64.o"
 
+# The emulation-assist guest: 64-bit code (long mode after the PVH entry) in an ELF64.
+current=assist
+run as --64 --fatal-warnings --defsym PVH_ELF64=1 -I "$src" -o "$obj/assist.o" "$src/assist.S"
+run ld -m elf_x86_64 $LDFLAGS -T "$src/pvh.ld" -o "$out/assist.elf" "$obj/assist.o"
+
 # The C guest (self-contained in c-hello/).
 current=c-hello
 CFLAGS="-m32 -ffreestanding -fno-pic -fno-pie -fno-stack-protector -nostdlib -O2
@@ -70,6 +75,16 @@ run cc $CFLAGS -c -o "$obj/c-hello.o" "$src/c-hello/hello.c"
 run ld -m elf_i386 $LDFLAGS -T "$src/c-hello/link.ld" -o "$out/c-hello.elf" \
     "$obj/c-start.o" "$obj/c-hello.o"
 
+# The gdb test guest (self-contained in gdb-target/): 64-bit C with debug info, linked
+# in the higher half so that gdb's addresses go through the page walk.
+current=gdb-target
+GDB_CFLAGS="-m64 -mcmodel=kernel -ffreestanding -fno-pic -fno-pie -fno-stack-protector -nostdlib -O1 -g
+          -mno-red-zone -mgeneral-regs-only -fno-omit-frame-pointer -fno-asynchronous-unwind-tables
+          -Wall -Wextra -Werror"
+run cc $GDB_CFLAGS -c -o "$obj/gdb-boot.o" "$src/gdb-target/boot.S"
+run cc $GDB_CFLAGS -c -o "$obj/gdb-target.o" "$src/gdb-target/target.c"
+run ld -m elf_x86_64 $LDFLAGS -T "$src/gdb-target/link.ld" -o "$out/gdb-target.elf" \
+    "$obj/gdb-boot.o" "$obj/gdb-target.o"
 # The virtio driver guest: c-hello's PVH entry stub and linker script, its own C.
 current=virtio
 run cc $CFLAGS -c -o "$obj/virtio.o" "$src/virtio/virtio.c"

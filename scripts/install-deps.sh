@@ -6,6 +6,9 @@
 #   cpio, lz4       - scripts/fetch-linux.sh: the initramfs and the kernel's payload
 #   curl           - the daemon tests talk to vmmd with `curl --unix-socket`
 #   util-linux     - setpriv, to run a client as a second user
+#   gdb            - the debugger tests drive the GDB stub with the real gdb
+#   linux-source-6.1, make, flex, bison, bc, libelf-dev, libssl-dev, xz-utils
+#                  - scripts/build-test-kernel.sh builds the test kernel from Debian's source
 #   iproute2       - ip netns / ip tuntap: the virtio-net tests' namespaces and taps
 # and, with pip, the OpenAPI validators the contract test uses
 # (openapi-spec-validator, which brings openapi-schema-validator, and PyYAML) and
@@ -21,6 +24,15 @@ command -v cpio >/dev/null 2>&1 || need+=(cpio)
 command -v lz4 >/dev/null 2>&1 || need+=(lz4)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+command -v gdb >/dev/null 2>&1 || need+=(gdb)
+[ -r /usr/src/linux-source-6.1.tar.xz ] || need+=(linux-source-6.1)
+command -v make >/dev/null 2>&1 || need+=(make)
+command -v flex >/dev/null 2>&1 || need+=(flex)
+command -v bison >/dev/null 2>&1 || need+=(bison)
+command -v bc >/dev/null 2>&1 || need+=(bc)
+command -v xz >/dev/null 2>&1 || need+=(xz-utils)
+[ -e /usr/include/libelf.h ] || need+=(libelf-dev)
+[ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
 [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 

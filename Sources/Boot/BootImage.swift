@@ -25,12 +25,17 @@ extension BootImageFormat {
     /// Xen ELF note XEN_ELFNOTE_GUEST_OS, which Linux's vmlinux sets to "linux".
     static let xenGuestOSNote: UInt32 = 6
 
-    /// Whether `bytes` is a Linux kernel: a bzImage, or an ELF whose Xen guest-OS note
-    /// says "linux" (a vmlinux built with PVH or Xen support).
+    /// Whether `bytes` is a Linux kernel: a bzImage, or an ELF with a note owned by
+    /// "Linux" (every vmlinux has them: LINUX_ELFNOTE_BUILD_SALT and friends, from
+    /// include/linux/elfnote.h) or whose Xen guest-OS note says "linux" (a vmlinux built
+    /// with Xen support). A PVH vmlinux without CONFIG_XEN has only the first kind.
     public static func isLinux(_ bytes: [UInt8]) -> Bool {
         if SetupHeader.matches(bytes) { return true }
         guard let elf = try? ELFImage(bytes: bytes) else { return false }
-        return elf.notes.contains { $0.owner == "Xen" && $0.type == xenGuestOSNote && $0.descriptor.starts(with: Array("linux".utf8)) }
+        return elf.notes.contains { note in
+            note.owner == "Linux"
+                || (note.owner == "Xen" && note.type == xenGuestOSNote && note.descriptor.starts(with: Array("linux".utf8)))
+        }
     }
 }
 

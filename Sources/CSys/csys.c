@@ -13,6 +13,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <sys/vfs.h>
 #include <linux/openat2.h>
 #include <grp.h>
@@ -539,4 +542,47 @@ int csys_tap_set_vnet_header_size(int fd, int size)
 int csys_tap_set_offload(int fd, unsigned int offloads)
 {
     return ioctl(fd, TUNSETOFFLOAD, (unsigned long)offloads) == 0 ? 0 : -errno;
+}
+
+/* ---- TCP (the gdb stub) ---- */
+
+int csys_listen_tcp(const char *ipv4, uint16_t port, int backlog)
+{
+    struct sockaddr_in a;
+    int one = 1;
+
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    if (inet_pton(AF_INET, ipv4, &a.sin_addr) != 1)
+        return -EINVAL;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, backlog) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int csys_local_port(int sock)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+
+    if (getsockname(sock, (struct sockaddr *)&a, &len) != 0)
+        return -errno;
+    if (a.sin_family != AF_INET)
+        return -EAFNOSUPPORT;
+    return ntohs(a.sin_port);
+}
+
+int csys_set_no_delay(int sock)
+{
+    int one = 1;
+
+    return setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0 ? 0 : -errno;
 }

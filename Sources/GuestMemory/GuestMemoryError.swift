@@ -11,6 +11,8 @@ public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertibl
     case overlap(String, String)
     /// A segment that cannot exist (zero or unaligned size, too large, ...).
     case invalidSegment(String)
+    /// An atomic access whose address is not a multiple of its size.
+    case misaligned(address: UInt64, alignment: UInt64)
     /// A host call failed.
     case system(operation: String, errno: Int32)
 
@@ -21,6 +23,7 @@ public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertibl
         case .readOnly(let a, let s): return "guest address 0x\(String(a, radix: 16)) is in read-only segment \(s)"
         case .overlap(let a, let b): return "memory segments \(a) and \(b) overlap"
         case .invalidSegment(let why): return "invalid memory segment: \(why)"
+        case .misaligned(let a, let n): return "guest address 0x\(String(a, radix: 16)) is not \(n)-byte aligned"
         case .system(let op, let e): return "\(op) failed: errno \(e)"
         }
     }

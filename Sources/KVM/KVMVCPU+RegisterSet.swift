@@ -56,7 +56,8 @@ extension KVMVCPU {
         }
     }
 
-    static func value(of reg: VCPURegister, _ r: Registers, _ s: SpecialRegisters) -> UInt64 {
+    /// `reg` out of already-fetched `kvm_regs`/`kvm_sregs` (no ioctl).
+    public static func value(of reg: VCPURegister, _ r: Registers, _ s: SpecialRegisters) -> UInt64 {
         switch reg {
         case .rax: return r.rax
         case .rbx: return r.rbx
@@ -93,7 +94,8 @@ extension KVMVCPU {
         }
     }
 
-    static func assign(_ reg: VCPURegister, _ v: UInt64, _ r: inout Registers, _ s: inout SpecialRegisters) {
+    /// Sets `reg` in `kvm_regs`/`kvm_sregs` held by the caller (no ioctl).
+    public static func assign(_ reg: VCPURegister, _ v: UInt64, _ r: inout Registers, _ s: inout SpecialRegisters) {
         switch reg {
         case .rax: r.rax = v
         case .rbx: r.rbx = v

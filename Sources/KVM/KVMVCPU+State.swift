@@ -86,6 +86,18 @@ extension KVMVCPU {
         try setEvents(e)
     }
 
+    /// Queues software interrupt `vector` (`int n`) for delivery at the next entry
+    /// (`KVM_SET_VCPU_EVENTS`, `interrupt.injected` with `soft`): RIP must already point
+    /// past the `int` instruction, which is the return address the frame gets.
+    public func injectSoftwareInterrupt(vector: UInt8) throws {
+        var e = try events()
+        e.interrupt.injected = 1
+        e.interrupt.nr = vector
+        e.interrupt.soft = 1
+        e.flags = 0
+        try setEvents(e)
+    }
+
     /// `KVM_NMI`: queues an NMI (in-kernel LAPIC).
     public func injectNMI() throws {
         _ = try ioctlInt(fd.raw, CKVM_NMI, 0, "KVM_NMI")
@@ -109,6 +121,15 @@ extension KVMVCPU {
 
     /// `KVM_GET_XCRS`.
     public func xcrs() throws -> XCRs { try get(XCRs(), CKVM_GET_XCRS, "KVM_GET_XCRS") }
+
+    /// One extended control register from `KVM_GET_XCRS` (XCR0 is index 0), or nil when
+    /// KVM does not report it.
+    public func extendedControlRegister(_ index: UInt32) throws -> UInt64? {
+        let all = try xcrs()
+        return withUnsafeBytes(of: all.xcrs) { raw in
+            raw.bindMemory(to: kvm_xcr.self).prefix(Int(all.nr_xcrs)).first { $0.xcr == index }?.value
+        }
+    }
 
     /// `KVM_SET_XCRS`.
     public func setXCRs(_ xcrs: XCRs) throws { try set(xcrs, CKVM_SET_XCRS, "KVM_SET_XCRS") }

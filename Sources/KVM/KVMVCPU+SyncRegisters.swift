@@ -20,13 +20,23 @@ extension KVMVCPU {
         run.loadUnaligned(fromByteOffset: CKVM_RUN_SYNC_REGS, as: Registers.self)
     }
 
-    /// Replaces the general-purpose registers for the next entry.
+    /// Replaces the general-purpose registers for the next entry (works without
+    /// `kvm_valid_regs`: KVM loads whatever `kvm_dirty_regs` names).
     @inline(__always)
     public func setSyncedRegisters(_ regs: Registers) {
         // SAFETY: s.regs.regs and kvm_dirty_regs lie inside the mapped run area.
         run.storeBytes(of: regs, toByteOffset: CKVM_RUN_SYNC_REGS, as: Registers.self)
         let dirty = run.load(fromByteOffset: CKVM_RUN_DIRTY_REGS, as: UInt64.self)
         run.storeBytes(of: dirty | UInt64(CKVM_SYNC_X86_REGS), toByteOffset: CKVM_RUN_DIRTY_REGS, as: UInt64.self)
+    }
+
+    /// Replaces the segment, control and descriptor-table registers for the next entry
+    /// (`KVM_SYNC_X86_SREGS` in `kvm_dirty_regs`; works without `kvm_valid_regs`).
+    public func setSyncedSpecialRegisters(_ sregs: SpecialRegisters) {
+        // SAFETY: s.regs.sregs and kvm_dirty_regs lie inside the mapped run area.
+        run.storeBytes(of: sregs, toByteOffset: CKVM_RUN_SYNC_SREGS, as: SpecialRegisters.self)
+        let dirty = run.load(fromByteOffset: CKVM_RUN_DIRTY_REGS, as: UInt64.self)
+        run.storeBytes(of: dirty | UInt64(CKVM_SYNC_X86_SREGS), toByteOffset: CKVM_RUN_DIRTY_REGS, as: UInt64.self)
     }
 
     /// The privilege level at the last exit: SS.DPL, which is the CPL on x86

@@ -16,9 +16,15 @@ final class ExitDispatcher: Sendable {
     let hypercalls: HypercallRegistry?
     /// The doorbell port, or -1 (no port) when hypercalls are off: one compare per exit.
     let doorbell: Int
+    /// Reaches the machine's debugger, for `KVM_EXIT_DEBUG` only.
+    let debug = DebugExitRelay()
+
+    /// Finishes refused instructions (entered only from emulation failures).
+    let assist: EmulationAssist?
 
     init(portIO: PortIOBus, mmio: MMIOBus, machine: PlatformEventRelay, memory: GuestMemory,
-         hypercalls: HypercallRegistry?) {
+         hypercalls: HypercallRegistry?, assist: EmulationAssist? = nil) {
+        self.assist = assist
         self.portIO = portIO
         self.mmio = mmio
         self.machine = machine
@@ -66,10 +72,14 @@ final class ExitDispatcher: Sendable {
             case Self.systemEventReset: machine.stop(.reset)
             default: machine.stop(.internalError(vcpu: runner.id, detail: "system event \(type) (data 0x\(String(data, radix: 16)))"))
             }
-        case .debug:
-            runner.counters.bump(.debug)  // no debugger attached: carry on
+        case .debug(let event):
+            runner.counters.bump(.debug)
+            debug.target?.handleDebugExit(event, on: runner)  // no debugger: carry on
         case .internalError(let suberror, let data):
             runner.counters.bump(.internalError)
+            if suberror == Self.emulationFailure, let assist {
+                return assisted(assist.handleEmulationFailure(on: vcpu), on: runner)
+            }
             machine.stop(.internalError(vcpu: runner.id, detail: Self.describeInternalError(suberror, data, vcpu)))
         case .failEntry(let reason, let cpu):
             runner.counters.bump(.failEntry)
@@ -82,6 +92,19 @@ final class ExitDispatcher: Sendable {
         case .unknown(let reason, let hardware):
             runner.counters.bump(.other)
             machine.stop(.internalError(vcpu: runner.id, detail: "unexpected exit reason \(reason) (hardware 0x\(String(hardware, radix: 16)))"))
+        }
+    }
+
+    /// KVM_INTERNAL_ERROR_EMULATION.
+    static let emulationFailure: UInt32 = 1
+
+    private func assisted(_ outcome: EmulationAssist.Outcome, on runner: VCPURunner) {
+        switch outcome {
+        case .resume:
+            // An instruction the VMM finished is a step too (KVM never saw it run).
+            debug.target?.finishedInstruction(on: runner)
+        case .claimed: break
+        case .stop(let detail): machine.stop(.internalError(vcpu: runner.id, detail: detail))
         }
     }
 

@@ -37,3 +37,10 @@ final class PlatformEventRelay: @unchecked Sendable {
     func send(_ event: PlatformEvent) { target?.platformEvent(event) }
     func stop(_ reason: StopReason) { target?.stop(reason) }
 }
+
+/// The exit dispatcher's way to the machine's debugger, which is built after it (it needs
+/// the vCPUs). Weak: the debugger owns the vCPU runners, which own the dispatcher.
+final class DebugExitRelay: @unchecked Sendable {
+    // @unchecked: `target` is set once, before any vCPU runs, and only read afterwards.
+    weak var target: MachineDebugger?
+}

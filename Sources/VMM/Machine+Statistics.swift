@@ -21,6 +21,9 @@ public struct MachineStatistics: Sendable {
     public let reboots: UInt64
     /// Calls per hypercall (empty when hypercalls are off).
     public let hypercalls: [(name: String, count: UInt64)]
+    /// Instructions and repairs the emulation assist finished, by kind (empty when it is
+    /// off or had nothing to do).
+    public let assisted: [(name: String, count: UInt64)]
     /// Each virtio device's counters (requests, bytes, errors, notifications, ...), by
     /// its layout name (blk0, rng0).
     public var devices: [(name: String, counters: [(name: String, value: UInt64)])] = []
@@ -43,6 +46,7 @@ extension Machine {
             unclaimedMMIOWrites: mmio.unclaimedWrites.load(ordering: .relaxed),
             reboots: reboots.load(ordering: .relaxed),
             hypercalls: hypercalls?.callCounts ?? [],
+            assisted: emulationAssist?.counters.snapshot ?? [],
             devices: virtioDevices.map { ($0.slot.name, $0.transport.device.counters) })
     }
 }

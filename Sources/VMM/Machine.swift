@@ -46,6 +46,10 @@ public final class Machine: @unchecked Sendable {
 
     /// The hypercall table when hypercalls are enabled.
     public let hypercalls: HypercallRegistry?
+    /// vCPU control for a debugger (the gdb stub): breakpoints, single-step, all-stop.
+    public let debugger: MachineDebugger
+    /// What finishes the instructions this host's KVM refuses; nil when off or not needed.
+    public let emulationAssist: EmulationAssist?
     let vmStatistics: StatisticsFile?
     let vcpuStatistics: [StatisticsFile?]
     let supportedCPUID: [CPUIDEntry]
@@ -98,6 +102,12 @@ public final class Machine: @unchecked Sendable {
                                    hostAddress: segment.hostAddress, flags: flags)
         }
         if config.trackDirtyPages && plan == nil { memory.writeLog.enable() }
+        // A restore takes the snapshot's assist as it was (no probe), or none.
+        if let plan {
+            emulationAssist = Self.restoredEmulationAssist(plan, memory: memory)
+        } else {
+            emulationAssist = Self.makeEmulationAssist(config, kvm: self.kvm, memory: memory)
+        }
         if config.inKernelIRQChip {
             try vm.createIRQChip()
             try vm.createPIT()
@@ -126,9 +136,10 @@ public final class Machine: @unchecked Sendable {
         // the reset signature a reboot needs (KVM_GET_SUPPORTED_CPUID costs ~0.3 ms here).
         supportedCPUID = try plan?.vcpus.first?.cpuid ?? self.kvm.supportedCPUID()
         hypercalls = config.hypercalls ? config.hypercallRegistry : nil
-        let handler = ExitDispatcher(portIO: portIO, mmio: mmio, machine: relay, memory: memory, hypercalls: hypercalls)
-        let cpuid = config.cpuTemplate.apply(to: CPUIDBuilder.relocatingHypervisorLeaves(
-            supportedCPUID, own: Self.hypercallLeaves(enabled: config.hypercalls)))
+        let handler = ExitDispatcher(portIO: portIO, mmio: mmio, machine: relay, memory: memory, hypercalls: hypercalls,
+                                     assist: emulationAssist)
+        let cpuid = Self.cpuidForAssist(config.cpuTemplate.apply(to: CPUIDBuilder.relocatingHypervisorLeaves(
+            supportedCPUID, own: Self.hypercallLeaves(enabled: config.hypercalls))), emulationAssist, config)
         var runners: [VCPURunner] = []
         var stats: [StatisticsFile?] = []
         for index in 0 ..< config.cpus {
@@ -141,6 +152,9 @@ public final class Machine: @unchecked Sendable {
         }
         vcpus = runners
         snapshots.prepare(kvm: self.kvm, vcpu: runners.first?.vcpu)
+        debugger = MachineDebugger(runners: runners, memory: memory, kvm: self.kvm, cpuid: cpuid,
+                                   assist: emulationAssist, fail: { relay.stop(.vmmError($0)) })
+        handler.debug.target = debugger
         featuresTemplateCouldNotHide = try Self.checkTemplate(config, on: runners[0].vcpu)
         commandLine = Self.withVirtioParameters(Self.commandLine(config, templateCouldNotHide: featuresTemplateCouldNotHide),
                                                 config, layout: deviceLayout)
@@ -192,6 +206,7 @@ public final class Machine: @unchecked Sendable {
     /// The image, boot data and vCPUs back to power-on, and the devices reset: what a
     /// reboot and `reset()` share.
     private func reloadForBoot() throws {
+        emulationAssist?.reset()
         bootFormat = try loadImage()
         serial.reset()
         for device in virtioDevices { device.transport.reset() }
@@ -276,21 +291,27 @@ public final class Machine: @unchecked Sendable {
 
     private func waitForStopSignal() {
         guard config.inKernelIRQChip else { return stopped.wait() }
-        var lastProgress = progress()
+        var lastProgress = vcpus.map(progress)
         while stopped.wait(timeout: .now() + Self.haltProbeInterval) == .timedOut {
-            // A vCPU that made exits since the last look is not halted: leave busy guests
-            // alone, so the probe costs nothing while a guest works.
-            let now = progress()
-            guard now == lastProgress else { lastProgress = now; continue }
-            let answers = vcpus.map { $0.probeHalted() }
-            if answers.allSatisfy({ $0 == true }) { stop(.halt(vcpu: 0)) }
-            lastProgress = progress()  // the probe's own kicks are not progress
+            // A vCPU that made exits since the last look is not halted: only quiet vCPUs
+            // are probed, so the probe costs nothing while a guest works. Where the host
+            // never returns from vmcall, every vCPU is looked at (one kick each per
+            // interval): a vCPU stuck on one still takes interrupts, and their handlers
+            // may exit, so it need not look quiet (`EmulationAssist.finishStalledHypercall`).
+            let now = vcpus.map(progress)
+            let quiet = vcpus.indices.filter { now[$0] == lastProgress[$0] }
+            lastProgress = now
+            let probed = emulationAssist?.host.hypercallsHang == true ? Array(vcpus.indices) : quiet
+            guard !probed.isEmpty else { continue }
+            let answers = probed.map { vcpus[$0].probeHalted() }
+            if quiet.count == vcpus.count, answers.allSatisfy({ $0 == true }) { stop(.halt(vcpu: 0)) }
+            lastProgress = vcpus.map(progress)  // the probe's own kicks are not progress
         }
     }
 
-    /// Exits handled so far, not counting kicks.
-    private func progress() -> UInt64 {
-        vcpus.reduce(0) { $0 &+ $1.counters.total &- $1.counters.count(.interrupted) }
+    /// Exits `runner` handled so far, not counting kicks.
+    private func progress(_ runner: VCPURunner) -> UInt64 {
+        runner.counters.total &- runner.counters.count(.interrupted)
     }
 
     /// Stops the machine with `reason` unless it is already stopping; every vCPU is kicked
@@ -355,11 +376,15 @@ public final class Machine: @unchecked Sendable {
 public enum MachineError: Error, Equatable, CustomStringConvertible {
     case invalidConfig(String)
     case invalidState(String)
+    /// What this host or the architecture cannot do (a debugger's read-only watchpoint on
+    /// x86, a data breakpoint on a KVM that never delivers one).
+    case unsupported(String)
 
     public var description: String {
         switch self {
         case .invalidConfig(let why): return "invalid machine configuration: \(why)"
         case .invalidState(let why): return why
+        case .unsupported(let what): return "not supported: \(what)"
         }
     }
 }

@@ -34,6 +34,9 @@ public struct MachineConfig: Sendable {
     /// kernel. Needs the in-kernel irqchip, whose IOAPIC and LAPICs the MADT describes.
     public var acpi: Bool = true
 
+    /// Whether the VMM finishes what the host's instruction emulator refuses
+    /// (`EmulationAssist`): `auto` turns it on only where a probe VM shows it is needed.
+    public var emulationAssist: EmulationAssistMode = .auto
     /// Disks, each a virtio-blk device in this order: the first is the root disk
     /// (Linux's /dev/vda).
     public var disks: [DiskConfig] = []

@@ -85,6 +85,19 @@ public final class VCPURunner: @unchecked Sendable {
         acknowledged.wait()
     }
 
+    /// Asks the vCPU to pause without waiting for it: safe from any thread, a vCPU's own
+    /// included (a debugger's all-stop starts on the thread that hit the breakpoint,
+    /// which must not wait for the others). `pause()` afterwards waits until it has.
+    func requestPause() {
+        let mustKick = control.withLock { c -> Bool in
+            let current = requested.load(ordering: .acquiring)
+            guard current == Request.run.rawValue else { return false }
+            requested.store(Request.pause.rawValue, ordering: .releasing)
+            return c.state == .running
+        }
+        if mustKick { kick() }
+    }
+
     /// Lets a paused vCPU run again (libvmmapi's `vm_resume_cpu`).
     public func resume() {
         control.withLock { c in
@@ -161,8 +174,13 @@ public final class VCPURunner: @unchecked Sendable {
         return nil
     }
 
-    /// On the vCPU thread, outside KVM_RUN: the MP state and RFLAGS.IF decide.
+    /// On the vCPU thread, outside KVM_RUN: the MP state and RFLAGS.IF decide. A vCPU
+    /// the assist finds stuck in a `vmcall` the host never returns from is finished and alive.
     private func answerProbe() {
+        if let assist = handler.assist, assist.finishStalledHypercall(on: vcpu) {
+            probe.store(3, ordering: .releasing)
+            return
+        }
         let dead: Bool
         switch try? vcpu.mpState() {
         case .halted?:
@@ -188,6 +206,11 @@ public final class VCPURunner: @unchecked Sendable {
         while true {
             if !(running && requested.load(ordering: .acquiring) == Request.run.rawValue) {
                 if running && requested.load(ordering: .acquiring) == Request.pause.rawValue { completePendingOperation() }
+                // Before anyone is told the vCPU parked: its registers must read back as
+                // what the next entry resumes from (a debugger reads and writes them).
+                if requested.load(ordering: .acquiring) != Request.run.rawValue {
+                    do { try vcpu.applyPendingSyncedRegisterWrites() } catch { handler.failed(error, on: self) }
+                }
                 let step = nextStep()
                 running = step == .run
                 switch step {

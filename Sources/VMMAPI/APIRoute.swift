@@ -23,6 +23,9 @@ public enum APIRoute: Sendable, Equatable {
     case stats(name: String, owner: OwnerSelector?)
     /// `PUT .../snapshot`: write a snapshot of the VM (the body says where).
     case snapshot(name: String, owner: OwnerSelector?)
+    /// `GET .../gdb` with `Upgrade: gdb-remote`: the connection becomes a byte stream to
+    /// the VM's GDB remote protocol stub (`vmmctl gdb`).
+    case debugger(name: String, owner: OwnerSelector?)
     /// Test hook, answered only by a daemon started with `--test-hooks`: the worker makes
     /// a system call its sandbox forbids.
     case testForbiddenSyscall(name: String, owner: OwnerSelector?)
@@ -79,6 +82,8 @@ public enum APIRoute: Sendable, Equatable {
             return try expect(["GET"], .stats(name: name, owner: owner), params: ["owner"])
         case ["snapshot"]:
             return try expect(["PUT"], .snapshot(name: name, owner: owner), params: ["owner"])
+        case ["gdb"]:
+            return try expect(["GET"], .debugger(name: name, owner: owner), params: ["owner"])
         case ["test", "forbidden-syscall"]:
             return try expect(["POST"], .testForbiddenSyscall(name: name, owner: owner), params: ["owner"])
         default:

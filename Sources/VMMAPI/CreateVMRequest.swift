@@ -13,6 +13,12 @@ public enum Lifetime: String, Codable, Sendable, CaseIterable {
     case system
 }
 
+/// Whether the VMM finishes what the host's instruction emulator refuses (the library's
+/// `EmulationAssistMode`): `auto` turns it on only where the host needs it.
+public enum EmulationAssistSetting: String, Codable, Sendable, CaseIterable {
+    case auto, on, off
+}
+
 /// What a triple fault does to a VM.
 public enum TripleFaultPolicy: String, Codable, Sendable, CaseIterable {
     case stop, reboot
@@ -37,6 +43,8 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
     public var tripleFault: TripleFaultPolicy
     /// The CPU template (`vmmctl cpu-templates`): "host" (default) or "emulation-safe".
     public var cpuTemplate: String
+    /// `emulation_assist`: auto (default), on or off.
+    public var emulationAssist: EmulationAssistSetting
     public var lifetime: Lifetime
     /// virtio-blk disks, in order (the first is /dev/vda).
     public var disks: [DiskRequest] = []
@@ -62,8 +70,9 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
     public init(name: String, memoryMiB: UInt64 = 128, vcpus: Int = 1, kernel: String, initrd: String? = nil,
                 cmdline: String = "", debugExit: Bool = false, hypercalls: Bool = false, noReboot: Bool = false,
                 tripleFault: TripleFaultPolicy = .stop, cpuTemplate: String = "host", lifetime: Lifetime = .persistent,
-                start: Bool = true, flags: UInt64 = 0, reserved: UInt64 = 0) {
+                start: Bool = true, flags: UInt64 = 0, reserved: UInt64 = 0, emulationAssist: EmulationAssistSetting = .auto) {
         self.tripleFault = tripleFault
+        self.emulationAssist = emulationAssist
         self.cpuTemplate = cpuTemplate
         self.name = name; self.memoryMiB = memoryMiB; self.vcpus = vcpus; self.kernel = kernel; self.initrd = initrd
         self.cmdline = cmdline; self.debugExit = debugExit; self.hypercalls = hypercalls; self.noReboot = noReboot
@@ -73,6 +82,7 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, memoryMiB = "memory_mib", vcpus, kernel, initrd, cmdline, debugExit = "debug_exit"
         case hypercalls, noReboot = "no_reboot", tripleFault = "triple_fault", cpuTemplate = "cpu_template", lifetime, start, flags, reserved
+        case emulationAssist = "emulation_assist"
         case disks, rng, trackDirtyPages = "track_dirty_pages", restoreFrom = "restore_from"
         case net, vsock
     }
@@ -100,6 +110,7 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
         noReboot = try c.decodeIfGiven(Bool.self, forKey: .noReboot) ?? false
         tripleFault = try c.decodeIfGiven(TripleFaultPolicy.self, forKey: .tripleFault) ?? .stop
         cpuTemplate = try c.decodeIfGiven(String.self, forKey: .cpuTemplate) ?? "host"
+        emulationAssist = try c.decodeIfGiven(EmulationAssistSetting.self, forKey: .emulationAssist) ?? .auto
         lifetime = try c.decodeIfGiven(Lifetime.self, forKey: .lifetime) ?? .persistent
         start = try c.decodeIfGiven(Bool.self, forKey: .start) ?? true
         disks = try c.decodeIfGiven([DiskRequest].self, forKey: .disks) ?? []

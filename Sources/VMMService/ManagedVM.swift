@@ -39,6 +39,8 @@ final class ManagedVM: Sendable {
     let opener: Caller
     let createdAt: String
     let console = ConsoleLog()
+    /// The debugger client attached through `vmmctl gdb`, if any.
+    let debugger = DebuggerRelay()
     /// What runs the VM.
     enum Backing: Sendable {
         /// A worker process of the daemon's, on guest memory the daemon holds, with the
@@ -115,6 +117,7 @@ final class ManagedVM: Sendable {
                     rebootOnReset: !request.noReboot, hasInitrd: request.initrd != nil, memory: memory.segments,
                     sandboxUID: sandboxUID, sandboxGID: sandboxGID,
                     rebootOnTripleFault: request.tripleFault == .reboot, cpuTemplate: request.cpuTemplate,
+                    emulationAssist: request.emulationAssist.rawValue,
                     disks: request.disks.map { .init(readOnly: $0.readOnly, serial: $0.serial) }, rng: request.rng)
         setup.networks = request.net.map { n in
             .init(mac: (n.mac ?? "").split(separator: ":").compactMap { UInt8($0, radix: 16) })
@@ -197,6 +200,10 @@ final class ManagedVM: Sendable {
                 defer { s.snapshotWaiter = nil }
                 return s.snapshotWaiter
             }?.resume(returning: .failure(APIError(.invalidState, "the snapshot failed: \(why)")))
+        case .debugData(let bytes):
+            debugger.deliver(bytes)
+        case .debugClosed:
+            debugger.closed()
         }
     }
 
@@ -215,6 +222,8 @@ final class ManagedVM: Sendable {
     func workerExited(_ worker: WorkerProcess) {
         let (status, signal) = worker.reapAndRelease()
         let what = signal.map(Self.describeSignal) ?? "the worker exited with status \(status ?? -1)"
+        // The debugger session lived in that worker.
+        if state.withLock({ $0.worker === worker }) { debugger.closed() }
         let waiters = state.withLock { s -> ExitWaiters in
             guard s.worker === worker else { return ExitWaiters() }
             s.worker = nil

@@ -18,6 +18,7 @@ final class Worker: @unchecked Sendable {
     let console: ConsoleForwarder
     /// Where later descriptors arrive (the files of a snapshot to write).
     let descriptorChannel: FramedSocket
+    let debugger: WorkerDebugger
 
     /// Where the guest is, from the worker's side: `waiter` runs while it is started.
     enum Phase { case fresh, started, stopped }
@@ -70,6 +71,10 @@ final class Worker: @unchecked Sendable {
             config.rebootOnReset = setup.rebootOnReset
             config.rebootOnTripleFault = setup.rebootOnTripleFault
             config.cpuTemplate = try CPUTemplate.named(setup.cpuTemplate)
+            guard let assist = EmulationAssistMode(rawValue: setup.emulationAssist) else {
+                throw MachineError.invalidConfig("unknown emulation assist mode \(setup.emulationAssist)")
+            }
+            config.emulationAssist = assist
             config.kernel = kernel
             config.initrd = initrd
             config.disks = disks
@@ -80,6 +85,9 @@ final class Worker: @unchecked Sendable {
             config.serialOutput = console
             machine = try Machine(config: config, kvm: kvm, memory: memory)
         }
+        debugger = WorkerDebugger(machine: machine, link: link)
+        // What guest debugging can do here takes a probe VM, which the sandbox forbids later.
+        _ = GuestDebugSupport.probe(kvm)
         // The machine is complete: from here on the worker only runs it.
         // Kept: the devices' descriptors, a snapshot's memory file mapped copy-on-write
         // (a full snapshot reads which of its pages hold data), the descriptor channel.
@@ -163,6 +171,9 @@ final class Worker: @unchecked Sendable {
         case .statisticsRequest(let id):
             link.send(WorkerMessage.statistics(id: id, statisticLines(machine.statistics())).encoded())
         case .snapshot(let command): takeSnapshot(command)
+        case .debugAttach: debugger.attach()
+        case .debugData(let bytes): debugger.received(bytes)
+        case .debugDetach: debugger.detach()
         case .attemptForbiddenCall:
             // Test hook (vmmd --test-hooks): a call the sandbox forbids must kill us.
             let fd = open("/etc/hostname", O_RDONLY)
@@ -225,6 +236,7 @@ final class Worker: @unchecked Sendable {
         waiter = try? HostThread(name: "waiter") { [self] in
             let reason = (try? machine.waitForStop()) ?? .vmmError("waiting for the guest failed")
             phase.withLock { $0 = .stopped }
+            debugger.machineEnded(reason)
             console.flush()
             link.send(WorkerMessage.stopped(kind: reason.kind, status: reason.exitStatus, message: reason.description).encoded())
         }
@@ -265,6 +277,7 @@ func statisticLines(_ s: MachineStatistics) -> [StatisticLine] {
         StatisticLine(scope: "vm", source: "vmm", name: "reboots", value: s.reboots),
     ]
     lines += s.hypercalls.map { StatisticLine(scope: "vm", source: "hypercall", name: $0.name, value: $0.count) }
+    lines += s.assisted.map { StatisticLine(scope: "vm", source: "emulation_assist", name: $0.name, value: $0.count) }
     for device in s.devices {
         lines += device.counters.map { StatisticLine(scope: device.name, source: "virtio", name: $0.name, value: $0.value) }
     }

@@ -22,9 +22,17 @@ public enum DaemonMessage: Sendable, Equatable {
     /// memory, manifest); answered by `snapshotTaken` or `snapshotFailed`.
     case snapshot(SnapshotCommand)
 
+    /// A debugger client connected (`vmmctl gdb`): stop the guest and serve it.
+    case debugAttach
+    /// Bytes from the debugger client, unparsed (the GDB remote protocol).
+    case debugData([UInt8])
+    /// The debugger client went away: remove its breakpoints, let the guest run.
+    case debugDetach
+
     enum Tag: UInt8 {
         case setup = 1, start, pause, resume, reset, powerOff, kill, consoleInput, statisticsRequest, attemptForbiddenCall
         case snapshot
+        case debugAttach, debugData, debugDetach
     }
 
     /// The payload (tag + fields), without the frame header.
@@ -43,6 +51,9 @@ public enum DaemonMessage: Sendable, Equatable {
         case .attemptForbiddenCall: w.u8(Tag.attemptForbiddenCall.rawValue)
         case .snapshot(let c):
             w.u8(Tag.snapshot.rawValue); w.bool(c.diff); w.string(c.parentPath); w.bool(c.stayPaused)
+        case .debugAttach: w.u8(Tag.debugAttach.rawValue)
+        case .debugData(let bytes): w.u8(Tag.debugData.rawValue); w.data(bytes)
+        case .debugDetach: w.u8(Tag.debugDetach.rawValue)
         }
         return w.bytes
     }
@@ -64,6 +75,9 @@ public enum DaemonMessage: Sendable, Equatable {
         case .statisticsRequest: message = .statisticsRequest(id: try r.u32())
         case .attemptForbiddenCall: message = .attemptForbiddenCall
         case .snapshot: message = .snapshot(SnapshotCommand(diff: try r.bool(), parentPath: try r.string(), stayPaused: try r.bool()))
+        case .debugAttach: message = .debugAttach
+        case .debugData: message = .debugData(try r.data())
+        case .debugDetach: message = .debugDetach
         }
         guard r.isAtEnd else { throw WireError.malformed("trailing bytes after \(tag)") }
         return message
@@ -106,7 +120,13 @@ public enum WorkerMessage: Sendable, Equatable {
     case snapshotTaken(SnapshotReport)
     case snapshotFailed(String)
 
-    enum Tag: UInt8 { case ready = 1, setupFailed, state, stopped, console, statistics, snapshotTaken, snapshotFailed }
+    /// Bytes for the debugger client, unparsed by the daemon.
+    case debugData([UInt8])
+    /// The debugger session ended on the worker's side (the client detached or killed,
+    /// or the guest ended): the daemon closes the client's connection.
+    case debugClosed
+
+    enum Tag: UInt8 { case ready = 1, setupFailed, state, stopped, console, statistics, snapshotTaken, snapshotFailed, debugData, debugClosed }
 
     public func encoded() -> [UInt8] {
         var w = WireWriter()
@@ -124,6 +144,8 @@ public enum WorkerMessage: Sendable, Equatable {
             w.u8(Tag.snapshotTaken.rawValue); w.data(r.id); w.data(r.parent ?? []); w.u64(r.memoryBytes)
             w.u64(r.memoryFileBytes); w.u64(r.stateBytes); w.u64(r.durationNanoseconds); w.u8(r.state.rawValue)
         case .snapshotFailed(let m): w.u8(Tag.snapshotFailed.rawValue); w.string(m)
+        case .debugData(let bytes): w.u8(Tag.debugData.rawValue); w.data(bytes)
+        case .debugClosed: w.u8(Tag.debugClosed.rawValue)
         }
         return w.bytes
     }
@@ -158,6 +180,8 @@ public enum WorkerMessage: Sendable, Equatable {
             message = .snapshotTaken(SnapshotReport(id: id, parent: parent.isEmpty ? nil : parent, memoryBytes: memory,
                                                     memoryFileBytes: file, stateBytes: state, durationNanoseconds: duration, state: run))
         case .snapshotFailed: message = .snapshotFailed(try r.string())
+        case .debugData: message = .debugData(try r.data())
+        case .debugClosed: message = .debugClosed
         }
         guard r.isAtEnd else { throw WireError.malformed("trailing bytes after \(tag)") }
         return message

@@ -32,6 +32,8 @@ public struct WorkerSetup: Sendable, Equatable {
     public var sandboxGID: UInt32
     /// The CPU template's name (`CPUTemplate.all`); the worker refuses one it does not know.
     public var cpuTemplate: String
+    /// `EmulationAssistMode`'s raw value: auto, on or off; the worker refuses anything else.
+    public var emulationAssist: String
     /// One virtio-blk disk (its image is a descriptor of the setup).
     public struct Disk: Sendable, Equatable {
         public var readOnly: Bool
@@ -68,7 +70,8 @@ public struct WorkerSetup: Sendable, Equatable {
     public init(name: String, memoryMiB: UInt64, cpus: UInt32, commandLine: String, debugExit: Bool,
                 hypercalls: Bool, rebootOnReset: Bool, hasInitrd: Bool, memory: [Segment],
                 sandboxUID: UInt32, sandboxGID: UInt32, rebootOnTripleFault: Bool = false, cpuTemplate: String = "host",
-                disks: [Disk] = [], rng: Bool = false) {
+                emulationAssist: String = "auto", disks: [Disk] = [], rng: Bool = false) {
+        self.emulationAssist = emulationAssist
         self.disks = disks; self.rng = rng
         self.rebootOnTripleFault = rebootOnTripleFault
         self.name = name; self.memoryMiB = memoryMiB; self.cpus = cpus; self.commandLine = commandLine
@@ -97,6 +100,7 @@ public struct WorkerSetup: Sendable, Equatable {
         for n in networks { w.data(n.mac) }
         w.bool(vsockCID != nil)
         w.u64(vsockCID ?? 0)
+        w.string(emulationAssist)
         w.bool(trackDirtyPages)
         w.bool(restore != nil)
         w.u32(restore?.layers ?? 0); w.bool(restore?.copy ?? false); w.bool(restore?.advanceClock ?? false)
@@ -129,7 +133,8 @@ public struct WorkerSetup: Sendable, Equatable {
         var setup = WorkerSetup(name: name, memoryMiB: memoryMiB, cpus: cpus, commandLine: commandLine, debugExit: debugExit,
                            hypercalls: hypercalls, rebootOnReset: rebootOnReset, hasInitrd: hasInitrd,
                            memory: memory, sandboxUID: sandboxUID, sandboxGID: sandboxGID,
-                           rebootOnTripleFault: rebootOnTripleFault, cpuTemplate: cpuTemplate, disks: disks, rng: rng)
+                           rebootOnTripleFault: rebootOnTripleFault, cpuTemplate: cpuTemplate,
+                           emulationAssist: try r.string(), disks: disks, rng: rng)
         setup.networks = networks
         setup.vsockCID = hasVsock ? cid : nil
         setup.trackDirtyPages = try r.bool()

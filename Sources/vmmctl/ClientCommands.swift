@@ -107,6 +107,7 @@ struct Create: AsyncParsableCommand {
     @Flag(help: "Stop on guest reset instead of rebooting.") var noReboot = false
     @Flag(help: "Reboot on a triple fault instead of stopping.") var rebootOnTripleFault = false
     @Option(help: "CPU template (vmmctl cpu-templates).") var cpuTemplate: String = "host"
+    @Option(help: "Emulation assist: auto, on or off (see vmmctl run --help).") var emulationAssist: EmulationAssistSetting = .auto
     @Option(help: "connection, process or persistent.") var lifetime: String = "persistent"
     @Flag(help: "Create without starting.") var noStart = false
     @Option(help: ArgumentHelp("A virtio-blk disk (repeatable; the first is /dev/vda), opened by vmmd with your permissions.",
@@ -127,7 +128,7 @@ struct Create: AsyncParsableCommand {
                                       initrd: initrd.map(absolute), cmdline: cmdline, debugExit: debugExit,
                                       hypercalls: hypercalls, noReboot: noReboot,
                                       tripleFault: rebootOnTripleFault ? .reboot : .stop, cpuTemplate: cpuTemplate,
-                                      lifetime: lifetime, start: !noStart)
+                                      lifetime: lifetime, start: !noStart, emulationAssist: emulationAssist)
         request.disks = disk.map { DiskRequest(path: absolute($0.path), readOnly: $0.readOnly, serial: $0.serial, direct: $0.direct) }
         request.rng = rng
         request.net = net.map { NetRequest(tap: $0.tap, mac: $0.mac?.description) }

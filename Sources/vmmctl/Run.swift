@@ -1,9 +1,11 @@
 import ArgumentParser
 import Boot
+import Debug
 import Devices
 import KVM
 import Logging
 import VMM
+import VMMAPI
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -66,6 +68,14 @@ struct Run: ParsableCommand {
     @Option(help: "The VM's name (the vm_name hypercall returns it; log lines carry it).")
     var name: String = "vm"
 
+    @Option(help: "Serve gdb's remote protocol on tcp:HOST:PORT (IPv4; port 0 picks one) or unix:PATH (docs/debugging.md).")
+    var gdb: GDBEndpointArgument?
+
+    @Flag(help: "With --gdb: wait for gdb to attach before the first guest instruction.")
+    var gdbWait = false
+
+    @Option(help: "Finish in the VMM what this host's instruction emulator refuses: auto (when a probe VM shows it is needed), on, off.")
+    var emulationAssist: EmulationAssistMode = .auto
     @Option(help: ArgumentHelp("A virtio-blk disk (repeatable; the first is the root disk, /dev/vda): a raw image, read-write unless readonly, O_DIRECT with direct, GET_ID answering serial.",
                                valueName: DiskOption.helpText))
     var disk: [DiskOption] = []
@@ -116,6 +126,7 @@ struct Run: ParsableCommand {
         config.name = name
         config.trackDirtyPages = snapshot.trackDirtyPages
         guard (kernel == nil) != (snapshot.restore == nil) else { fail("give --kernel PATH, or --restore DIR (not both)") }
+        config.emulationAssist = emulationAssist
         do {
             if let kernel { config.kernel = try readFile(kernel) }
             if let initrd { config.initrd = try readFile(initrd) }
@@ -131,14 +142,20 @@ struct Run: ParsableCommand {
         }
         config.virtioNotification = notification
         config.virtioOnCommandLine = virtioCmdline
-        let status = runMachine(config, serial: serial, verbose: verbose, snapshot: snapshot, restoredName: name == "vm" ? nil : name)
+        if gdbWait && gdb == nil { fail("--gdb-wait needs --gdb") }
+        let status = runMachine(config, serial: serial, verbose: verbose, gdb: gdb.map { ($0.endpoint, gdbWait) },
+                                snapshot: snapshot, restoredName: name == "vm" ? nil : name)
         throw ExitCode(status)
     }
 }
 
+extension EmulationAssistMode: ExpressibleByArgument {}
+extension EmulationAssistSetting: ExpressibleByArgument {}
+
 /// Builds and runs a machine, printing one line on stderr about how it ended; returns
 /// the exit status.
 func runMachine(_ base: MachineConfig, serial: SerialTarget, verbose: Bool = false,
+                gdb: (GDBEndpoint, wait: Bool)? = nil,
                 snapshot: RunSnapshotOptions? = nil, restoredName: String? = nil) -> Int32 {
     VMMCtl.bootstrapLogging
     var config = base
@@ -165,12 +182,20 @@ func runMachine(_ base: MachineConfig, serial: SerialTarget, verbose: Bool = fal
     let reason: StopReason
     do {
         snapshot?.installSignalHandlers(machine)
-        try machine.start(paused: snapshot?.paused == true && snapshot?.restore != nil)
-        reason = try machine.waitForStop()
+        if let gdb {
+            reason = try runUnderDebugger(machine, at: gdb.0, wait: gdb.wait)
+        } else {
+            try machine.start(paused: snapshot?.paused == true && snapshot?.restore != nil)
+            reason = try machine.waitForStop()
+        }
     } catch {
         fail("\(error)")
     }
     let status = reason.exitStatus
+    let assisted = machine.statistics().assisted
+    if !assisted.isEmpty {
+        printError("vmmctl: emulation assist: " + assisted.map { "\($0.name) \($0.count)" }.joined(separator: ", "))
+    }
     printError("vmmctl: \(reason) (exit status \(status))")
     return status
 }

@@ -18,7 +18,7 @@ struct VMMCtl: AsyncParsableCommand {
         """,
         subcommands: [Run.self, Demo.self, Caps.self, CPUTemplates.self, FoldSnapshot.self,
                       Create.self, List.self, Info.self, Start.self, Pause.self, Resume.self, Reset.self,
-                      PowerOff.self, Kill.self, Destroy.self, Console.self, Stats.self, SnapshotVM.self]
+                      PowerOff.self, Kill.self, Destroy.self, Console.self, Stats.self, SnapshotVM.self, GDB.self]
     )
 
     /// `vmmctl --socket S list` works as `vmmctl list --socket S` does.

@@ -108,6 +108,10 @@ final class APIHandler: ChannelInboundHandler {
             follow(context: context, head: head, name: name, owner: owner)
             return
         }
+        if case .debugger(let name, let owner) = route {
+            upgradeToDebugger(context: context, head: head, name: name, owner: owner)
+            return
+        }
         let service = self.service, caller = self.caller, connection = self.connection, metrics = self.metrics
         let promise = context.eventLoop.makePromise(of: APIResponse.self)
         promise.completeWithTask {
@@ -151,6 +155,9 @@ final class APIHandler: ChannelInboundHandler {
             case .snapshot(let name, let owner):
                 let request = try decodeRequest(SnapshotRequest.self, from: body)
                 return .json(try await service.snapshot(request, of: name, owner: owner, caller: caller))
+            case .debugger:
+                // Reached only without an upgrade (dispatch takes the others).
+                throw APIError(.invalidField, "GET .../gdb switches protocols: send Connection: Upgrade and Upgrade: gdb-remote")
             case .testForbiddenSyscall(let name, let owner):
                 try service.testForbiddenSyscall(name, owner: owner, caller: caller)
                 return .noContent
@@ -162,7 +169,7 @@ final class APIHandler: ChannelInboundHandler {
         }
     }
 
-    private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, _ response: APIResponse) {
+    func respond(context: ChannelHandlerContext, head: HTTPRequestHead, _ response: APIResponse) {
         metrics.countRequest(method: head.method.rawValue, status: Int(response.status.code))
         var headers = HTTPHeaders()
         if !response.body.isEmpty { headers.add(name: "Content-Type", value: response.contentType) }

@@ -5,7 +5,7 @@ import NIOCore
 /// whose head and body do not arrive in time, is closed. `APIHandler` tells it where
 /// each request is; a request being served (an answer being computed, a console
 /// stream) is never timed out, nor is a connection that holds `connection`-lifetime VMs.
-final class ConnectionDeadline: ChannelInboundHandler {
+final class ConnectionDeadline: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 

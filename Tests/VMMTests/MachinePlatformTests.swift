@@ -94,10 +94,23 @@ struct MachinePlatformTests {
         #expect(!BootImageFormat.isLinux([1, 2, 3]))
     }
 
+    /// Issue 11 (c): a PVH vmlinux without CONFIG_XEN has no Xen guest-OS note, only
+    /// notes owned by "Linux" (LINUX_ELFNOTE_BUILD_SALT, type 0x100).
+    @Test func aVmlinuxIsRecognisedByItsLinuxNotes() {
+        var vmlinux = ELFWriter(loadAddress: 0x100000, code: [0xF4])
+        vmlinux.extraNotes = ELFWriter.note(owner: "Linux", type: 0x100, descriptor: [0, 0, 0, 0])
+        #expect(BootImageFormat.isLinux(vmlinux.bytes()))
+        var other = ELFWriter(loadAddress: 0x100000, code: [0xF4])
+        other.extraNotes = ELFWriter.note(owner: "GNU", type: 3, descriptor: [1, 2, 3, 4])
+        #expect(!BootImageFormat.isLinux(other.bytes()))
+    }
+
     @Test func templateAddsItsLinuxParameterOnlyForKeptFeatures() {
         #expect(CPUTemplate.emulationSafe.linuxParameters(for: [.xsave, .avx]) == ["noxsave"])
         #expect(CPUTemplate.emulationSafe.linuxParameters(for: [.cx16]) == [])
         #expect(CPUTemplate.host.linuxParameters(for: [.xsave]) == [])
+        // ERMS/FSRM (leaf 7, which PVM passes through): one clearcpuid for both.
+        #expect(CPUTemplate.emulationSafe.linuxParameters(for: [.xsave, .erms, .fsrm]) == ["noxsave", "clearcpuid=erms,fsrm"])
     }
 }
 

@@ -59,6 +59,7 @@ extension CPUFeature {
     public static let f16c = CPUFeature("f16c", leaf: 1, .ecx, bit: 29)
     // CPUID.(EAX=07H,ECX=0):EBX.
     public static let avx2 = CPUFeature("avx2", leaf: 7, .ebx, bit: 5)
+    public static let erms = CPUFeature("erms", leaf: 7, .ebx, bit: 9)
     public static let avx512f = CPUFeature("avx512f", leaf: 7, .ebx, bit: 16)
     public static let avx512dq = CPUFeature("avx512dq", leaf: 7, .ebx, bit: 17)
     public static let avx512ifma = CPUFeature("avx512ifma", leaf: 7, .ebx, bit: 21)
@@ -78,6 +79,7 @@ extension CPUFeature {
     public static let avx512bitalg = CPUFeature("avx512_bitalg", leaf: 7, .ecx, bit: 12)
     public static let avx512vpopcntdq = CPUFeature("avx512_vpopcntdq", leaf: 7, .ecx, bit: 14)
     // CPUID.(EAX=07H,ECX=0):EDX.
+    public static let fsrm = CPUFeature("fsrm", leaf: 7, .edx, bit: 4)
     public static let avx512vp2intersect = CPUFeature("avx512_vp2intersect", leaf: 7, .edx, bit: 8)
     public static let avx512fp16 = CPUFeature("avx512_fp16", leaf: 7, .edx, bit: 23)
     public static let amxBF16 = CPUFeature("amx_bf16", leaf: 7, .edx, bit: 22)

@@ -58,7 +58,11 @@ public struct CPUTemplate: Sendable, Equatable {
     /// CX16, XSAVE/OSXSAVE with leaf 0DH (the XSAVE state components), and every feature
     /// whose state only XSAVE can manage: AVX, AVX2, FMA, F16C, AVX-512, AVX-VNNI, VAES,
     /// VPCLMULQDQ, AMX, PKU, XOP, FMA4. Linux then uses FXSAVE and the locked SLUB path,
-    /// and boots.
+    /// and boots. It also hides ERMS and FSRM ("fast" `rep movsb`/`stosb`): that emulator
+    /// runs a string instruction one element per step (~0.8 µs), so Linux's byte-wise
+    /// `rep stosb` page clear costs 3 ms a page where the `rep stosq` it uses without ERMS
+    /// costs an eighth of that (measured here: 32 KiB by `rep movsb` 25 ms, by `rep movsd`
+    /// 5 ms).
     ///
     /// A KVM may refuse to hide some of them: PVM passes CPUID leaf 1's XSAVE and the AVX
     /// bits through from the host whatever KVM_SET_CPUID2 says (`vmmctl cpu-templates`
@@ -66,16 +70,17 @@ public struct CPUTemplate: Sendable, Equatable {
     /// line, which makes Linux drop XSAVE and everything built on it, and logs that it did.
     public static let emulationSafe = CPUTemplate(
         name: "emulation-safe",
-        summary: "host without cmpxchg16b and the XSAVE family (and AVX*, which need XSAVE): for KVMs that emulate guest CPL 0",
+        summary: "host without cmpxchg16b, the XSAVE family (and AVX*, which need XSAVE) and fast rep movsb: for KVMs that emulate guest CPL 0",
         hiddenFeatures: [
             .cx16, .xsave, .osxsave, .avx, .fma, .f16c, .avx2,
             .avx512f, .avx512dq, .avx512ifma, .avx512pf, .avx512er, .avx512cd, .avx512bw, .avx512vl,
             .avx512vbmi, .avx512vbmi2, .avx512vnni, .avx512bitalg, .avx512vpopcntdq, .avx512vp2intersect,
             .avx512fp16, .avx512bf16, .avxVNNI, .vaes, .vpclmulqdq, .amxBF16, .amxTile, .amxInt8,
-            .pku, .ospke, .xop, .fma4,
+            .pku, .ospke, .xop, .fma4, .erms, .fsrm,
         ],
         hiddenLeaves: [0xD],
-        linuxParameters: [(.xsave, "noxsave"), (.osxsave, "noxsave"), (.avx, "noxsave")])
+        linuxParameters: [(.xsave, "noxsave"), (.osxsave, "noxsave"), (.avx, "noxsave"),
+                          (.erms, "clearcpuid=erms,fsrm"), (.fsrm, "clearcpuid=erms,fsrm")])
 
     /// The hidden features that are still set in `readback`, what `KVM_GET_CPUID2`
     /// returns after `KVM_SET_CPUID2`: a KVM that passes some leaves through from the

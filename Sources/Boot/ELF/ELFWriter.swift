@@ -9,6 +9,9 @@ public struct ELFWriter {
     public var entry: UInt32
     /// Add the Xen PVH note (type 18) with `entry`.
     public var pvhNote = true
+    /// More notes for the PT_NOTE segment (each from `note(owner:type:descriptor:)`);
+    /// written only with `pvhNote`.
+    public var extraNotes: [UInt8] = []
 
     public init(loadAddress: UInt32, code: [UInt8], entry: UInt32? = nil) {
         self.loadAddress = loadAddress
@@ -19,7 +22,7 @@ public struct ELFWriter {
     static let headerSize = 52, phSize = 32
 
     public func bytes() -> [UInt8] {
-        let note = pvhNote ? Self.note(owner: "Xen", type: ELFImage.xenPhys32EntryNote, descriptor: le32(entry)) : []
+        let note = pvhNote ? Self.note(owner: "Xen", type: ELFImage.xenPhys32EntryNote, descriptor: le32(entry)) + extraNotes : []
         let phnum = pvhNote ? 2 : 1
         let noteOffset = Self.headerSize + phnum * Self.phSize
         let codeOffset = (noteOffset + note.count + 15) & ~15

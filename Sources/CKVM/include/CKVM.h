@@ -194,5 +194,11 @@ static const size_t CKVM_RUN_SYNC_CS_L = offsetof(struct kvm_run, s.regs.sregs.c
 static const unsigned long long CKVM_SYNC_X86_REGS = KVM_SYNC_X86_REGS;
 static const unsigned long long CKVM_SYNC_X86_SREGS = KVM_SYNC_X86_SREGS;
 static const size_t CKVM_RUN_EX_ERROR_CODE = offsetof(struct kvm_run, ex.error_code);
+static const size_t CKVM_RUN_SYNC_SREGS = offsetof(struct kvm_run, s.regs.sregs);
+static const size_t CKVM_RUN_EMULATION_FAILURE_FLAGS = offsetof(struct kvm_run, emulation_failure.flags);
+static const size_t CKVM_RUN_EMULATION_FAILURE_INSN_SIZE = offsetof(struct kvm_run, emulation_failure.insn_size);
+static const size_t CKVM_RUN_EMULATION_FAILURE_INSN_BYTES = offsetof(struct kvm_run, emulation_failure.insn_bytes);
+static const unsigned long long CKVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES = KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES;
+
 
 #endif

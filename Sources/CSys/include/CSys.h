@@ -142,6 +142,18 @@ int csys_accept_nonblocking(int listener);
 /// accept4(SOCK_CLOEXEC). Returns the connection or -errno.
 int csys_accept(int listener);
 
+/// Creates a listening TCP socket (close-on-exec, SO_REUSEADDR) on the IPv4 address
+/// `ipv4` (dotted quad) and `port` (0: any free port). Returns it or -errno
+/// (-EINVAL for an address that does not parse).
+int csys_listen_tcp(const char *ipv4, uint16_t port, int backlog);
+
+/// The local port a TCP socket is bound to (getsockname). Returns it or -errno.
+int csys_local_port(int sock);
+
+/// TCP_NODELAY on: small packets go out at once (a debugger's request/reply traffic).
+/// Returns 0 or -errno (-ENOTSUP-like errors for a Unix socket are harmless).
+int csys_set_no_delay(int sock);
+
 /// Opens /dev/net/tun (close-on-exec, non-blocking) and attaches it to the tap `name`
 /// with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR (TUNSETIFF). Returns the descriptor or -errno.
 int csys_tap_open(const char *name);

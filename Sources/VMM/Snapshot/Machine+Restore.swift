@@ -56,6 +56,8 @@ struct RestorePlan {
     let bootFormat: BootImageFormat
     let generation: UInt64
     let sinceRestore: [[UInt64]]?
+    /// The host the snapshot's emulation assist was made for; nil: it had none.
+    let assistHost: HostEmulation?
 }
 
 extension Machine {
@@ -84,8 +86,10 @@ extension Machine {
         }
         let advance = options.clock == .advanced ? try KVMClock.elapsed(since: try top.require("clock")) : 0
         let format = BootImageFormat(rawValue: described.bootFormat) ?? .pvhELF
+        let assistHost = try EmulationAssist.recordedHost(in: top)
+        config.emulationAssist = assistHost == nil ? .off : .on
         let plan = RestorePlan(top: top, vcpus: vcpus, clockAdvance: advance, bootFormat: format,
-                               generation: described.generation + 1, sinceRestore: sinceRestore)
+                               generation: described.generation + 1, sinceRestore: sinceRestore, assistHost: assistHost)
         return try Machine(config: config, kvm: kvm, memory: memory, restoring: plan)
     }
 
@@ -181,6 +185,12 @@ extension Machine {
         }
         if config.trackDirtyPages { memory.writeLog.enable() }
         for device in virtioDevices { device.transport.resumeAfterRestore() }
+    }
+
+    /// The emulation assist a restored machine gets: the snapshot's, for the host it
+    /// recorded (its CPUID and breakpoint were made for that host), or none.
+    static func restoredEmulationAssist(_ plan: RestorePlan, memory: GuestMemory) -> EmulationAssist? {
+        plan.assistHost.map { EmulationAssist(memory: memory, host: $0) }
     }
 
     /// The snapshot's description of this machine.

@@ -77,6 +77,11 @@ extension Machine {
         guard vcpus.allSatisfy(\.isParked) else {
             throw SnapshotError.invalidState("a snapshot needs a paused machine; its vCPUs are \(Set(states.map(\.rawValue)).sorted().joined(separator: ", "))")
         }
+        // A debugger's software breakpoints are 0xCC bytes in guest memory, and its
+        // single-step and hardware points are state of the session, not of the guest.
+        guard !debugger.isAttached else {
+            throw SnapshotError.invalidState("a debugger is attached (its breakpoints are in guest memory); detach it first")
+        }
         let parent = snapshots.state.withLock { $0.baseline }
         if options.kind == .diff {
             guard config.trackDirtyPages else {
@@ -144,6 +149,7 @@ extension Machine {
         }
         list.append(("clock", clock))
         if let hypercalls { list.append(("hypercalls", HypercallState(registry: hypercalls))) }
+        if let emulationAssist { list.append((EmulationAssist.sectionName, emulationAssist)) }
         for (base, _, device) in portIO.registeredDevices {
             guard let s = device.snapshotState else {
                 throw .unsupportedDevice("the \(type(of: device)) at port 0x\(String(base, radix: 16))")

@@ -40,7 +40,7 @@ enum SyscallPolicy {
     }
 
     /// The KVM requests a built machine issues: running vCPUs, their state for resets,
-    /// reboots and hypercalls, and interrupt injection. Not KVM_CREATE_VM, not
+    /// reboots, hypercalls and an attached debugger, and interrupt injection. Not KVM_CREATE_VM, not
     /// KVM_CREATE_VCPU, not KVM_SET_USER_MEMORY_REGION: the machine is complete before
     /// the filter goes on, and a compromised worker cannot reshape it.
     static let kvmRequests: [(String, UInt)] = [
@@ -57,6 +57,9 @@ enum SyscallPolicy {
         ("KVM_GET_CPUID2", CKVM_GET_CPUID2),
         ("KVM_IRQ_LINE", CKVM_IRQ_LINE), ("KVM_IRQ_LINE_STATUS", CKVM_IRQ_LINE_STATUS),
         ("KVM_SIGNAL_MSI", CKVM_SIGNAL_MSI), ("KVM_NMI", CKVM_NMI),
+        // `vmmctl gdb`: breakpoints, watchpoints and single-step (the only addition the
+        // debugger needs: its bytes travel on the daemon link, its threads are clones).
+        ("KVM_SET_GUEST_DEBUG", CKVM_SET_GUEST_DEBUG),
     ] + snapshotRequests
 
     /// What a snapshot reads from KVM besides the vCPU state above: the XSAVE area, the
