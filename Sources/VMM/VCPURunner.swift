@@ -45,6 +45,9 @@ public final class VCPURunner: @unchecked Sendable {
     private let acknowledged = DispatchSemaphore(value: 0)
     private var thread: HostThread?
     private let handler: ExitDispatcher
+    /// Work for the parked vCPU thread (`onOwnThread`), and its completion.
+    private let job = Mutex<(@Sendable () -> Void)?>(nil)
+    private let jobDone = DispatchSemaphore(value: 0)
 
     init(vcpu: KVMVCPU, handler: ExitDispatcher) {
         self.vcpu = vcpu
@@ -153,6 +156,24 @@ public final class VCPURunner: @unchecked Sendable {
         if let thread, thread.handle != HostThread.current { VCPUKick.kick(thread.handle) }
     }
 
+    /// Runs `body` on the vCPU's own thread while the vCPU is parked (paused or stopped),
+    /// and returns its result; a vCPU whose thread never started runs it on the caller's.
+    /// KVM wants vCPU ioctls from the thread that runs the vCPU (api.rst, "vcpu ioctls"),
+    /// and this project's hosts mean it: after a snapshot of Linux read mid-boot from
+    /// vmmctl's signal thread, the guest's user processes faulted in their TLS (busybox at
+    /// `mov %fs:-0x90`), /init first, and the kernel panicked; read on the vCPU threads,
+    /// the same boot and its restores run to power-off.
+    func onOwnThread<T>(_ body: @escaping @Sendable (KVMVCPU) throws -> T) throws -> T {
+        guard let thread, thread.handle != HostThread.current else { return try body(vcpu) }
+        let box = ResultBox<T>()
+        let vcpu = self.vcpu
+        job.withLock { $0 = { box.result = Result { try body(vcpu) } } }
+        wakeup.signal()
+        jobDone.wait()
+        guard let result = box.result else { throw MachineError.invalidState("vCPU \(id) did not run the job") }
+        return try result.get()
+    }
+
     // MARK: - Halt detection
 
     /// Kicks the vCPU and asks it whether it can ever run again: true when it is halted
@@ -215,7 +236,10 @@ public final class VCPURunner: @unchecked Sendable {
                 running = step == .run
                 switch step {
                 case .exit: return
-                case .wait: wakeup.wait(); continue
+                case .wait:
+                    wakeup.wait()
+                    if let work = job.withLock({ j in defer { j = nil }; return j }) { work(); jobDone.signal() }
+                    continue
                 case .run: break
                 }
             }
@@ -282,6 +306,12 @@ public final class VCPURunner: @unchecked Sendable {
             }
         }
     }
+}
+
+/// A result handed from the vCPU thread to a caller waiting on a semaphore.
+private final class ResultBox<T>: @unchecked Sendable {
+    // @unchecked: written by the vCPU thread before `jobDone.signal()`, read after the wait.
+    var result: Result<T, any Error>?
 }
 
 func usleepMS(_ ms: Int) { _ = usleep(useconds_t(ms * 1000)) }

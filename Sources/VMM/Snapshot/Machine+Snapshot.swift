@@ -168,8 +168,13 @@ extension Machine {
     /// The sections of every vCPU and component.
     private func captureStateSections() throws -> [SnapshotSection] {
         let (indices, xsave) = snapshots.state.withLock { ($0.msrIndices, $0.xsave) }
+        let irqchip = config.inKernelIRQChip
         var sections = try vcpus.enumerated().map { i, runner in
-            try VCPUState.capture(runner.vcpu, hasIRQChip: config.inKernelIRQChip, msrIndices: indices, xsave: xsave).section(index: i)
+            // Read on the vCPU's own thread (VCPURunner.onOwnThread says why).
+            let state = try runner.onOwnThread { vcpu in
+                try VCPUState.capture(vcpu, hasIRQChip: irqchip, msrIndices: indices, xsave: xsave)
+            }
+            return try state.section(index: i)
         }
         for (name, component) in try stateComponents(clock: KVMClock(vm: vm)) {
             sections.append(try component.snapshotSection(named: name))
