@@ -57,6 +57,18 @@ public struct SnapshotChain: Sendable {
     /// The machine the top snapshot describes.
     public let machine: MachineDescription
 
+    /// Sections a diff leaves to the snapshots under it: the boot images (the kernel and
+    /// initrd a reboot reloads), which never change while a machine lives and would
+    /// otherwise make every diff as large as the kernel.
+    public static let inheritedSections: Set<String> = ["boot.kernel", "boot.initrd"]
+
+    /// The section `name` of the newest layer that has it, for the inherited sections;
+    /// the top's own for any other.
+    public func section(_ name: String) -> SnapshotSection? {
+        guard Self.inheritedSections.contains(name) else { return top.state.section(name) }
+        return layers.reversed().lazy.compactMap { $0.state.section(name) }.first
+    }
+
     /// Checks the links: the first layer is full, every other one a diff whose parent is
     /// the layer before it (by ID), all with the same memory layout.
     public init(layers: [SnapshotLayer]) throws(SnapshotError) {

@@ -33,6 +33,9 @@ public enum SnapshotFold {
         described.parent = nil
         described.pages = nil
         sections[index] = described.section
+        for name in SnapshotChain.inheritedSections.sorted() where top.state.section(name) == nil {
+            if let inherited = chain.section(name) { sections.append(inherited) }
+        }
         let folded = StateFile(id: top.state.id, sections: sections)
         let bytes = try folded.encoded()
         try SnapshotFileIO.writeAll(state, bytes, what: SnapshotFiles.state)

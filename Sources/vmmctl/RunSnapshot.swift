@@ -22,10 +22,10 @@ struct RunSnapshotOptions: ParsableArguments {
     @Option(help: "With --restore: continue (the guest's clocks go on where they stopped) or advance (by the wall time since the snapshot).")
     var clock: String = "continue"
 
-    @Option(help: ArgumentHelp("On SIGUSR2 (kill -USR2 PID): pause the guest, write a snapshot into DIR (new or empty), then resume it.", valueName: "DIR"))
+    @Option(help: ArgumentHelp("On SIGUSR2 (kill -USR2 PID): pause the guest, write a snapshot into DIR (new or empty), then resume it. A %n in DIR is the snapshot's number (1, 2, ...), so that every signal writes another.", valueName: "DIR"))
     var snapshotTo: String?
 
-    @Flag(help: "With --snapshot-to: write a diff of the snapshot restored (or written) last instead of a full one.")
+    @Flag(help: "With --snapshot-to: write a diff of the snapshot restored (or written) last instead of a full one (a first snapshot with none before it is full).")
     var snapshotDiff = false
 
     @Flag(help: "With --snapshot-to: end once the snapshot is written (exit status 12) instead of resuming.")
@@ -73,15 +73,18 @@ struct RunSnapshotOptions: ParsableArguments {
             SignalSources.keep(source)
             printError("vmmctl: restored paused; send SIGCONT (kill -CONT \(getpid())) to resume")
         }
-        guard let directory = snapshotTo.map(absolutePath) else { return }
+        guard let pattern = snapshotTo.map(absolutePath) else { return }
         var parent = restore.map(absolutePath)
+        var number = 0
         let diff = snapshotDiff, stop = stopAfterSnapshot
         signal(SIGUSR2, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: SIGUSR2, queue: DispatchQueue(label: "snapshot"))
         source.setEventHandler {
             let wasPaused = machine.vcpus.allSatisfy { $0.state == .paused }
             machine.pause()
-            var options = SnapshotOptions(kind: diff ? .diff : .full,
+            number += 1
+            let directory = pattern.replacingOccurrences(of: "%n", with: String(number))
+            var options = SnapshotOptions(kind: diff && parent != nil ? .diff : .full,
                                           parentPath: parent.map { relativePath(from: directory, to: $0) } ?? "")
             let bar = ProgressBar("snapshot")
             options.progress = { bar.update($0, $1) }

@@ -54,6 +54,8 @@ struct SnapshotGuestTests {
         second.stop()
         #expect(diff.isDiff && diff.memoryBytesWritten < full.memoryBytesWritten)
         #expect(diff.parent != nil)
+        // The boot image stays with the base: a diff is the pages and the state, not the kernel again.
+        #expect(!diff.sections.contains("boot.kernel") && full.sections.contains("boot.kernel"))
 
         let fromChain = try RunningGuest(restoring: scratch.path("b"))
         let fromFull = try RunningGuest(restoring: scratch.path("full"))
@@ -68,6 +70,25 @@ struct SnapshotGuestTests {
         #expect(try fileBytes(scratch.path("folded/memory.bin")) == fileBytes(scratch.path("full/memory.bin")))
         let folded = try StateFile.parse(fileBytes(scratch.path("folded/state.bin")))
         #expect(try !MemoryDescription(folded.require("memory")).isDiff)
+        #expect(folded.section("boot.kernel")?.payload == (try StateFile.parse(fileBytes(scratch.path("full/state.bin")))).section("boot.kernel")?.payload,
+                "folding brings the base's kernel into the folded snapshot")
+        let fromFold = try RunningGuest(restoring: scratch.path("folded"))
+        fromFold.stop()
+    }
+
+    /// A debugger's breakpoints are bytes in guest memory: no snapshot while one is
+    /// attached; after it detaches, the snapshot is taken.
+    @Test func noSnapshotWhileADebuggerIsAttached() throws {
+        let scratch = try SnapshotScratch()
+        let guest = try RunningGuest("count", cmdline: "3000")
+        try guest.machine.start()
+        #expect(guest.waitFor("\n200\n"))
+        _ = try guest.machine.debugger.attach(onStop: {})
+        guest.machine.pause()
+        #expect(throws: SnapshotError.self) { try guest.machine.snapshot(to: scratch.path("a")) }
+        guest.machine.debugger.detach()
+        _ = try guest.pauseAndSnapshot(to: scratch.path("b"))
+        guest.stop()
     }
 
     /// A machine that boots with dirty-page tracking takes diffs of its own snapshots.

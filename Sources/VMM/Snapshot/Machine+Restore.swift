@@ -75,7 +75,7 @@ extension Machine {
                                kvm: KVMSystem? = nil, memory provided: GuestMemory? = nil) throws -> Machine {
         let described = chain.machine
         let top = chain.top.state
-        var config = try MachineConfig(described, top: top, options: options)
+        var config = try MachineConfig(described, chain: chain, options: options)
         // Memory mapped from a file is told apart from the file's pages by the dirty logs.
         config.trackDirtyPages = described.trackDirtyPages || (options.memory == .copyOnWrite && provided == nil)
         var vcpus: [VCPUState] = []
@@ -223,7 +223,7 @@ extension Machine {
 extension MachineConfig {
     /// The configuration a snapshot's machine was built with, plus what only the
     /// restoring side knows (its output, its name, its disks).
-    init(_ d: MachineDescription, top: StateFile, options: RestoreOptions) throws {
+    init(_ d: MachineDescription, chain: SnapshotChain, options: RestoreOptions) throws {
         self.init()
         name = options.name ?? d.name
         memoryMiB = d.memoryMiB
@@ -244,8 +244,9 @@ extension MachineConfig {
         virtioNotification = notification
         virtioOnCommandLine = d.virtioOnCommandLine
         rng = d.rng
-        kernel = try top.require("boot.kernel").payload
-        initrd = top.section("boot.initrd")?.payload
+        guard let image = chain.section("boot.kernel") else { throw SnapshotError.missingSection("boot.kernel") }
+        kernel = image.payload
+        initrd = chain.section("boot.initrd")?.payload
         serialOutput = options.serialOutput
         logger = options.logger
         hypercallRegistry = options.hypercallRegistry

@@ -120,7 +120,7 @@ extension Machine {
         let machineDescription = self.description(generation: snapshots.state.withLock { $0.generation })
         sections.insert(machineDescription.section, at: 0)
         sections.insert(description.section, at: 1)
-        sections += bootSections
+        if options.kind == .full { sections += bootSections }   // a diff's come from the snapshots under it
         let stateFile = StateFile(id: id, sections: sections)
         let bytes = try stateFile.encoded()
         try SnapshotFileIO.writeAll(files.state, bytes, what: SnapshotFiles.state)
