@@ -81,6 +81,7 @@ struct RunSnapshotOptions: ParsableArguments {
         let source = DispatchSource.makeSignalSource(signal: SIGUSR2, queue: DispatchQueue(label: "snapshot"))
         source.setEventHandler {
             let wasPaused = machine.vcpus.allSatisfy { $0.state == .paused }
+            let started = DispatchTime.now().uptimeNanoseconds
             machine.pause()
             number += 1
             let directory = pattern.replacingOccurrences(of: "%n", with: String(number))
@@ -92,7 +93,7 @@ struct RunSnapshotOptions: ParsableArguments {
                 let summary = try machine.snapshot(to: directory, options: options)
                 bar.finish()
                 parent = directory
-                printError("vmmctl: snapshot \(summary.id) written to \(directory) (\(summary.isDiff ? "diff" : "full"), \(ProgressBar.size(summary.memoryBytesWritten)) of memory)")
+                printError("vmmctl: snapshot \(summary.id) written to \(directory) (\(summary.isDiff ? "diff" : "full"), \(ProgressBar.size(summary.memoryBytesWritten)) of memory, \(ProgressBar.size(UInt64(summary.stateFileSize))) of state, \(String(format: "%.1f", Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6)) ms from the signal)")
             } catch {
                 bar.finish()
                 printError("vmmctl: snapshot to \(directory) failed: \(error)")

@@ -32,8 +32,10 @@ struct DaemonSnapshotTests {
         #expect(run.status == 0, "\(run.all)")
         #expect(before + run.stdout == countOutput(to: 2000))
 
-        // The other way: vmmctl run writes it (SIGUSR2), vmmd restores it.
-        let process = try TestProcess(VMMCtl.path, ["run", "--kernel", TestGuests.path("count"), "--cmdline", "2000", "--memory", "32",
+        // The other way: vmmctl run writes it (SIGUSR2), vmmd restores it. It counts to 6000
+        // so that the restored VM is still counting when the diff is asked for (from 1200,
+        // a second or more; to 2000 it was ~0.2 s, which a loaded machine missed).
+        let process = try TestProcess(VMMCtl.path, ["run", "--kernel", TestGuests.path("count"), "--cmdline", "6000", "--memory", "32",
                                                     "--snapshot-to", scratch.path("ctl"), "--stop-after-snapshot"], discardStderr: true)
         let deadline = Date().addingTimeInterval(20)
         while !process.text.contains("\n400\n"), Date() < deadline { usleep(2000) }
@@ -55,10 +57,10 @@ struct DaemonSnapshotTests {
         let between = d.api("GET", "/v1/vms/back/console").body
         let fromDiff = try VMMCtl.run(["run", "--restore", scratch.path("diff")])
         #expect(fromDiff.status == 0, "\(fromDiff.all)")
-        #expect(process.text + between + fromDiff.stdout == countOutput(to: 2000))
+        #expect(process.text + between + fromDiff.stdout == countOutput(to: 6000))
         #expect(d.api("POST", "/v1/vms/back/actions/resume").status == 200)
         #expect(d.eventually(30) { (d.vm("back")?["state"] as? String) == "stopped" })
-        #expect(process.text + d.api("GET", "/v1/vms/back/console").body == countOutput(to: 2000))
+        #expect(process.text + d.api("GET", "/v1/vms/back/console").body == countOutput(to: 6000))
     }
 
     /// Five clones of one snapshot at once, each with its own name: they all go on and
