@@ -45,6 +45,11 @@ static const unsigned int CKVM_IOEVENTFD_FLAG_DATAMATCH = KVM_IOEVENTFD_FLAG_DAT
 static const unsigned int CKVM_IOEVENTFD_FLAG_PIO = KVM_IOEVENTFD_FLAG_PIO;
 static const unsigned int CKVM_IOEVENTFD_FLAG_DEASSIGN = KVM_IOEVENTFD_FLAG_DEASSIGN;
 static const unsigned int CKVM_IRQFD_FLAG_DEASSIGN = KVM_IRQFD_FLAG_DEASSIGN;
+// Snapshots: the interrupt controllers, the PIT and the clock.
+static const unsigned long CKVM_GET_IRQCHIP = KVM_GET_IRQCHIP;
+static const unsigned long CKVM_SET_IRQCHIP = KVM_SET_IRQCHIP;
+static const unsigned long CKVM_GET_PIT2 = KVM_GET_PIT2;
+static const unsigned long CKVM_SET_PIT2 = KVM_SET_PIT2;
 
 // --- vCPU fd ---
 static const unsigned long CKVM_RUN = KVM_RUN;
@@ -127,6 +132,9 @@ static inline int ckvm_fallocate(int fd, int mode, long long offset, long long l
 static const int CKVM_FALLOC_FL_KEEP_SIZE = 0x01;
 static const int CKVM_FALLOC_FL_PUNCH_HOLE = 0x02;
 static const int CKVM_FALLOC_FL_ZERO_RANGE = 0x10;
+/// lseek whence values for sparse files (GNU-only in glibc's <unistd.h>; Linux ABI values).
+static const int CKVM_SEEK_DATA = 3;
+static const int CKVM_SEEK_HOLE = 4;
 /// O_DIRECT (GNU-only in glibc's <fcntl.h>; the value is the x86-64 ABI's).
 static const int CKVM_O_DIRECT = 040000;
 
