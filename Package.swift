@@ -29,15 +29,17 @@ let package = Package(
         .target(name: "CGuestAtomics"),
         // Guest physical memory: memfd-backed segments with guard regions; the page walk.
         .target(name: "GuestMemory", dependencies: ["CKVM", "CGuestAtomics"]),
+        // The snapshot file format (state file, sections, manifest), pure and fuzzable.
+        .target(name: "Snapshot", dependencies: ["CKVM"]),
         // Port-I/O and MMIO buses and the device models.
-        .target(name: "Devices", dependencies: ["GuestMemory", "CKVM", "CSys"]),
+        .target(name: "Devices", dependencies: ["GuestMemory", "CKVM", "CSys", "Snapshot"]),
         // Image loaders, boot data, initial CPU state.
         .target(name: "Boot", dependencies: ["GuestMemory", "KVM"]),
         // The guest-to-VMM call ABI, the dispatch table and the built-in calls.
         .target(name: "Hypercalls", dependencies: ["GuestMemory"]),
         // Machine: memory + vCPUs + devices + boot.
         .target(name: "VMM", dependencies: [
-            "KVM", "GuestMemory", "Devices", "Boot", "Hypercalls",
+            "KVM", "GuestMemory", "Devices", "Boot", "Hypercalls", "Snapshot",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The GDB remote serial protocol stub: packets, target description, the session
@@ -54,7 +56,7 @@ let package = Package(
         .target(name: "VMMAPI"),
         // Everything vmmd knows: named VMs, owners, lifetimes, workers, persistence.
         .target(name: "VMMService", dependencies: [
-            "VMMAPI", "WorkerProtocol", "CSys", "KVM", "GuestMemory", "Boot",
+            "VMMAPI", "WorkerProtocol", "CSys", "KVM", "GuestMemory", "Boot", "Snapshot",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -86,7 +88,7 @@ let package = Package(
         // which keeps its resident size (the per-VM overhead) small.
         .executableTarget(
             name: "VMMWorker",
-            dependencies: ["VMM", "KVM", "GuestMemory", "Devices", "Boot", "WorkerProtocol", "CSys", "Debug"],
+            dependencies: ["VMM", "KVM", "GuestMemory", "Devices", "Boot", "WorkerProtocol", "CSys", "Debug", "Snapshot"],
             linkerSettings: [.unsafeFlags(["-static-executable"])]
         ),
         // Example: an unprivileged program that gets a VM handle from vmmd and runs a guest
@@ -99,7 +101,7 @@ let package = Package(
         .executableTarget(
             name: "vmmctl",
             dependencies: [
-                "VMM", "KVM", "Boot", "Devices", "VMMAPI", "VMMClient", "Debug", "CSys",
+                "VMM", "KVM", "Boot", "Devices", "VMMAPI", "VMMClient", "Debug", "CSys", "Snapshot",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -122,14 +124,14 @@ let package = Package(
         ),
         .executableTarget(
             name: "VMMBench",
-            dependencies: ["VMM", "KVM", "Boot", "Devices", "Hypercalls", "GuestMemory", "KVMRef", "VMMAPI", "VMMClient",
+            dependencies: ["VMM", "KVM", "Boot", "Devices", "Hypercalls", "GuestMemory", "KVMRef", "VMMAPI", "VMMClient", "Snapshot", "CSys",
                            .product(name: "NIOHTTP1", package: "swift-nio"),
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(
             name: "VMMTests",
             dependencies: ["KVM", "GuestMemory", "Devices", "Boot", "VMM", "Hypercalls", "VMMAPI", "VMMService",
-                           "VMMClient", "WorkerProtocol", "Debug", "CSys"],
+                           "VMMClient", "WorkerProtocol", "Debug", "CSys", "Snapshot"],
             path: "Tests/VMMTests"
         ),
     ],

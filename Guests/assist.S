@@ -18,6 +18,8 @@
 #   fwait      continues after fninit
 #   verw       writable data selector: ZF=1; code selector: ZF=0 (verr: 1)
 #   xgetbv     XCR0 bit 0 (x87) set, with CR4.OSXSAVE
+#   mxcsr      ldmxcsr/stmxcsr round trip, the same value in fxsave's image, a reserved
+#              bit #GP(0) with MXCSR unchanged
 #   syscall    ring 3: 4 syscall/sysretq round trips (the kernel entry at CPL 0), a
 #              user jmp to LSTAR that must arrive as a #PF (error 5, RIP = LSTAR),
 #              and a genuine #PF (write to a not-present page: error 6, CR2)
@@ -372,6 +374,44 @@ cx_misaligned_resume:
 1:      FAIL    n_xgetbv
 2:
 
+# --- ldmxcsr / stmxcsr ---
+        movq    %cr4, %rax
+        orq     $0x200, %rax                    # OSFXSR: the OS keeps SSE state
+        movq    %rax, %cr4
+        movl    $0x1fa0, mx_in(%rip)            # all exceptions masked, PE (a sticky flag) set
+        ldmxcsr mx_in(%rip)
+        movl    $0, mx_out(%rip)
+        stmxcsr mx_out(%rip)
+        cmpl    $0x1fa0, mx_out(%rip)
+        jne     1f
+        leaq    fx_area(%rip), %rdi
+        fxsave64 (%rdi)                         # the FPU's own view: MXCSR at byte 24
+        cmpl    $0x1fa0, 24(%rdi)
+        jne     1f
+        movq    $0, gp_hits(%rip)
+        leaq    mx_resume(%rip), %rax
+        movq    %rax, gp_resume(%rip)
+        movl    $0x80001f80, mx_in(%rip)        # bit 31 is reserved: #GP(0), MXCSR unchanged
+mx_reserved:
+        ldmxcsr mx_in(%rip)
+mx_resume:
+        cmpq    $1, gp_hits(%rip)
+        jne     1f
+        leaq    mx_reserved(%rip), %rax
+        cmpq    %rax, gp_rip(%rip)
+        jne     1f
+        cmpq    $0, gp_error(%rip)
+        jne     1f
+        stmxcsr mx_out(%rip)
+        cmpl    $0x1fa0, mx_out(%rip)
+        jne     1f
+        movl    $0x1f80, mx_in(%rip)            # back to the power-on value
+        ldmxcsr mx_in(%rip)
+        PASS    n_mxcsr
+        jmp     2f
+1:      FAIL    n_mxcsr
+2:
+
 # --- syscall from ring 3 ---
         movl    $MSR_STAR, %ecx
         xorl    %eax, %eax
@@ -554,6 +594,7 @@ n_fwait:    .asciz "fwait"
 n_verw:     .asciz "verw"
 n_xgetbv:   .asciz "xgetbv"
 n_syscall:  .asciz "syscall"
+n_mxcsr:    .asciz "mxcsr"
 sel_data:   .word SEL_KDATA
 
         .data
@@ -605,6 +646,10 @@ pf2_error:  .quad 0
 pf2_rip:    .quad 0
         .balign 16
 cx_mem:     .quad 0, 0, 0, 0
+mx_in:      .long 0
+mx_out:     .long 0
+        .balign 16
+fx_area:    .space 512
         .balign 16
 tss:        .space 0x68
 

@@ -34,10 +34,10 @@ run() {
 LDFLAGS="--fatal-warnings --no-warn-rwx-segments -z noexecstack"
 
 # 32-bit assembly guests, all with the shared pvh.ld except smp.
-for g in hello exit triple int3 reset halt hostile bench smp hypercall hypercall-ring3 echo idle uart-irq; do
+for g in hello exit triple int3 reset halt hostile bench smp hypercall hypercall-ring3 echo idle uart-irq count hcloop touch; do
     current=$g
     script=pvh.ld
-    [ "$g" = smp ] && script=pvh-smp.ld
+    [ "$g" = smp ] || [ "$g" = count ] && script=pvh-smp.ld
     run as --32 --fatal-warnings -I "$src" -o "$obj/$g.o" "$src/$g.S"
     run ld -m elf_i386 $LDFLAGS -T "$src/$script" -o "$out/$g.elf" "$obj/$g.o"
 done

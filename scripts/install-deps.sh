@@ -10,6 +10,7 @@
 #   linux-source-6.1, make, flex, bison, bc, libelf-dev, libssl-dev, xz-utils
 #                  - scripts/build-test-kernel.sh builds the test kernel from Debian's source
 #   iproute2       - ip netns / ip tuntap: the virtio-net tests' namespaces and taps
+#   e2fsprogs      - mkfs.ext4, debugfs, e2fsck: the test kernel's root disk, made and read back
 # and, with pip, the OpenAPI validators the contract test uses
 # (openapi-spec-validator, which brings openapi-schema-validator, and PyYAML) and
 # schemathesis, which fuzzes vmmd against the contract (scripts/fuzz-api.py).
@@ -34,6 +35,7 @@ command -v xz >/dev/null 2>&1 || need+=(xz-utils)
 [ -e /usr/include/libelf.h ] || need+=(libelf-dev)
 [ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
 [ -x /usr/sbin/ip ] || need+=(iproute2)
+[ -x /usr/sbin/mkfs.ext4 ] && [ -x /usr/sbin/debugfs ] || need+=(e2fsprogs)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 
 schemathesis_version=4.32.5

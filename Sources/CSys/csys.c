@@ -477,6 +477,28 @@ int csys_set_receive_timeout(int sock, int seconds)
     return setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0 ? 0 : -errno;
 }
 
+int csys_snapshot_directory(const char *path)
+{
+    if (mkdir(path, 0700) != 0) {
+        if (errno != EEXIST)
+            return -errno;
+        /* rmdir removes only an empty directory: the emptiness check and the new one
+           in one step, with no directory listing. */
+        if (rmdir(path) != 0)
+            return errno == ENOTEMPTY || errno == EEXIST ? -ENOTEMPTY : -errno;
+        if (mkdir(path, 0700) != 0)
+            return -errno;
+    }
+    return open_refusing_special(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+int csys_create_in(int dir, const char *name)
+{
+    int fd = openat(dir, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+
+    return fd >= 0 ? fd : -errno;
+}
+
 /* ---- taps (virtio-net) ---- */
 
 int csys_tap_open(const char *name)

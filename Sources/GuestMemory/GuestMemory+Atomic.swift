@@ -42,6 +42,9 @@ extension GuestMemory {
         guard address.isAligned(to: size) else { throw GuestMemoryError.misaligned(address: address.raw, alignment: size) }
         let (segment, offset) = try resolve(address, length: size)
         guard !segment.readOnly else { throw GuestMemoryError.readOnly(address: address.raw, segment: segment.name) }
+        // Counted as written whether or not the exchange succeeds (a diff snapshot then
+        // saves one page too many at worst, never one too few).
+        noteWrite(segment, offset, Int(size))
         return segment.host + offset
     }
 }

@@ -30,22 +30,24 @@ extension GuestMemory {
     /// usual shape, without the iovec array the scatter-gather form builds. Returns
     /// the bytes read (fewer only at end of file).
     public func readFile(_ fd: Int32, offset: UInt64, into range: GuestRange) throws -> UInt64 {
-        guard let host = hostPointer(range.start, length: range.length, writing: true) else {
+        guard let at = hostLocation(range.start, length: range.length, writing: true) else {
             let (segment, _) = try resolve(range.start, length: range.length)
             throw GuestMemoryError.readOnly(address: range.start.raw, segment: segment.name)
         }
-        // SAFETY: hostPointer() proved the range lies inside a writable segment mapping.
-        return try transfer(fd, host, Int(range.length), offset: offset, operation: "pread") { pread($0, $1, $2, $3) }
+        // SAFETY: hostLocation() proved the range lies inside a writable segment mapping.
+        let n = try transfer(fd, at.host, Int(range.length), offset: offset, operation: "pread") { pread($0, $1, $2, $3) }
+        writeLog.mark(segment: at.segment, offset: at.offset, length: Int(n))
+        return n
     }
 
     /// `pwrite(2)` of one range to the file `fd` from `offset`. Returns the bytes
     /// written (all of them, or an error).
     public func writeFile(_ fd: Int32, offset: UInt64, from range: GuestRange) throws -> UInt64 {
-        guard let host = hostPointer(range.start, length: range.length, writing: false) else {
+        guard let host = hostLocation(range.start, length: range.length, writing: false)?.host else {
             _ = try resolve(range.start, length: range.length)   // throws: not inside one segment
             throw GuestMemoryError.unmapped(address: range.start.raw, length: range.length)
         }
-        // SAFETY: hostPointer() proved the range lies inside a segment mapping.
+        // SAFETY: hostLocation() proved the range lies inside a segment mapping.
         return try transfer(fd, host, Int(range.length), offset: offset, operation: "pwrite") { pwrite($0, $1, $2, $3) }
     }
 
@@ -88,6 +90,7 @@ extension GuestMemory {
             }
             done += UInt64(n)
         }
+        noteWrite(segment, offset, Int(done))
         return done
     }
 
@@ -103,6 +106,8 @@ extension GuestMemory {
             }
             // SAFETY: resolve() proved [offset, offset + length) lies inside the segment mapping.
             vectors.append(iovec(iov_base: segment.host + offset, iov_len: Int(range.length)))
+            // The kernel may write any of it (a short read writes less, never outside).
+            if forWriting { noteWrite(segment, offset, Int(range.length)) }
         }
         return vectors
     }

@@ -54,6 +54,7 @@ extension GuestMemory {
                 // offset + done + n <= bytes.count was checked above.
                 if let base = src.baseAddress { (segment.host + at).copyMemory(from: base + offset + done, byteCount: n) }
             }
+            noteWrite(segment, at, n)
             done += n
         }
         return done

@@ -13,6 +13,8 @@ public final class GuestMemory: @unchecked Sendable {
 
     /// Segments sorted by guest address.
     public let segments: [MemorySegment]
+    /// The pages the VMM wrote (for diff snapshots); off unless enabled.
+    public let writeLog: WriteLog
 
     /// The segments' bounds as plain values, for the integer accessors devices call on
     /// every ring access: walking `segments` retains and releases each class reference,
@@ -37,20 +39,23 @@ public final class GuestMemory: @unchecked Sendable {
         }
         self.segments = sorted
         windows = sorted.map { Window(base: $0.guestBase.raw, size: $0.size, host: $0.host, readOnly: $0.readOnly) }
+        writeLog = WriteLog(segments: sorted)
     }
 
     /// The host address of `[address, address + length)` when it lies inside one segment
-    /// (and that segment is writable, when `writing`); nil otherwise, and the caller
-    /// asks `resolve` for the error.
+    /// (and that segment is writable, when `writing`), with the segment's index and the
+    /// offset in it (for the write log); nil otherwise, and the caller asks `resolve`
+    /// for the error.
     @inline(__always)
-    func hostPointer(_ address: GuestAddress, length: UInt64, writing: Bool) -> UnsafeMutableRawPointer? {
+    func hostLocation(_ address: GuestAddress, length: UInt64, writing: Bool)
+        -> (host: UnsafeMutableRawPointer, segment: Int, offset: Int)? {
         let a = address.raw
-        for w in windows where a >= w.base {
+        for (i, w) in windows.enumerated() where a >= w.base {
             let offset = a &- w.base
             guard offset < w.size, length <= w.size &- offset else { continue }
             if writing && w.readOnly { return nil }
             // SAFETY: offset + length <= size, so the pointer and the access stay inside the mapping.
-            return w.host + Int(offset)
+            return (w.host + Int(offset), i, Int(offset))
         }
         return nil
     }
@@ -132,6 +137,7 @@ public final class GuestMemory: @unchecked Sendable {
             // SAFETY: resolve() proved [offset, offset + count) lies inside the segment mapping.
             if let base = src.baseAddress { (segment.host + offset).copyMemory(from: base, byteCount: src.count) }
         }
+        noteWrite(segment, offset, bytes.count)
     }
 
     /// Sets `count` bytes at `address` to `value`.
@@ -142,6 +148,7 @@ public final class GuestMemory: @unchecked Sendable {
         }
         // SAFETY: resolve() proved [offset, offset + count) lies inside the segment mapping.
         memset(segment.host + offset, Int32(value), Int(count))
+        noteWrite(segment, offset, Int(count))
     }
 
     /// Copies `count` bytes inside guest memory; the ranges may overlap.
@@ -151,6 +158,7 @@ public final class GuestMemory: @unchecked Sendable {
         guard !dst.readOnly else { throw GuestMemoryError.readOnly(address: destination.raw, segment: dst.name) }
         // SAFETY: both ranges were proved inside their segments; memmove handles overlap.
         memmove(dst.host + dstOffset, src.host + srcOffset, Int(count))
+        noteWrite(dst, dstOffset, Int(count))
     }
 
     /// Reads a little-endian integer. Specialised for the widths devices read on every
@@ -161,9 +169,9 @@ public final class GuestMemory: @unchecked Sendable {
     @_specialize(exported: true, where T == UInt32)
     @_specialize(exported: true, where T == UInt64)
     public func readInteger<T: FixedWidthInteger>(_ type: T.Type = T.self, at address: GuestAddress) throws -> T {
-        if let p = hostPointer(address, length: UInt64(MemoryLayout<T>.size), writing: false) {
-            // SAFETY: hostPointer() proved the integer's bytes lie inside a segment mapping.
-            return T(littleEndian: p.loadUnaligned(as: T.self))
+        if let at = hostLocation(address, length: UInt64(MemoryLayout<T>.size), writing: false) {
+            // SAFETY: hostLocation() proved the integer's bytes lie inside a segment mapping.
+            return T(littleEndian: at.host.loadUnaligned(as: T.self))
         }
         let (segment, offset) = try resolve(address, length: UInt64(MemoryLayout<T>.size))
         // SAFETY: resolve() proved the integer's bytes lie inside the segment mapping.
@@ -176,15 +184,17 @@ public final class GuestMemory: @unchecked Sendable {
     @_specialize(exported: true, where T == UInt32)
     @_specialize(exported: true, where T == UInt64)
     public func writeInteger<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws {
-        if let p = hostPointer(address, length: UInt64(MemoryLayout<T>.size), writing: true) {
-            // SAFETY: hostPointer() proved the integer's bytes lie inside a writable segment mapping.
-            p.storeBytes(of: value.littleEndian, as: T.self)
+        if let at = hostLocation(address, length: UInt64(MemoryLayout<T>.size), writing: true) {
+            // SAFETY: hostLocation() proved the integer's bytes lie inside a writable segment mapping.
+            at.host.storeBytes(of: value.littleEndian, as: T.self)
+            writeLog.mark(segment: at.segment, offset: at.offset, length: MemoryLayout<T>.size)
             return
         }
         let (segment, offset) = try resolve(address, length: UInt64(MemoryLayout<T>.size))
         guard !segment.readOnly else { throw GuestMemoryError.readOnly(address: address.raw, segment: segment.name) }
         // SAFETY: resolve() proved the integer's bytes lie inside the segment mapping.
         (segment.host + offset).storeBytes(of: value.littleEndian, as: T.self)
+        noteWrite(segment, offset, MemoryLayout<T>.size)
     }
 
     /// Reads a NUL-terminated string of at most `maxLength` bytes (the terminator is not

@@ -28,8 +28,18 @@ public final class MemorySegment: @unchecked Sendable {
     public let range: GuestRange
     /// Whether the guest (and device DMA) may only read it; loaders may still fill it.
     public let readOnly: Bool
-    /// The backing memfd, owned by this segment.
+    /// The backing memfd (or, for a copy-on-write segment, the file mapped), owned by
+    /// this segment.
     public let memfd: Int32
+    /// How the segment is backed.
+    public enum Backing: Equatable, Sendable {
+        /// A memfd mapped shared: the memfd holds the guest's memory (the usual case).
+        case sharedMemfd
+        /// A file mapped copy-on-write from `offset`: the file holds the memory as it was
+        /// (a snapshot), the pages the guest wrote since are this process's own.
+        case privateFile(offset: UInt64)
+    }
+    public let backing: Backing
     let host: UnsafeMutableRawPointer
     let reservation: UnsafeMutableRawPointer
     let reservationSize: Int
@@ -64,14 +74,32 @@ public final class MemorySegment: @unchecked Sendable {
 
     /// Maps an existing memfd (e.g. one a supervisor created and handed over), taking
     /// ownership of the descriptor. Fails if the memfd is smaller than `size`.
-    public init(name: String, kind: Kind = .systemRAM, guestBase: GuestAddress, size: UInt64,
-                readOnly: Bool = false, adoptingMemfd fd: Int32) throws {
+    public convenience init(name: String, kind: Kind = .systemRAM, guestBase: GuestAddress, size: UInt64,
+                            readOnly: Bool = false, adoptingMemfd fd: Int32) throws {
+        try self.init(name: name, kind: kind, guestBase: guestBase, size: size, readOnly: readOnly,
+                      file: fd, offset: 0, backing: .sharedMemfd)
+    }
+
+    /// Maps `size` bytes of the file `fd` from `offset` copy-on-write (`MAP_PRIVATE`), taking
+    /// ownership of the descriptor: what a snapshot restore does with its memory file.
+    /// Reads come from the file's pages in the page cache, which every mapping of the file
+    /// shares; the first write to a page gives this mapping its own copy, and the file is
+    /// never written. Fails if the file ends before `offset + size`.
+    public convenience init(name: String, kind: Kind = .systemRAM, guestBase: GuestAddress, size: UInt64,
+                            readOnly: Bool = false, privateFile fd: Int32, offset: UInt64) throws {
+        try self.init(name: name, kind: kind, guestBase: guestBase, size: size, readOnly: readOnly,
+                      file: fd, offset: offset, backing: .privateFile(offset: offset))
+    }
+
+    private init(name: String, kind: Kind, guestBase: GuestAddress, size: UInt64, readOnly: Bool,
+                 file fd: Int32, offset: UInt64, backing: Backing) throws {
         do {
             try Self.validate(name: name, guestBase: guestBase, size: size)
             var st = stat()
-            guard fstat(fd, &st) == 0 else { throw GuestMemoryError.system(operation: "fstat(memfd)", errno: errno) }
-            guard UInt64(st.st_size) >= size else {
-                throw GuestMemoryError.invalidSegment("\(name): memfd holds \(st.st_size) bytes, segment needs \(size)")
+            guard fstat(fd, &st) == 0 else { throw GuestMemoryError.system(operation: "fstat(\(name))", errno: errno) }
+            let (end, overflow) = offset.addingReportingOverflow(size)
+            guard offset % Self.pageSize == 0, !overflow, end <= UInt64(Int64.max), UInt64(st.st_size) >= end else {
+                throw GuestMemoryError.invalidSegment("\(name): the file holds \(st.st_size) bytes, the segment needs \(size) from offset \(offset)")
             }
         } catch {
             close(fd)
@@ -85,14 +113,15 @@ public final class MemorySegment: @unchecked Sendable {
             close(fd)
             throw GuestMemoryError.system(operation: "mmap(reserve)", errno: e)
         }
+        let sharing = backing == .sharedMemfd ? MAP_SHARED : MAP_PRIVATE
         // SAFETY: MAP_FIXED inside our own reservation, leaving guardSize of PROT_NONE on each side.
         let data = mmap(reserved + Self.guardSize, Int(size), PROT_READ | PROT_WRITE,
-                        MAP_SHARED | MAP_FIXED | MAP_NORESERVE, fd, 0)
+                        sharing | MAP_FIXED | MAP_NORESERVE, fd, off_t(offset))
         guard let data, data != MAP_FAILED else {
             let e = errno
             munmap(reserved, total)
             close(fd)
-            throw GuestMemoryError.system(operation: "mmap(memfd)", errno: e)
+            throw GuestMemoryError.system(operation: backing == .sharedMemfd ? "mmap(memfd)" : "mmap(MAP_PRIVATE)", errno: e)
         }
         self.name = name
         self.kind = kind
@@ -100,6 +129,7 @@ public final class MemorySegment: @unchecked Sendable {
         self.range = GuestRange(start: guestBase, length: size)!
         self.readOnly = readOnly
         self.memfd = fd
+        self.backing = backing
         self.host = data
         self.reservation = reserved
         self.reservationSize = total
@@ -125,6 +155,7 @@ public final class MemorySegment: @unchecked Sendable {
 
     /// Gives up physical pages (`madvise(MADV_REMOVE)` on the shared memfd): the range
     /// reads as zeros afterwards. Used to scrub memory, e.g. before reuse by another VM.
+    /// Not for a copy-on-write segment (the call fails with EINVAL).
     public func discard() throws {
         // SAFETY: host/size describe exactly this segment's data mapping.
         guard madvise(host, Int(size), MADV_REMOVE) == 0 else {

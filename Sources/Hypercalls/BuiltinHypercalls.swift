@@ -10,6 +10,13 @@ public protocol HypercallEnvironment: AnyObject, Sendable {
     func requestReset()
     /// `level`: 0 error, 1 warning, 2 info, 3 debug, 4 trace.
     func guestLog(level: Int, message: String, vcpu: UInt32)
+    /// Snapshot restores behind this VM, and this instance's 16-byte ID (`vm_generation`).
+    var vmGeneration: (count: UInt64, instanceID: [UInt8]) { get }
+}
+
+extension HypercallEnvironment {
+    /// A VM that is never restored: generation 0, no instance ID.
+    public var vmGeneration: (count: UInt64, instanceID: [UInt8]) { (0, [UInt8](repeating: 0, count: 16)) }
 }
 
 /// The calls every swift-vmm VM with hypercalls enabled offers (docs/hypercalls.md).
@@ -46,6 +53,12 @@ public enum BuiltinHypercalls {
         }
         try registry.register(HypercallNumber.reset.rawValue, name: "reset") { _ in
             environment.requestReset()
+            return 0
+        }
+        try registry.register(HypercallNumber.vmGeneration.rawValue, name: "vm_generation", maximumRing: 3) { ctx throws(HypercallError) in
+            guard ctx.request.argument(1) >= 24 else { throw .bufferTooSmall }
+            let (count, id) = environment.vmGeneration
+            try ctx.write(le64(count) + id.prefix(16) + [UInt8](repeating: 0, count: max(0, 16 - id.count)), address: ctx.request.argument(0))
             return 0
         }
         try registry.register(HypercallNumber.log.rawValue, name: "log", maximumRing: 3) { ctx throws(HypercallError) in

@@ -36,6 +36,10 @@ public enum HypercallNumber: UInt64, CaseIterable, Sendable {
     case reset = 5
     /// (RBX level 0-4, RCX address, RSI length) → 0; one line in the VMM's log.
     case log = 6
+    /// (RBX address, RCX length ≥ 24) → 0; writes { u64 generation; u8 instance_id[16] }:
+    /// how many snapshot restores lie behind this VM, and an ID of this running instance
+    /// (new with every restore, different for every clone of one snapshot).
+    case vmGeneration = 7
 
     /// First number available to library users.
     public static let firstUserNumber: UInt64 = 0x1000

@@ -171,7 +171,7 @@ extension KVMVCPU {
         }
     }
 
-    private func transferMSRs(_ entries: inout [kvm_msr_entry], request: UInt, name: String) throws -> Int {
+    func transferMSRs(_ entries: inout [kvm_msr_entry], request: UInt, name: String) throws -> Int {
         let header = 8  // struct kvm_msrs { u32 nmsrs; u32 pad; entries[] }
         let stride = MemoryLayout<kvm_msr_entry>.stride
         var buffer = [UInt8](repeating: 0, count: header + entries.count * stride)

@@ -35,6 +35,7 @@ final class HypercallHost: HypercallEnvironment, @unchecked Sendable {
     }
 
     func consoleWrite(_ bytes: [UInt8]) { for b in bytes { output.write(b) } }
+    var vmGeneration: (count: UInt64, instanceID: [UInt8]) { machine?.generation ?? (0, [UInt8](repeating: 0, count: 16)) }
     func requestPowerOff() { machine?.stop(.powerOff) }
     func requestReset() { machine?.stop(.reset) }
 

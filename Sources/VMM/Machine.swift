@@ -61,6 +61,8 @@ public final class Machine: @unchecked Sendable {
     private let running = Mutex(false)
     /// Set by `reboot()`: the next `.reset` stop reboots even when `rebootOnReset` is off.
     private let rebootRequested = Atomic<Bool>(false)
+    /// Snapshot state: the last snapshot (a diff's parent), the restore generation.
+    let snapshots = SnapshotBookkeeping()
 
     deinit {
         for runner in vcpus { runner.terminate() }
@@ -78,7 +80,13 @@ public final class Machine: @unchecked Sendable {
     ///   - memory: guest memory built by the caller, e.g. from memfds a supervisor owns so
     ///     that they outlive this machine; its RAM must be `config.memoryMiB`. Created
     ///     here if nil.
-    public init(config: MachineConfig, kvm: KVMSystem? = nil, memory providedMemory: GuestMemory? = nil) throws {
+    public convenience init(config: MachineConfig, kvm: KVMSystem? = nil, memory providedMemory: GuestMemory? = nil) throws {
+        try self.init(config: config, kvm: kvm, memory: providedMemory, restoring: nil)
+    }
+
+    /// The machine of `config`, booting its image — or, with a restore plan, taking the
+    /// snapshot's CPUID and state instead (`Machine.restore`).
+    init(config: MachineConfig, kvm: KVMSystem?, memory providedMemory: GuestMemory?, restoring plan: RestorePlan?) throws {
         let topology = try Self.validate(config)
         if let providedMemory, providedMemory.ramSize != config.memoryMiB << 20 {
             throw MachineError.invalidConfig("the memory handed in holds \(providedMemory.ramSize >> 20) MiB of RAM, the config asks for \(config.memoryMiB) MiB")
@@ -91,10 +99,18 @@ public final class Machine: @unchecked Sendable {
 
         memory = try providedMemory ?? GuestMemory.create(ramSize: config.memoryMiB << 20)
         for (slot, segment) in memory.segments.enumerated() {
+            var flags: KVMVM.MemoryFlags = segment.readOnly ? .readOnly : []
+            if config.trackDirtyPages { flags.insert(.logDirtyPages) }
             try vm.setMemoryRegion(slot: UInt32(slot), guestAddress: segment.guestBase.raw, size: segment.size,
-                                   hostAddress: segment.hostAddress, flags: segment.readOnly ? .readOnly : [])
+                                   hostAddress: segment.hostAddress, flags: flags)
         }
-        emulationAssist = Self.makeEmulationAssist(config, kvm: self.kvm, memory: memory)
+        if config.trackDirtyPages && plan == nil { memory.writeLog.enable() }
+        // A restore takes the snapshot's assist as it was (no probe), or none.
+        if let plan {
+            emulationAssist = Self.restoredEmulationAssist(plan, memory: memory)
+        } else {
+            emulationAssist = Self.makeEmulationAssist(config, kvm: self.kvm, memory: memory)
+        }
         ioapic = try Self.createInterruptControllers(config, vm: vm, topology: topology)
         let interrupts = InterruptWiring(vm: vm, ioapic: ioapic, enabled: config.inKernelIRQChip)
 
@@ -118,7 +134,9 @@ public final class Machine: @unchecked Sendable {
         portIO.seal()
         mmio.seal()
 
-        supportedCPUID = try self.kvm.supportedCPUID()
+        // A restore takes each vCPU's CPUID from the snapshot; the first one's also gives
+        // the reset signature a reboot needs (KVM_GET_SUPPORTED_CPUID costs ~0.3 ms here).
+        supportedCPUID = try plan?.vcpus.first?.cpuid ?? self.kvm.supportedCPUID()
         hypercalls = config.hypercalls ? config.hypercallRegistry : nil
         let handler = ExitDispatcher(portIO: portIO, mmio: mmio, machine: relay, memory: memory, hypercalls: hypercalls,
                                      assist: emulationAssist, ioapic: ioapic)
@@ -129,12 +147,14 @@ public final class Machine: @unchecked Sendable {
         for index in 0 ..< config.cpus {
             let id = topology.apicID(ofIndex: index)  // the vCPU ID is its initial APIC ID
             let vcpu = try vm.createVCPU(id: id)
-            try vcpu.setCPUID(CPUIDBuilder.entries(supported: cpuid, apicID: id, topology: topology))
+            try vcpu.setCPUID(plan?.vcpus[index].cpuid ?? CPUIDBuilder.entries(supported: cpuid, apicID: id, topology: topology))
             vcpu.setSyncRegisters(config.hypercalls)  // the doorbell reads and writes registers
             runners.append(VCPURunner(vcpu: vcpu, handler: handler))
             stats.append(try? vcpu.openStatistics())
         }
         vcpus = runners
+        if let first = runners.first { emulationAssist?.adoptXSAVELayout(of: first.vcpu) }
+        snapshots.prepare(kvm: self.kvm, vcpu: runners.first?.vcpu)
         debugger = MachineDebugger(runners: runners, memory: memory, kvm: self.kvm, cpuid: cpuid,
                                    assist: emulationAssist, fail: { relay.stop(.vmmError($0)) })
         handler.debug.target = debugger
@@ -143,10 +163,11 @@ public final class Machine: @unchecked Sendable {
                                                 config, layout: deviceLayout)
         vcpuStatistics = stats
         vmStatistics = try? vm.openStatistics()
-        bootFormat = .pvhELF
-        bootFormat = try loadImage()
+        bootFormat = plan?.bootFormat ?? .pvhELF
+        if plan == nil { bootFormat = try loadImage() }
         relay.target = self
         if let hypercalls { try BuiltinHypercalls.register(into: hypercalls, environment: HypercallHost(machine: self)) }
+        if let plan { try applyRestore(plan) }
     }
 
     /// Checks the configuration before anything is created; returns the vCPU topology.

@@ -59,6 +59,12 @@ public struct MachineConfig: Sendable {
     /// Off by default: a kernel that reads both would probe each device twice.
     public var virtioOnCommandLine: Bool = false
 
+    /// Log the pages that change — KVM's dirty log on every memory slot, and the VMM's
+    /// own writes — so that a snapshot can be a diff of the one before it
+    /// (`SnapshotOptions.Kind.diff`). Costs a write-protection fault on the first write
+    /// to each page after every snapshot.
+    public var trackDirtyPages: Bool = false
+
     /// The VM's name: what the `vm_name` hypercall answers and what log lines carry.
     public var name: String = "vm"
     /// Enable the hypercall doorbell and set CPUID 0x40000001 bit 0 (off by default:

@@ -45,6 +45,9 @@ public final class VCPURunner: @unchecked Sendable {
     private let acknowledged = DispatchSemaphore(value: 0)
     private var thread: HostThread?
     private let handler: ExitDispatcher
+    /// Work for the parked vCPU thread (`onOwnThread`), and its completion.
+    private let job = Mutex<(@Sendable () -> Void)?>(nil)
+    private let jobDone = DispatchSemaphore(value: 0)
 
     init(vcpu: KVMVCPU, handler: ExitDispatcher) {
         self.vcpu = vcpu
@@ -53,6 +56,15 @@ public final class VCPURunner: @unchecked Sendable {
 
     /// The current state.
     public var state: State { control.withLock { $0.state } }
+
+    /// Whether the vCPU is out of the guest and stays out until resumed: paused, or
+    /// never started, or started but told to pause before it first ran (what a snapshot
+    /// may read).
+    var isParked: Bool {
+        control.withLock { c in
+            c.state == .paused || (c.state == .created && (thread == nil || requested.load(ordering: .acquiring) == Request.pause.rawValue))
+        }
+    }
 
     /// Starts the vCPU thread (created → running), or lets a stopped vCPU run again.
     /// `startPaused` leaves it paused until `resume`.
@@ -144,6 +156,24 @@ public final class VCPURunner: @unchecked Sendable {
         if let thread, thread.handle != HostThread.current { VCPUKick.kick(thread.handle) }
     }
 
+    /// Runs `body` on the vCPU's own thread while the vCPU is parked (paused or stopped),
+    /// and returns its result; a vCPU whose thread never started runs it on the caller's.
+    /// KVM wants vCPU ioctls from the thread that runs the vCPU (api.rst, "vcpu ioctls"),
+    /// and this project's hosts mean it: after a snapshot of Linux read mid-boot from
+    /// vmmctl's signal thread, the guest's user processes faulted in their TLS (busybox at
+    /// `mov %fs:-0x90`), /init first, and the kernel panicked; read on the vCPU threads,
+    /// the same boot and its restores run to power-off.
+    func onOwnThread<T>(_ body: @escaping @Sendable (KVMVCPU) throws -> T) throws -> T {
+        guard let thread, thread.handle != HostThread.current else { return try body(vcpu) }
+        let box = ResultBox<T>()
+        let vcpu = self.vcpu
+        job.withLock { $0 = { box.result = Result { try body(vcpu) } } }
+        wakeup.signal()
+        jobDone.wait()
+        guard let result = box.result else { throw MachineError.invalidState("vCPU \(id) did not run the job") }
+        return try result.get()
+    }
+
     // MARK: - Halt detection
 
     /// Kicks the vCPU and asks it whether it can ever run again: true when it is halted
@@ -196,6 +226,7 @@ public final class VCPURunner: @unchecked Sendable {
         var running = false
         while true {
             if !(running && requested.load(ordering: .acquiring) == Request.run.rawValue) {
+                if running && requested.load(ordering: .acquiring) == Request.pause.rawValue { completePendingOperation() }
                 // Before anyone is told the vCPU parked: its registers must read back as
                 // what the next entry resumes from (a debugger reads and writes them).
                 if requested.load(ordering: .acquiring) != Request.run.rawValue {
@@ -205,7 +236,10 @@ public final class VCPURunner: @unchecked Sendable {
                 running = step == .run
                 switch step {
                 case .exit: return
-                case .wait: wakeup.wait(); continue
+                case .wait:
+                    wakeup.wait()
+                    if let work = job.withLock({ j in defer { j = nil }; return j }) { work(); jobDone.signal() }
+                    continue
                 case .run: break
                 }
             }
@@ -225,6 +259,32 @@ public final class VCPURunner: @unchecked Sendable {
             }
         }
     }
+
+    /// Before a vCPU parks paused: KVM finishes the exit the VMM just handled (an `in`'s
+    /// value into RAX, RIP past the instruction, registers written through the sync-regs
+    /// area) only at the next KVM_RUN, and keeps that pending state where no KVM_GET_*
+    /// can see it (api.rst, "KVM_RUN": re-enter with immediate_exit to complete it). A
+    /// paused vCPU is one a snapshot may read, so it re-enters once with immediate_exit
+    /// set: KVM completes the operation and returns EINTR without running the guest. A
+    /// completion that ends in another exit (the next chunk of a string I/O) is handled
+    /// like any other.
+    private func completePendingOperation() {
+        for _ in 0 ..< Self.maxCompletionExits {
+            vcpu.requestImmediateExit(true)
+            do {
+                let exit = try vcpu.runOnce()
+                if case .interrupted = exit { break }
+                handler.handle(exit, on: self)
+            } catch {
+                handler.failed(error, on: self)
+                break
+            }
+        }
+        vcpu.requestImmediateExit(false)
+    }
+
+    /// Exits a completion may take at most (a 64 KiB `rep outsb` is 65536 exits).
+    static let maxCompletionExits = 1 << 17
 
     private func nextStep() -> Step {
         control.withLock { c -> Step in
@@ -246,6 +306,12 @@ public final class VCPURunner: @unchecked Sendable {
             }
         }
     }
+}
+
+/// A result handed from the vCPU thread to a caller waiting on a semaphore.
+private final class ResultBox<T>: @unchecked Sendable {
+    // @unchecked: written by the vCPU thread before `jobDone.signal()`, read after the wait.
+    var result: Result<T, any Error>?
 }
 
 func usleepMS(_ ms: Int) { _ = usleep(useconds_t(ms * 1000)) }

@@ -21,6 +21,8 @@ public enum APIRoute: Sendable, Equatable {
     /// `POST .../console`: the body goes to the guest's serial port.
     case consoleInput(name: String, owner: OwnerSelector?)
     case stats(name: String, owner: OwnerSelector?)
+    /// `PUT .../snapshot`: write a snapshot of the VM (the body says where).
+    case snapshot(name: String, owner: OwnerSelector?)
     /// `GET .../gdb` with `Upgrade: gdb-remote`: the connection becomes a byte stream to
     /// the VM's GDB remote protocol stub (`vmmctl gdb`).
     case debugger(name: String, owner: OwnerSelector?)
@@ -78,6 +80,8 @@ public enum APIRoute: Sendable, Equatable {
             return try expect(["GET", "POST"], .console(name: name, follow: follow, owner: owner), params: ["owner", "follow"])
         case ["stats"]:
             return try expect(["GET"], .stats(name: name, owner: owner), params: ["owner"])
+        case ["snapshot"]:
+            return try expect(["PUT"], .snapshot(name: name, owner: owner), params: ["owner"])
         case ["gdb"]:
             return try expect(["GET"], .debugger(name: name, owner: owner), params: ["owner"])
         case ["test", "forbidden-syscall"]:

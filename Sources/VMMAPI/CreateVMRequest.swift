@@ -50,6 +50,12 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
     public var disks: [DiskRequest] = []
     /// A virtio-rng device.
     public var rng = false
+    /// Log the pages that change, so that the VM's snapshots can be diffs.
+    public var trackDirtyPages = false
+    /// Build the VM from this snapshot instead of booting `kernel`: its shape is the
+    /// snapshot's, so none of the fields that describe the machine may be given with it
+    /// (but `net` and `vsock`, the host ends of those devices).
+    public var restoreFrom: RestoreRequest?
     /// virtio-net devices on taps, in order.
     public var net: [NetRequest] = []
     /// A virtio-vsock device.
@@ -77,17 +83,26 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
         case name, memoryMiB = "memory_mib", vcpus, kernel, initrd, cmdline, debugExit = "debug_exit"
         case hypercalls, noReboot = "no_reboot", tripleFault = "triple_fault", cpuTemplate = "cpu_template", lifetime, start, flags, reserved
         case emulationAssist = "emulation_assist"
-        case disks, rng
+        case disks, rng, trackDirtyPages = "track_dirty_pages", restoreFrom = "restore_from"
         case net, vsock
     }
+
+    /// What a request with `restore_from` may also say: the rest is the snapshot's.
+    /// The host ends of a network or vsock device may be given too (each clone of a
+    /// snapshot needs a tap and a socket of its own); otherwise they are the snapshot's.
+    static let restoreKeys: Set<CodingKeys> = [.name, .lifetime, .start, .flags, .reserved, .restoreFrom, .net, .vsock]
 
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
+        restoreFrom = try c.decodeIfGiven(RestoreRequest.self, forKey: .restoreFrom)
+        if restoreFrom != nil, let given = CodingKeys.allCases.first(where: { c.contains($0) && !Self.restoreKeys.contains($0) }) {
+            throw APIError(.invalidField, "\(given.stringValue) comes from the snapshot and cannot be given with restore_from", field: given.stringValue)
+        }
         name = try c.decode(String.self, forKey: .name)
         memoryMiB = try c.decodeIfGiven(UInt64.self, forKey: .memoryMiB) ?? 128
         vcpus = try c.decodeIfGiven(Int.self, forKey: .vcpus) ?? 1
-        kernel = try c.decode(String.self, forKey: .kernel)
+        kernel = restoreFrom == nil ? try c.decode(String.self, forKey: .kernel) : ""
         initrd = try c.decodeIfGiven(String.self, forKey: .initrd)
         cmdline = try c.decodeIfGiven(String.self, forKey: .cmdline) ?? ""
         debugExit = try c.decodeIfGiven(Bool.self, forKey: .debugExit) ?? false
@@ -100,6 +115,7 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
         start = try c.decodeIfGiven(Bool.self, forKey: .start) ?? true
         disks = try c.decodeIfGiven([DiskRequest].self, forKey: .disks) ?? []
         rng = try c.decodeIfGiven(Bool.self, forKey: .rng) ?? false
+        trackDirtyPages = try c.decodeIfGiven(Bool.self, forKey: .trackDirtyPages) ?? false
         net = try c.decodeIfGiven([NetRequest].self, forKey: .net) ?? []
         vsock = try c.decodeIfGiven(VsockRequest.self, forKey: .vsock)
         flags = try c.decodeIfGiven(UInt64.self, forKey: .flags) ?? 0
@@ -123,7 +139,11 @@ public struct CreateVMRequest: Codable, Sendable, Equatable {
         guard (1 ... Self.maxVCPUs).contains(vcpus) else {
             throw APIError(.invalidField, "vcpus must be between 1 and \(Self.maxVCPUs)", field: "vcpus")
         }
-        try Self.validatePath(kernel, field: "kernel")
+        if let restoreFrom {
+            try Self.validatePath(restoreFrom.path, field: "restore_from.path")
+        } else {
+            try Self.validatePath(kernel, field: "kernel")
+        }
         if let initrd { try Self.validatePath(initrd, field: "initrd") }
         // Lengths in characters (Unicode scalars), as JSON Schema's maxLength counts them:
         // the contract and the server agree on every string. A kernel that takes fewer

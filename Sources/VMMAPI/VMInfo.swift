@@ -63,6 +63,9 @@ public struct VMInfo: Codable, Sendable, Equatable {
     public var lastExit: ExitInfo?
     public var disks: [DiskRequest] = []
     public var rng = false
+    /// The snapshot the VM was built from (null for one that booted a kernel).
+    public var restoredFrom: String?
+    public var trackDirtyPages = false
     /// The network devices, each with the MAC the guest sees.
     public var net: [NetRequest] = []
     public var vsock: VsockRequest?
@@ -83,7 +86,7 @@ public struct VMInfo: Codable, Sendable, Equatable {
         case name, ownerUID = "owner_uid", state, lifetime, workerPID = "worker_pid", createdAt = "created_at"
         case memoryMiB = "memory_mib", vcpus, kernel, initrd, cmdline, debugExit = "debug_exit", hypercalls
         case noReboot = "no_reboot", tripleFault = "triple_fault", cpuTemplate = "cpu_template", bootFormat = "boot_format", lastExit = "last_exit"
-        case disks, rng
+        case disks, rng, restoredFrom = "restored_from", trackDirtyPages = "track_dirty_pages"
         case net, vsock
     }
 
@@ -100,6 +103,7 @@ public struct VMInfo: Codable, Sendable, Equatable {
         try c.encode(tripleFault, forKey: .tripleFault); try c.encode(cpuTemplate, forKey: .cpuTemplate)
         try c.encode(bootFormat, forKey: .bootFormat); try c.encode(lastExit, forKey: .lastExit)
         try c.encode(disks, forKey: .disks); try c.encode(rng, forKey: .rng)
+        try c.encode(restoredFrom, forKey: .restoredFrom); try c.encode(trackDirtyPages, forKey: .trackDirtyPages)
         try c.encode(net, forKey: .net); try c.encode(vsock, forKey: .vsock)
     }
 }

@@ -128,9 +128,16 @@ struct DaemonBenchmark {
 
     /// One managed VM's life; returns (ms create → destroyed, ms for the create call).
     func lifecycle(socket: String, name: String, kernel: String) async throws -> (Double, Double) {
+        try await Self.lifecycle(socket: socket, name: name,
+                                 body: #"{"name":"\#(name)","kernel":"\#(kernel)","memory_mib":32,"lifetime":"connection"}"#)
+    }
+
+    /// One managed VM's life from the create request `body`: created (and started),
+    /// followed until its guest stopped, destroyed.
+    static func lifecycle(socket: String, name: String, body text: String) async throws -> (Double, Double) {
         let c = try await APIConnection.connect(socketPath: socket)
         defer { Task { await c.close() } }
-        let body = Array(#"{"name":"\#(name)","kernel":"\#(kernel)","memory_mib":32,"lifetime":"connection"}"#.utf8)
+        let body = Array(text.utf8)
         let t0 = Date()
         let created = try await c.request(.POST, "/v1/vms", body: body)
         guard created.status == 201 else { die("create \(name): \(created.status) \(created.text)") }

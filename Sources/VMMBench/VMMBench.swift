@@ -20,7 +20,8 @@
 //     (target ≤ 1 ms) with the split irqchip, and with KVM's in-kernel irqchip beside it.
 //   - cold start (ColdStartBench.swift): whole processes, `vmmctl run` against
 //     `kvm_ref run` and QEMU microvm in alternating runs; `vmmctl --help`.
-//   - virtio (VirtioBench.swift), vsock (VsockBench.swift), vmmd (DaemonBench.swift).
+//   - virtio (VirtioBench.swift), vsock (VsockBench.swift), snapshots
+//     (SnapshotBench.swift), vmmd (DaemonBench.swift).
 import ArgumentParser
 import Foundation
 import KVMRef
@@ -63,6 +64,8 @@ struct VMMBench: ParsableCommand {
     var vsockStats = false
     @Flag(help: "Only the virtio figures.")
     var virtioOnly = false
+    @Flag(help: "Only the snapshot figures (restore to the first instruction, snapshot write, QEMU -incoming, clones under vmmd).")
+    var snapshotOnly = false
     @Flag(help: "Only the vmmd figures (with one C lifecycle run as their reference).")
     var daemonOnly = false
     @Flag(help: "Only the whole-process cold-start figures (vmmctl run, vmmctl --help).")
@@ -72,12 +75,26 @@ struct VMMBench: ParsableCommand {
     @Flag(help: "Time one hypercall dispatch with no guest.")
     var micro = false
 
+    /// The snapshot figures' children (a restore, or the bare KVM objects, in a fresh
+    /// process) are dispatched before any parsing: they are not options of the benchmark.
+    static func main() {
+        let args = CommandLine.arguments.dropFirst()
+        if args.first == "--restore-child" { restoreChild(Array(args.dropFirst())) }
+        if args.first == "--kvm-child" { kvmChild(Array(args.dropFirst())) }
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+
     mutating func validate() throws {
         guard rounds > 0, exits > 0, vms > 0, pairs > 0, batch > 0, daemonVMs > 0, concurrency > 0,
               idleWorkers > 0, idleVMs >= 0, coldRuns > 0 else {
             throw ValidationError("counts must be positive")
         }
-        guard [vsockOnly, virtioOnly, daemonOnly, coldStartOnly, diagnose, micro].filter({ $0 }).count <= 1 else {
+        guard [vsockOnly, virtioOnly, snapshotOnly, daemonOnly, coldStartOnly, diagnose, micro].filter({ $0 }).count <= 1 else {
             throw ValidationError("at most one of the mode flags")
         }
     }
@@ -97,6 +114,9 @@ struct VMMBench: ParsableCommand {
         sh(["cc", "-O2", "-Wall", "-o", reference, root + "/Benchmarks/ref/kvm_ref.c"])
         if vsockOnly { return vsockBenchmarks(work: work, root: root, rounds: rounds, megabytes: 256, connections: 500, stats: vsockStats) }
         if virtioOnly { return virtioBenchmarks(work: work, pairs: pairs, iterations: exits, rounds: rounds) }
+        if snapshotOnly {
+            return snapshotBenchmarks(work: work, runs: max(rounds, 9), clones: daemonVMs, concurrency: concurrency)
+        }
         let cold = ColdStartBenchmark(work: work, reference: reference, runs: coldRuns)
         if coldStartOnly { return cold.run() }
 
@@ -108,6 +128,7 @@ struct VMMBench: ParsableCommand {
             cold.run()
             virtioBenchmarks(work: work, pairs: pairs, iterations: exits, rounds: rounds)
             vsockBenchmarks(work: work, root: root, rounds: rounds, megabytes: 256, connections: 500, stats: vsockStats)
+            snapshotBenchmarks(work: work, runs: max(rounds, 9), clones: daemonVMs, concurrency: concurrency)
         }
         daemonBenchmarks(work: work, cLifecycle: median(cLife))
     }

@@ -44,26 +44,37 @@ enum CallerFiles {
 
     /// Opens each path as its kind says, for `caller`.
     static func open(_ paths: [(field: String, path: String, kind: Kind)], as caller: Caller) async throws(APIError) -> [Int32] {
-        // Resumed once: by the opening thread, or by the timeout, whichever comes first.
-        let once = OnceResume()
-        let result: Result<[Int32], APIError> = await withCheckedContinuation { continuation in
+        // The body takes the caller's identity itself, after opening taps as the daemon.
+        try await perform(as: caller, field: "kernel", assumingIdentity: false, discard: { for fd in $0 { close(fd) } }) {
+            openOnThisThread(paths, as: caller)
+        }.get()
+    }
+
+    /// Runs `body` on a short-lived thread that has `caller`'s file-system identity, and
+    /// returns what it returned. A body that takes longer than `timeoutSeconds` (a hung
+    /// mount) is given up on: its late result goes to `discard` (to close descriptors),
+    /// and the answer is `image_rejected` naming `field`.
+    static func perform<T: Sendable>(as caller: Caller, field: String, assumingIdentity: Bool = true,
+                                     discard: @escaping @Sendable (T) -> Void,
+                                     _ body: @escaping @Sendable () -> Result<T, APIError>) async -> Result<T, APIError> {
+        // Resumed once: by the working thread, or by the timeout, whichever comes first.
+        let once = OnceResume<T>()
+        return await withCheckedContinuation { continuation in
             once.set(continuation)
             do {
-                try HostThread(name: "open-as-caller") {
-                    let r = openOnThisThread(paths, as: caller)
-                    if !once.resume(r), case .success(let fds) = r {
-                        for fd in fds { close(fd) }   // too late: nobody will use them
-                    }
+                try HostThread(name: "as-caller") {
+                    let refusal = assumingIdentity ? assumeIdentity(of: caller) : nil
+                    let r = refusal.map { Result<T, APIError>.failure($0) } ?? body()
+                    if !once.resume(r), case .success(let late) = r { discard(late) }   // too late: nobody will use it
                 }.detach()
             } catch {
                 _ = once.resume(.failure(APIError(.internalError, "cannot start a thread to open files: \(error)")))
             }
             Task {
                 try await Task.sleep(nanoseconds: timeoutSeconds * 1_000_000_000)
-                _ = once.resume(.failure(APIError(.imageRejected, "opening the images took longer than \(timeoutSeconds) s", field: "kernel")))
+                _ = once.resume(.failure(APIError(.imageRejected, "opening the files took longer than \(timeoutSeconds) s", field: field)))
             }
         }
-        return try result.get()
     }
 
     /// Removes a vsock listener's socket file as the caller (who owns it), when its VM
@@ -188,14 +199,14 @@ struct FileIdentity: Equatable {
 }
 
 /// A continuation that may be resumed from several places; only the first counts.
-final class OnceResume: Sendable {
-    private let slot = Mutex<CheckedContinuation<Result<[Int32], APIError>, Never>?>(nil)
+final class OnceResume<T: Sendable>: Sendable {
+    private let slot = Mutex<CheckedContinuation<Result<T, APIError>, Never>?>(nil)
 
-    func set(_ c: CheckedContinuation<Result<[Int32], APIError>, Never>) { slot.withLock { $0 = c } }
+    func set(_ c: CheckedContinuation<Result<T, APIError>, Never>) { slot.withLock { $0 = c } }
 
     /// True when this call resumed it.
-    func resume(_ value: Result<[Int32], APIError>) -> Bool {
-        guard let c = slot.withLock({ s -> CheckedContinuation<Result<[Int32], APIError>, Never>? in defer { s = nil }; return s }) else {
+    func resume(_ value: Result<T, APIError>) -> Bool {
+        guard let c = slot.withLock({ s -> CheckedContinuation<Result<T, APIError>, Never>? in defer { s = nil }; return s }) else {
             return false
         }
         c.resume(returning: value)

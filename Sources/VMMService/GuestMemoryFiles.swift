@@ -32,6 +32,15 @@ final class GuestMemoryFiles: @unchecked Sendable {
         self.descriptors = fds
     }
 
+    /// No guest memory of the daemon's: a VM restored copy-on-write maps its snapshot's
+    /// memory file in the worker.
+    private init() {
+        segments = []
+        descriptors = []
+    }
+
+    static func none() -> GuestMemoryFiles { GuestMemoryFiles() }
+
     /// The inode numbers, to show that a restarted worker got the same memory.
     var inodes: [UInt64] {
         descriptors.map { fd in

@@ -75,6 +75,11 @@ final class ManagedVM: Sendable {
         /// pidfd of the creator and its watch, for the `process` lifetime.
         var creatorPidfd: Int32?
         var creatorWatch: UInt64?
+        /// The snapshot being written, waiting for the worker's answer.
+        var snapshotWaiter: CheckedContinuation<Result<SnapshotReport, APIError>, Never>?
+        /// The directory of the VM's last snapshot, or of the snapshot it was restored
+        /// from: the parent of its next diff.
+        var lastSnapshot: String?
     }
     let state = Mutex(State())
     /// Serialises the daemon's operations on this VM (create, start, actions, destroy).
@@ -85,6 +90,7 @@ final class ManagedVM: Sendable {
         self.key = key; self.request = request; self.lifetime = lifetime; self.opener = opener
         self.backing = backing; self.createdAt = createdAt
         if case .handle = backing { state.withLock { $0.phase = .external } }
+        if let restore = request.restoreFrom { state.withLock { $0.lastSnapshot = restore.path } }
     }
 
     /// A persistent VM recorded on disk that did not come back, and why.
@@ -117,7 +123,13 @@ final class ManagedVM: Sendable {
             .init(mac: (n.mac ?? "").split(separator: ":").compactMap { UInt8($0, radix: 16) })
         }
         setup.vsockCID = request.vsock?.cid
-        return setup
+        return setup.withSnapshot(request, layers: restoreLayers)
+    }
+
+    /// Snapshots in the chain this VM is restored from (their files lead `images`).
+    var restoreLayers: Int {
+        guard request.restoreFrom != nil, case .worker(_, let images) = backing else { return 0 }
+        return (images.count - request.disks.count - request.net.count - (request.vsock == nil ? 0 : 1)) / 2
     }
 
     var phase: VMState { state.withLock { $0.phase } }
@@ -131,6 +143,8 @@ final class ManagedVM: Sendable {
                    tripleFault: request.tripleFault, cpuTemplate: request.cpuTemplate, bootFormat: s.bootFormat, lastExit: s.lastExit)
             info.disks = request.disks
             info.rng = request.rng
+            info.restoredFrom = request.restoreFrom?.path
+            info.trackDirtyPages = request.trackDirtyPages
             info.net = request.net
             info.vsock = request.vsock
             return info
@@ -176,6 +190,16 @@ final class ManagedVM: Sendable {
             })
         case .statistics(let id, let lines):
             state.withLock { $0.statsWaiters.removeValue(forKey: id) }?.resume(returning: lines)
+        case .snapshotTaken(let report):
+            state.withLock { s -> CheckedContinuation<Result<SnapshotReport, APIError>, Never>? in
+                defer { s.snapshotWaiter = nil }
+                return s.snapshotWaiter
+            }?.resume(returning: .success(report))
+        case .snapshotFailed(let why):
+            state.withLock { s -> CheckedContinuation<Result<SnapshotReport, APIError>, Never>? in
+                defer { s.snapshotWaiter = nil }
+                return s.snapshotWaiter
+            }?.resume(returning: .failure(APIError(.invalidState, "the snapshot failed: \(why)")))
         case .debugData(let bytes):
             debugger.deliver(bytes)
         case .debugClosed:
@@ -190,6 +214,7 @@ final class ManagedVM: Sendable {
         var stats: [CheckedContinuation<[StatisticLine], Error>] = []
         var changes: [(CheckedContinuation<VMState?, Never>, VMState)] = []
         var exits: [CheckedContinuation<Void, Never>] = []
+        var snapshot: CheckedContinuation<Result<SnapshotReport, APIError>, Never>?
     }
 
     /// The worker process has exited: reap it, and either finish a destroy, fail a
@@ -222,6 +247,8 @@ final class ManagedVM: Sendable {
             s.statsWaiters = [:]
             w.exits = s.exitWaiters
             s.exitWaiters = []
+            w.snapshot = s.snapshotWaiter
+            s.snapshotWaiter = nil
             w.changes = takeChangeWaiters(&s)
             return w
         }
@@ -229,6 +256,7 @@ final class ManagedVM: Sendable {
         for w in waiters.stats { w.resume(throwing: APIError(.invalidState, "the worker exited")) }
         resumeChangeWaiters(waiters.changes)
         for w in waiters.exits { w.resume() }
+        waiters.snapshot?.resume(returning: .failure(APIError(.internalError, "the worker exited while writing the snapshot")))
     }
 
     /// What a worker's death by `signal` means.

@@ -102,9 +102,12 @@ public final class VMService: Sendable {
                                 connection: connection, persist: request.lifetime == .persistent)
     }
 
-    func create(_ request: CreateVMRequest, owner: Owner, lifetime: Lifetime, opener: Caller,
+    func create(_ given: CreateVMRequest, owner: Owner, lifetime: Lifetime, opener: Caller,
                 connection: ConnectionToken?, persist: Bool, createdAt: String? = nil) async throws(APIError) -> VMInfo {
-        var request = request
+        // A restore's shape is its snapshot's: known only once the snapshot is open.
+        var (request, snapshotFiles) = try await openSnapshot(for: given, as: opener)
+        let handedOver = Mutex(false)
+        defer { if !handedOver.withLock({ $0 }) { for fd in snapshotFiles { close(fd) } } }
         // A MAC chosen here is part of the VM from now on (and of its persisted record).
         for i in request.net.indices where request.net[i].mac == nil { request.net[i].mac = Self.randomMAC() }
         let key = VMKey(owner: owner, name: request.name)
@@ -123,7 +126,7 @@ public final class VMService: Sendable {
         }
         let vm: ManagedVM
         do throws(APIError) {
-            var paths = [(field: "kernel", path: request.kernel)]
+            var paths = request.restoreFrom == nil ? [(field: "kernel", path: request.kernel)] : []
             if let initrd = request.initrd { paths.append((field: "initrd", path: initrd)) }
             var files = paths.map { ($0.field, $0.path, CallerFiles.Kind.image) }
             for (i, disk) in request.disks.enumerated() {
@@ -131,9 +134,11 @@ public final class VMService: Sendable {
             }
             for (i, network) in request.net.enumerated() { files.append(("net[\(i)].tap", network.tap, .tap)) }
             if let vsock = request.vsock { files.append(("vsock.socket", vsock.socket, .vsockListener)) }
-            let images = try await CallerFiles.open(files, as: opener)
+            let images = snapshotFiles + (try await CallerFiles.open(files, as: opener))
+            handedOver.withLock { $0 = true }
             let memory: GuestMemoryFiles
-            switch Result(catching: { try GuestMemoryFiles(vmName: request.name, memoryMiB: request.memoryMiB) }) {
+            let copyOnWrite = request.restoreFrom.map { $0.memory == .copyOnWrite } ?? false
+            switch Result(catching: { copyOnWrite ? GuestMemoryFiles.none() : try GuestMemoryFiles(vmName: request.name, memoryMiB: request.memoryMiB) }) {
             case .success(let m): memory = m
             case .failure(let e):
                 for fd in images { close(fd) }

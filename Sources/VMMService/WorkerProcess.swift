@@ -13,13 +13,17 @@ import Glibc
 final class WorkerProcess: Sendable {
     let pid: Int32
     let channel: Channel
+    /// The daemon's end of the descriptor channel (SCM_RIGHTS after the setup: the files
+    /// of a snapshot to write), closed with the worker.
+    private let descriptorChannel: Mutex<Int32?>
     /// The pidfd, nil once released: a signal or wait must never reach a descriptor
     /// number that has since been reused for another process's pidfd.
     private let pidfdState: Mutex<Int32?>
 
-    private init(pid: Int32, pidfd: Int32, channel: Channel) {
+    private init(pid: Int32, pidfd: Int32, channel: Channel, descriptorChannel: Int32) {
         self.pid = pid; self.channel = channel
         pidfdState = Mutex(pidfd)
+        self.descriptorChannel = Mutex(descriptorChannel)
     }
 
     /// For the watcher, which is registered before anything can release it.
@@ -35,10 +39,17 @@ final class WorkerProcess: Sendable {
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
             throw ServiceError.system("socketpair", errno)
         }
+        var side: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &side) == 0 else {
+            let e = errno
+            close(pair[0]); close(pair[1])
+            throw ServiceError.system("socketpair", e)
+        }
+        defer { close(side[1]) }   // the worker's end travels with the setup
         let pid = await spawner.spawn(executable: executable, controlFD: pair[1], logFD: STDERR_FILENO)
         close(pair[1])
         guard pid > 0 else {
-            close(pair[0])
+            close(pair[0]); close(side[0])
             throw ServiceError.system("spawning \(executable)", -pid)
         }
         let pidfd = csys_pidfd_open(pid)
@@ -47,7 +58,7 @@ final class WorkerProcess: Sendable {
             Glibc.kill(pid, SIGKILL)
             var status: Int32 = 0
             waitpid(pid, &status, 0)
-            close(pair[0])
+            close(pair[0]); close(side[0])
             throw ServiceError.system("pidfd_open", -pidfd)
         }
         func abandon() {
@@ -58,9 +69,9 @@ final class WorkerProcess: Sendable {
         }
         // The setup goes out before NIO takes the socket over: NIO cannot pass descriptors.
         do {
-            try FramedSocket(fd: pair[0]).send(DaemonMessage.setup(setup).encoded(), descriptors: descriptors)
+            try FramedSocket(fd: pair[0]).send(DaemonMessage.setup(setup).encoded(), descriptors: descriptors + [side[1]])
         } catch {
-            close(pair[0])
+            close(pair[0]); close(side[0])
             abandon()
             throw ServiceError.failed("sending the setup to the worker: \(error)")
         }
@@ -78,16 +89,26 @@ final class WorkerProcess: Sendable {
             // NIO closes the socket when setting the channel up fails after it took
             // it over; closing it here too could close a reused number. At worst this
             // path (an event loop shutting down) leaks one descriptor.
+            close(side[0])
             abandon()
             throw error
         }
-        return WorkerProcess(pid: pid, pidfd: pidfd, channel: channel)
+        return WorkerProcess(pid: pid, pidfd: pidfd, channel: channel, descriptorChannel: side[0])
     }
 
     /// Sends a message; a dead link is noticed through `onClose` and the pidfd.
     func send(_ message: DaemonMessage) {
         let frame = WorkerFrame.frame(message.encoded())
         channel.writeAndFlush(ByteBuffer(bytes: frame), promise: nil)
+    }
+
+    /// Sends `fds` on the descriptor channel (before the message that uses them). The
+    /// descriptors stay the caller's.
+    func sendDescriptors(_ fds: [Int32]) throws {
+        try descriptorChannel.withLock { fd in
+            guard let fd else { throw ServiceError.failed("the worker has exited") }
+            try FramedSocket(fd: fd).send([1], descriptors: fds)
+        }
     }
 
     func kill() {
@@ -107,6 +128,10 @@ final class WorkerProcess: Sendable {
             close(pidfd)
             guard rc == 1 else { return (nil, nil) }
             return code == CLD_EXITED ? (status, nil) : (nil, status)
+        }
+        descriptorChannel.withLock { fd in
+            if let open = fd { close(open) }
+            fd = nil
         }
         channel.close(promise: nil)
         return result

@@ -2,6 +2,7 @@ import Boot
 import Devices
 import GuestMemory
 import KVM
+import Snapshot
 import Synchronization
 import VMM
 import WorkerProtocol
@@ -15,6 +16,8 @@ final class Worker: @unchecked Sendable {
     let machine: Machine
     let link: FramedSocket
     let console: ConsoleForwarder
+    /// Where later descriptors arrive (the files of a snapshot to write).
+    let descriptorChannel: FramedSocket
     let debugger: WorkerDebugger
 
     /// Where the guest is, from the worker's side: `waiter` runs while it is started.
@@ -34,9 +37,15 @@ final class Worker: @unchecked Sendable {
             segments.append(try MemorySegment(name: s.name, kind: .systemRAM, guestBase: GuestAddress(s.guestBase),
                                               size: s.size, adoptingMemfd: next()))
         }
-        let memory = try GuestMemory(segments: segments)
-        let kernel = try readAll(next())
-        let initrd = setup.hasInitrd ? try readAll(next()) : nil
+        let memory = segments.isEmpty ? nil : try GuestMemory(segments: segments)
+        var snapshotFiles: [(state: Int32, memory: Int32)] = []
+        var kernel: [UInt8] = [], initrd: [UInt8]?
+        if let restore = setup.restore {
+            for _ in 0 ..< restore.layers { snapshotFiles.append((next(), next())) }
+        } else {
+            kernel = try readAll(next())
+            initrd = setup.hasInitrd ? try readAll(next()) : nil
+        }
         let disks = try setup.disks.map { d in
             DiskConfig(backend: try BlockBackend(fd: next()), readOnly: d.readOnly, serial: d.serial)
         }
@@ -45,35 +54,82 @@ final class Worker: @unchecked Sendable {
             return NetworkConfig(tap: try TapDevice(adopting: next()), mac: mac)
         }
         let broker = try setup.vsockCID.map { _ in try BrokeredVsockBackend(listener: next(), link: next()) }
-
-        var config = MachineConfig()
-        config.name = setup.name
-        config.memoryMiB = setup.memoryMiB
-        config.cpus = Int(setup.cpus)
-        config.commandLine = setup.commandLine
-        config.debugExit = setup.debugExit
-        config.hypercalls = setup.hypercalls
-        config.rebootOnReset = setup.rebootOnReset
-        config.rebootOnTripleFault = setup.rebootOnTripleFault
-        config.cpuTemplate = try CPUTemplate.named(setup.cpuTemplate)
-        guard let assist = EmulationAssistMode(rawValue: setup.emulationAssist) else {
-            throw MachineError.invalidConfig("unknown emulation assist mode \(setup.emulationAssist)")
-        }
-        config.emulationAssist = assist
-        config.kernel = kernel
-        config.initrd = initrd
-        config.disks = disks
-        config.rng = setup.rng
-        config.networks = networks
-        if let cid = setup.vsockCID, let broker { config.vsock = VsockConfig(guestCID: cid, backend: broker) }
+        let vsock = setup.vsockCID.flatMap { cid in broker.map { VsockConfig(guestCID: cid, backend: $0) } }
+        descriptorChannel = FramedSocket(fd: next())
         console = try ConsoleForwarder(link: link)
-        config.serialOutput = console
-        machine = try Machine(config: config, kvm: kvm, memory: memory)
+        if let restore = setup.restore {
+            machine = try Self.restore(setup, restore, files: snapshotFiles, kvm: kvm, memory: memory,
+                                       devices: (disks, networks, vsock), console: console)
+        } else {
+            var config = MachineConfig()
+            config.name = setup.name
+            config.memoryMiB = setup.memoryMiB
+            config.cpus = Int(setup.cpus)
+            config.commandLine = setup.commandLine
+            config.debugExit = setup.debugExit
+            config.hypercalls = setup.hypercalls
+            config.rebootOnReset = setup.rebootOnReset
+            config.rebootOnTripleFault = setup.rebootOnTripleFault
+            config.cpuTemplate = try CPUTemplate.named(setup.cpuTemplate)
+            guard let assist = EmulationAssistMode(rawValue: setup.emulationAssist) else {
+                throw MachineError.invalidConfig("unknown emulation assist mode \(setup.emulationAssist)")
+            }
+            config.emulationAssist = assist
+            config.kernel = kernel
+            config.initrd = initrd
+            config.disks = disks
+            config.rng = setup.rng
+            config.networks = networks
+            config.vsock = vsock
+            config.trackDirtyPages = setup.trackDirtyPages
+            config.serialOutput = console
+            machine = try Machine(config: config, kvm: kvm, memory: memory)
+        }
         debugger = WorkerDebugger(machine: machine, link: link)
         // What guest debugging can do here takes a probe VM, which the sandbox forbids later.
         _ = GuestDebugSupport.probe(kvm)
         // The machine is complete: from here on the worker only runs it.
-        try Sandbox.restrict(keeping: Set(machine.virtioDescriptors + (broker.map { [$0.link.fd] } ?? [])))
+        // Kept: the devices' descriptors, a snapshot's memory file mapped copy-on-write
+        // (a full snapshot reads which of its pages hold data), the descriptor channel.
+        try Sandbox.restrict(keeping: Set(machine.virtioDescriptors + machine.memory.segments.map(\.memfd) + [descriptorChannel.fd]
+                                          + (broker.map { [$0.link.fd] } ?? [])))
+    }
+
+    /// The machine of a snapshot chain handed over as files (state, memory per snapshot,
+    /// base first), its guest memory mapped from the base copy-on-write, or copied into
+    /// the daemon's memfds.
+    static func restore(_ setup: WorkerSetup, _ restore: WorkerSetup.Restore, files: [(state: Int32, memory: Int32)],
+                        kvm: KVMSystem, memory: GuestMemory?,
+                        devices: (disks: [DiskConfig], networks: [NetworkConfig], vsock: VsockConfig?),
+                        console: ConsoleForwarder) throws -> Machine {
+        var layers: [SnapshotLayer] = []
+        for (i, f) in files.enumerated() {
+            let label = "snapshot \(i + 1) of \(files.count)"
+            let bytes: [UInt8]
+            do { bytes = try SnapshotFileIO.readAll(f.state, what: label) } catch {
+                close(f.state); close(f.memory)
+                throw error
+            }
+            close(f.state)
+            layers.append(try SnapshotLayer(state: try StateFile.parse(bytes, what: label), memoryFD: f.memory, label: label))
+        }
+        let chain = try SnapshotChain(layers: layers)
+        guard chain.machine.memoryMiB == setup.memoryMiB, chain.machine.cpus == Int(setup.cpus),
+              chain.machine.disks.count == devices.disks.count else {
+            throw WorkerError("the snapshot is not the machine the daemon described")
+        }
+        guard restore.copy == (memory != nil) else { throw WorkerError("a copied restore needs guest memory, a mapped one none") }
+        var options = RestoreOptions()
+        options.name = setup.name
+        options.memory = restore.copy ? .copy : .copyOnWrite
+        options.clock = restore.advanceClock ? .advanced : .continued
+        options.serialOutput = console
+        options.disks = zip(devices.disks, chain.machine.disks).map { disk, recorded in
+            DiskConfig(backend: disk.backend, readOnly: disk.readOnly, serial: disk.serial, path: recorded.path)
+        }
+        options.networks = devices.networks
+        options.vsock = devices.vsock
+        return try Machine.restore(from: chain, options: options, kvm: kvm, memory: memory)
     }
 
     /// Obeys the daemon until the link closes.
@@ -114,6 +170,7 @@ final class Worker: @unchecked Sendable {
         case .consoleInput(let bytes): machine.serial.enqueueInput(bytes)
         case .statisticsRequest(let id):
             link.send(WorkerMessage.statistics(id: id, statisticLines(machine.statistics())).encoded())
+        case .snapshot(let command): takeSnapshot(command)
         case .debugAttach: debugger.attach()
         case .debugData(let bytes): debugger.received(bytes)
         case .debugDetach: debugger.detach()
@@ -125,6 +182,37 @@ final class Worker: @unchecked Sendable {
     }
 
     private func report(_ state: GuestRunState) { link.send(WorkerMessage.state(state).encoded()) }
+
+    /// Writes a snapshot into the three files (state, memory, manifest) the daemon sent
+    /// on the descriptor channel just before the request: pauses the guest, writes,
+    /// resumes it unless it was paused or is to stay so.
+    private func takeSnapshot(_ command: SnapshotCommand) {
+        let fds: [Int32]
+        do { fds = try descriptorChannel.receive()?.descriptors ?? [] } catch { fds = [] }
+        defer { for fd in fds { close(fd) } }
+        guard fds.count == 3 else {
+            link.send(WorkerMessage.snapshotFailed("expected 3 files on the descriptor channel, got \(fds.count)").encoded())
+            return
+        }
+        let wasPaused = machine.vcpus.allSatisfy { $0.state == .paused }
+        let started = monotonicNanoseconds()
+        machine.pause()
+        var options = SnapshotOptions(kind: command.diff ? .diff : .full, parentPath: command.parentPath)
+        options.sync = true
+        let result = Result { try machine.snapshot(into: SnapshotFileSet(state: fds[0], memory: fds[1], manifest: fds[2]), options: options) }
+        let staysPaused = wasPaused || command.stayPaused
+        if !staysPaused { machine.resume() }
+        report(staysPaused ? .paused : .running)
+        switch result {
+        case .success(let s):
+            link.send(WorkerMessage.snapshotTaken(SnapshotReport(
+                id: s.id.bytes, parent: s.parent?.bytes, memoryBytes: s.memoryBytesWritten, memoryFileBytes: s.memoryFileSize,
+                stateBytes: UInt64(s.stateFileSize), durationNanoseconds: monotonicNanoseconds() - started,
+                state: staysPaused ? .paused : .running)).encoded())
+        case .failure(let error):
+            link.send(WorkerMessage.snapshotFailed("\(error)").encoded())
+        }
+    }
 
     /// Boots the guest unless it is running; after a stop it starts again from power-on.
     private func start(fromPowerOn: Bool) {
@@ -199,4 +287,11 @@ func statisticLines(_ s: MachineStatistics) -> [StatisticLine] {
         lines += v.exits.map { StatisticLine(scope: scope, source: "vmm", name: "exits_" + $0.kind, value: $0.count) }
     }
     return lines
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+func monotonicNanoseconds() -> UInt64 {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return UInt64(t.tv_sec) &* 1_000_000_000 &+ UInt64(t.tv_nsec)
 }

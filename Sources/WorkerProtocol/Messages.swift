@@ -18,6 +18,10 @@ public enum DaemonMessage: Sendable, Equatable {
     case statisticsRequest(id: UInt32)
     /// Test hook: the worker makes a system call its sandbox forbids (see the sandbox issue).
     case attemptForbiddenCall
+    /// Write a snapshot into the files that arrive on the descriptor channel (state,
+    /// memory, manifest); answered by `snapshotTaken` or `snapshotFailed`.
+    case snapshot(SnapshotCommand)
+
     /// A debugger client connected (`vmmctl gdb`): stop the guest and serve it.
     case debugAttach
     /// Bytes from the debugger client, unparsed (the GDB remote protocol).
@@ -27,6 +31,7 @@ public enum DaemonMessage: Sendable, Equatable {
 
     enum Tag: UInt8 {
         case setup = 1, start, pause, resume, reset, powerOff, kill, consoleInput, statisticsRequest, attemptForbiddenCall
+        case snapshot
         case debugAttach, debugData, debugDetach
     }
 
@@ -44,6 +49,8 @@ public enum DaemonMessage: Sendable, Equatable {
         case .consoleInput(let bytes): w.u8(Tag.consoleInput.rawValue); w.data(bytes)
         case .statisticsRequest(let id): w.u8(Tag.statisticsRequest.rawValue); w.u32(id)
         case .attemptForbiddenCall: w.u8(Tag.attemptForbiddenCall.rawValue)
+        case .snapshot(let c):
+            w.u8(Tag.snapshot.rawValue); w.bool(c.diff); w.string(c.parentPath); w.bool(c.stayPaused)
         case .debugAttach: w.u8(Tag.debugAttach.rawValue)
         case .debugData(let bytes): w.u8(Tag.debugData.rawValue); w.data(bytes)
         case .debugDetach: w.u8(Tag.debugDetach.rawValue)
@@ -67,6 +74,7 @@ public enum DaemonMessage: Sendable, Equatable {
         case .consoleInput: message = .consoleInput(try r.data())
         case .statisticsRequest: message = .statisticsRequest(id: try r.u32())
         case .attemptForbiddenCall: message = .attemptForbiddenCall
+        case .snapshot: message = .snapshot(SnapshotCommand(diff: try r.bool(), parentPath: try r.string(), stayPaused: try r.bool()))
         case .debugAttach: message = .debugAttach
         case .debugData: message = .debugData(try r.data())
         case .debugDetach: message = .debugDetach
@@ -107,13 +115,18 @@ public enum WorkerMessage: Sendable, Equatable {
     /// Bytes COM1 transmitted.
     case console([UInt8])
     case statistics(id: UInt32, [StatisticLine])
+    /// The snapshot asked for is written (the files are complete; the daemon renames
+    /// the state file into place).
+    case snapshotTaken(SnapshotReport)
+    case snapshotFailed(String)
+
     /// Bytes for the debugger client, unparsed by the daemon.
     case debugData([UInt8])
     /// The debugger session ended on the worker's side (the client detached or killed,
     /// or the guest ended): the daemon closes the client's connection.
     case debugClosed
 
-    enum Tag: UInt8 { case ready = 1, setupFailed, state, stopped, console, statistics, debugData, debugClosed }
+    enum Tag: UInt8 { case ready = 1, setupFailed, state, stopped, console, statistics, snapshotTaken, snapshotFailed, debugData, debugClosed }
 
     public func encoded() -> [UInt8] {
         var w = WireWriter()
@@ -127,6 +140,10 @@ public enum WorkerMessage: Sendable, Equatable {
         case .statistics(let id, let lines):
             w.u8(Tag.statistics.rawValue); w.u32(id); w.u32(UInt32(lines.count))
             for l in lines { w.string(l.scope); w.string(l.source); w.string(l.name); w.u64(l.value) }
+        case .snapshotTaken(let r):
+            w.u8(Tag.snapshotTaken.rawValue); w.data(r.id); w.data(r.parent ?? []); w.u64(r.memoryBytes)
+            w.u64(r.memoryFileBytes); w.u64(r.stateBytes); w.u64(r.durationNanoseconds); w.u8(r.state.rawValue)
+        case .snapshotFailed(let m): w.u8(Tag.snapshotFailed.rawValue); w.string(m)
         case .debugData(let bytes): w.u8(Tag.debugData.rawValue); w.data(bytes)
         case .debugClosed: w.u8(Tag.debugClosed.rawValue)
         }
@@ -155,10 +172,48 @@ public enum WorkerMessage: Sendable, Equatable {
                 lines.append(StatisticLine(scope: try r.string(), source: try r.string(), name: try r.string(), value: try r.u64()))
             }
             message = .statistics(id: id, lines)
+        case .snapshotTaken:
+            let id = try r.data(), parent = try r.data()
+            guard id.count == 16, parent.isEmpty || parent.count == 16 else { throw WireError.malformed("snapshot IDs") }
+            let memory = try r.u64(), file = try r.u64(), state = try r.u64(), duration = try r.u64(), raw = try r.u8()
+            guard let run = GuestRunState(rawValue: raw) else { throw WireError.malformed("state \(raw)") }
+            message = .snapshotTaken(SnapshotReport(id: id, parent: parent.isEmpty ? nil : parent, memoryBytes: memory,
+                                                    memoryFileBytes: file, stateBytes: state, durationNanoseconds: duration, state: run))
+        case .snapshotFailed: message = .snapshotFailed(try r.string())
         case .debugData: message = .debugData(try r.data())
         case .debugClosed: message = .debugClosed
         }
         guard r.isAtEnd else { throw WireError.malformed("trailing bytes after \(tag)") }
         return message
+    }
+}
+
+/// How to write a snapshot (`DaemonMessage.snapshot`).
+public struct SnapshotCommand: Sendable, Equatable {
+    /// Only the pages changed since the machine's last snapshot or restore.
+    public var diff: Bool
+    /// For a diff: the parent's directory, as the diff records it.
+    public var parentPath: String
+    /// Leave the guest paused afterwards.
+    public var stayPaused: Bool
+    public init(diff: Bool, parentPath: String, stayPaused: Bool) {
+        self.diff = diff; self.parentPath = parentPath; self.stayPaused = stayPaused
+    }
+}
+
+/// A written snapshot (`WorkerMessage.snapshotTaken`).
+public struct SnapshotReport: Sendable, Equatable {
+    public var id: [UInt8]
+    public var parent: [UInt8]?
+    public var memoryBytes: UInt64
+    public var memoryFileBytes: UInt64
+    public var stateBytes: UInt64
+    public var durationNanoseconds: UInt64
+    /// Where the guest is afterwards.
+    public var state: GuestRunState
+    public init(id: [UInt8], parent: [UInt8]?, memoryBytes: UInt64, memoryFileBytes: UInt64, stateBytes: UInt64,
+                durationNanoseconds: UInt64, state: GuestRunState) {
+        self.id = id; self.parent = parent; self.memoryBytes = memoryBytes; self.memoryFileBytes = memoryFileBytes
+        self.stateBytes = stateBytes; self.durationNanoseconds = durationNanoseconds; self.state = state
     }
 }

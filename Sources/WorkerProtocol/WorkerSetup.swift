@@ -1,8 +1,11 @@
 /// Everything a worker needs to build its machine, sent once as the first message with
 /// the descriptors attached (SCM_RIGHTS), in this order: /dev/kvm, one memfd per
-/// entry of `memory`, the kernel image, the initrd when `hasInitrd`, one image per
-/// entry of `disks`, one tap per entry of `networks`, then with `vsock` its listening
-/// socket and the worker's end of the vsock broker link (`VsockBrokerMessage`).
+/// entry of `memory`, the kernel image and the initrd when `hasInitrd` — or, to restore
+/// a snapshot, a state file and a memory file for each snapshot of its chain, base
+/// first — then one image per entry of `disks`, one tap per entry of `networks`, with
+/// `vsock` its listening socket and the worker's end of the vsock broker link
+/// (`VsockBrokerMessage`), and last the descriptor channel (a socket on which later
+/// descriptors arrive: the files of a snapshot to write).
 public struct WorkerSetup: Sendable, Equatable {
     /// One guest-memory segment the daemon created as a memfd.
     public struct Segment: Sendable, Equatable {
@@ -48,6 +51,21 @@ public struct WorkerSetup: Sendable, Equatable {
     public var networks: [Network] = []
     /// The vsock device's guest CID (its listener and broker link are descriptors).
     public var vsockCID: UInt64?
+    /// Log changed pages (diff snapshots).
+    public var trackDirtyPages = false
+    /// Build the machine from a snapshot chain (its files are descriptors of the setup).
+    public struct Restore: Sendable, Equatable {
+        /// Snapshots in the chain: a state file and a memory file each.
+        public var layers: UInt32
+        /// Copy the memory into the setup's memfds instead of mapping the file copy-on-write.
+        public var copy: Bool
+        /// Move the guest's clocks on by the wall time since the snapshot.
+        public var advanceClock: Bool
+        public init(layers: UInt32, copy: Bool, advanceClock: Bool) {
+            self.layers = layers; self.copy = copy; self.advanceClock = advanceClock
+        }
+    }
+    public var restore: Restore?
 
     public init(name: String, memoryMiB: UInt64, cpus: UInt32, commandLine: String, debugExit: Bool,
                 hypercalls: Bool, rebootOnReset: Bool, hasInitrd: Bool, memory: [Segment],
@@ -64,7 +82,8 @@ public struct WorkerSetup: Sendable, Equatable {
 
     /// How many descriptors travel with this setup.
     public var descriptorCount: Int {
-        1 + memory.count + 1 + (hasInitrd ? 1 : 0) + disks.count + networks.count + (vsockCID == nil ? 0 : 2)
+        let boot = restore.map { 2 * Int($0.layers) } ?? 1 + (hasInitrd ? 1 : 0)
+        return 1 + memory.count + boot + disks.count + networks.count + (vsockCID == nil ? 0 : 2) + 1
     }
 
     func encode(into w: inout WireWriter) {
@@ -82,6 +101,9 @@ public struct WorkerSetup: Sendable, Equatable {
         w.bool(vsockCID != nil)
         w.u64(vsockCID ?? 0)
         w.string(emulationAssist)
+        w.bool(trackDirtyPages)
+        w.bool(restore != nil)
+        w.u32(restore?.layers ?? 0); w.bool(restore?.copy ?? false); w.bool(restore?.advanceClock ?? false)
     }
 
     static func decode(from r: inout WireReader) throws -> WorkerSetup {
@@ -115,6 +137,13 @@ public struct WorkerSetup: Sendable, Equatable {
                            emulationAssist: try r.string(), disks: disks, rng: rng)
         setup.networks = networks
         setup.vsockCID = hasVsock ? cid : nil
+        setup.trackDirtyPages = try r.bool()
+        let restoring = try r.bool()
+        let layers = try r.u32(), copy = try r.bool(), advance = try r.bool()
+        if restoring {
+            guard (1 ... 64).contains(layers) else { throw WireError.malformed("a snapshot chain of \(layers)") }
+            setup.restore = Restore(layers: layers, copy: copy, advanceClock: advance)
+        }
         return setup
     }
 }

@@ -101,7 +101,7 @@ struct Create: AsyncParsableCommand {
 
     @OptionGroup var options: ClientOptions
     @Argument(help: "The VM's name: 1-64 letters, digits, '.', '_', '-', not starting with '.' or '-'.") var name: String
-    @Option(help: "Kernel image path (opened by vmmd with your permissions).") var kernel: String
+    @Option(help: "Kernel image path (opened by vmmd with your permissions). Not with --from-snapshot.") var kernel: String?
     @Option(help: "Initial ramdisk path.") var initrd: String?
     @Option(help: "Kernel command line.") var cmdline: String = ""
     @Option(help: "Guest RAM in MiB.") var memory: UInt64 = 128
@@ -121,12 +121,14 @@ struct Create: AsyncParsableCommand {
                                valueName: NetOption.helpText)) var net: [NetOption] = []
     @Option(help: ArgumentHelp("A virtio-vsock device; vmmd creates the socket with your permissions.",
                                valueName: VsockOption.helpText)) var vsock: VsockOption?
+    @OptionGroup(title: "Snapshots") var snapshot: CreateSnapshotOptions
 
     func run() async throws {
         guard let lifetime = Lifetime(rawValue: lifetime), lifetime != .system else {
             clientFail("--lifetime must be connection, process or persistent")
         }
-        var request = CreateVMRequest(name: name, memoryMiB: memory, vcpus: cpus, kernel: absolute(kernel),
+        guard (kernel == nil) != (snapshot.fromSnapshot == nil) else { clientFail("give --kernel PATH, or --from-snapshot DIR (not both)") }
+        var request = CreateVMRequest(name: name, memoryMiB: memory, vcpus: cpus, kernel: absolute(kernel ?? ""),
                                       initrd: initrd.map(absolute), cmdline: cmdline, debugExit: debugExit,
                                       hypercalls: hypercalls, noReboot: noReboot,
                                       tripleFault: rebootOnTripleFault ? .reboot : .stop, cpuTemplate: cpuTemplate,
@@ -135,6 +137,8 @@ struct Create: AsyncParsableCommand {
         request.rng = rng
         request.net = net.map { NetRequest(tap: $0.tap, mac: $0.mac?.description) }
         request.vsock = vsock.map { VsockRequest(cid: $0.cid, socket: absolute($0.socket)) }
+        request.trackDirtyPages = snapshot.trackDirtyPages
+        request.restoreFrom = snapshot.restoreRequest
         let connection = try await options.connect()
         let (info, result) = await perform(connection, .POST, "/v1/vms", body: encodeJSON(request), as: VMInfo.self)
         if options.json { printJSON(result.body) } else { printVMs([info]) }

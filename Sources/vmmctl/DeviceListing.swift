@@ -28,3 +28,11 @@ func printDevices(_ machine: Machine) {
     }
     printError("  virtio notifications: \(machine.config.virtioNotification.rawValue)")
 }
+
+/// `vmmctl run --verbose`, after the guest stopped: each device's counters, one line per
+/// device (the same figures as `vmmctl stats` for a vmmd VM).
+func printDeviceStatistics(_ machine: Machine) {
+    for device in machine.statistics().devices {
+        printError("vmmctl: statistics \(device.name): " + device.counters.map { "\($0.name) \($0.value)" }.joined(separator: ", "))
+    }
+}

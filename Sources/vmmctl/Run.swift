@@ -30,8 +30,8 @@ struct Run: ParsableCommand {
         commandName: "run",
         abstract: "Boot a kernel in the foreground and run it until the guest stops.")
 
-    @Option(help: "Kernel image: a bzImage (/boot/vmlinuz-*), a PVH ELF (vmlinux, test guests) or a multiboot kernel; the format is detected.")
-    var kernel: String
+    @Option(help: "Kernel image: a bzImage (/boot/vmlinuz-*), a PVH ELF (vmlinux, test guests) or a multiboot kernel; the format is detected. Not with --restore.")
+    var kernel: String?
 
     @Option(help: "Initial ramdisk (boot_params ramdisk for a bzImage, module 0 for PVH and multiboot).")
     var initrd: String?
@@ -104,6 +104,9 @@ struct Run: ParsableCommand {
     @Flag(help: "Print the devices (MMIO windows and IRQs) before the guest starts.")
     var verbose = false
 
+    @OptionGroup(title: "Snapshots")
+    var snapshot: RunSnapshotOptions
+
     func run() throws {
         var config = MachineConfig()
         config.memoryMiB = memory
@@ -125,9 +128,11 @@ struct Run: ParsableCommand {
         config.rebootOnTripleFault = rebootOnTripleFault
         config.hypercalls = hypercalls
         config.name = name
+        config.trackDirtyPages = snapshot.trackDirtyPages
+        guard (kernel == nil) != (snapshot.restore == nil) else { fail("give --kernel PATH, or --restore DIR (not both)") }
         config.emulationAssist = emulationAssist
         do {
-            config.kernel = try readFile(kernel)
+            if let kernel { config.kernel = try readFile(kernel) }
             if let initrd { config.initrd = try readFile(initrd) }
             config.disks = try disk.map { try $0.open() }
             config.networks = try net.map { try $0.open() }
@@ -143,7 +148,8 @@ struct Run: ParsableCommand {
         config.virtioOnCommandLine = virtioCmdline
         config.irqchip = irqchip
         if gdbWait && gdb == nil { fail("--gdb-wait needs --gdb") }
-        let status = runMachine(config, serial: serial, verbose: verbose, gdb: gdb.map { ($0.endpoint, gdbWait) })
+        let status = runMachine(config, serial: serial, verbose: verbose, gdb: gdb.map { ($0.endpoint, gdbWait) },
+                                snapshot: snapshot, restoredName: name == "vm" ? nil : name)
         throw ExitCode(status)
     }
 }
@@ -155,7 +161,8 @@ extension EmulationAssistSetting: ExpressibleByArgument {}
 /// Builds and runs a machine, printing one line on stderr about how it ended; returns
 /// the exit status.
 func runMachine(_ base: MachineConfig, serial: SerialTarget, verbose: Bool = false,
-                gdb: (GDBEndpoint, wait: Bool)? = nil) -> Int32 {
+                gdb: (GDBEndpoint, wait: Bool)? = nil,
+                snapshot: RunSnapshotOptions? = nil, restoredName: String? = nil) -> Int32 {
     VMMCtl.bootstrapLogging
     var config = base
     config.logger = Logger(label: "vmmctl")
@@ -176,7 +183,7 @@ func runMachine(_ base: MachineConfig, serial: SerialTarget, verbose: Bool = fal
     if let cached { HostEmulation.assume(cached) }
     let machine: Machine
     do {
-        machine = try Machine(config: config)
+        machine = try snapshot?.restoredMachine(config, named: restoredName) ?? Machine(config: config)
     } catch {
         fail("\(error)")
     }
@@ -185,11 +192,18 @@ func runMachine(_ base: MachineConfig, serial: SerialTarget, verbose: Bool = fal
     if case .stdio = serial { machine.forwardInput(fromDescriptor: STDIN_FILENO) }
     let reason: StopReason
     do {
-        reason = try gdb.map { try runUnderDebugger(machine, at: $0.0, wait: $0.wait) } ?? machine.run()
+        snapshot?.installSignalHandlers(machine)
+        if let gdb {
+            reason = try runUnderDebugger(machine, at: gdb.0, wait: gdb.wait)
+        } else {
+            try machine.start(paused: snapshot?.paused == true && snapshot?.restore != nil)
+            reason = try machine.waitForStop()
+        }
     } catch {
         fail("\(error)")
     }
     let status = reason.exitStatus
+    if verbose { printDeviceStatistics(machine) }
     let assisted = machine.assistedInstructions
     if !assisted.isEmpty {
         printError("vmmctl: emulation assist: " + assisted.map { "\($0.name) \($0.count)" }.joined(separator: ", "))

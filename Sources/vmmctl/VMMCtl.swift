@@ -17,9 +17,9 @@ struct VMMCtl: ParsableCommand {
         vmmd over its socket (--socket, default /run/vmm/vmmd.sock). They exit 1 when vmmd \
         refuses a request (the message names the error code) and 2 when vmmd cannot be reached.
         """,
-        subcommands: [Run.self, Demo.self, Caps.self, CPUTemplates.self,
+        subcommands: [Run.self, Demo.self, Caps.self, CPUTemplates.self, FoldSnapshot.self,
                       Create.self, List.self, Info.self, Start.self, Pause.self, Resume.self, Reset.self,
-                      PowerOff.self, Kill.self, Destroy.self, Console.self, Stats.self, GDB.self]
+                      PowerOff.self, Kill.self, Destroy.self, Console.self, Stats.self, SnapshotVM.self, GDB.self]
     )
 
     /// `vmmctl --socket S list` works as `vmmctl list --socket S` does.

@@ -152,6 +152,9 @@ final class APIHandler: ChannelInboundHandler {
                 try service.consoleInput(name, owner: owner, caller: caller, bytes: body)
                 return .noContent
             case .stats(let name, let owner): return .json(try await service.statistics(name, owner: owner, caller: caller))
+            case .snapshot(let name, let owner):
+                let request = try decodeRequest(SnapshotRequest.self, from: body)
+                return .json(try await service.snapshot(request, of: name, owner: owner, caller: caller))
             case .debugger:
                 // Reached only without an upgrade (dispatch takes the others).
                 throw APIError(.invalidField, "GET .../gdb switches protocols: send Connection: Upgrade and Upgrade: gdb-remote")

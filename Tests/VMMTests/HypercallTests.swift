@@ -43,7 +43,7 @@ final class FakeEnvironment: HypercallEnvironment, @unchecked Sendable {
         #expect(env.events.withLock { $0 }.isEmpty)
         #expect(call(.powerOff, ring: 0) == .result(0))
         #expect(env.events.withLock { $0 } == ["poweroff"])
-        #expect(call(.abiInfo, ring: 3) == .result(0x7F_0001))
+        #expect(call(.abiInfo, ring: 3) == .result(0xFF_0001))
     }
 
     @Test func buffersAreCheckedAgainstGuestRAM() throws {
@@ -115,7 +115,7 @@ struct HypercallGuestTests {
         #expect(out.text == """
             sig=SwiftVMM kvm=KVMKVMKVM
             hc=00000001 ver=00000001 port=00000610
-            abi=007F0001
+            abi=00FF0001
             via hypercall
             cw=0000000E
             time=00000000 nonzero
@@ -153,7 +153,7 @@ struct HypercallGuestTests {
         config.serialOutput = out
         let machine = try Machine(config: config)
         #expect(try machine.run() == .debugExit(value: 0))
-        #expect(out.text == "ring3 power_off=FFFFFFFF abi=007F0001\n")
+        #expect(out.text == "ring3 power_off=FFFFFFFF abi=00FF0001\n")
     }
 
     @Test func vmmctlFlag() throws {

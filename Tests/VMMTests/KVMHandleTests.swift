@@ -56,6 +56,26 @@ struct KVMHandleTests {
         #expect(try ap.registers([.apicBase]) == [0xFEE0_0800])
     }
 
+    /// MXCSR set through KVM_SET_XSAVE reads back through KVM_GET_XSAVE (the emulation
+    /// assist's ldmxcsr/stmxcsr rely on it). KVM_SET_FPU is only reported: this host's
+    /// KVM (PVM) drops MXCSR there and KVM_GET_FPU reads it as 0, hardware KVM does not.
+    @Test func mxcsrRoundTripsThroughTheXSAVEArea() throws {
+        let vm = try KVMSystem().createVM()
+        let vcpu = try vm.createVCPU(id: 0)
+        let layout = try #require(vcpu.xsaveLayout, "this KVM has no KVM_CAP_XSAVE")
+        var area = try vcpu.xsave(layout)
+        #expect(area.count == layout.size)
+        func mxcsr(_ a: [UInt8]) -> UInt32 { (0 ..< 4).reduce(0) { $0 | UInt32(a[24 + $1]) << (8 * UInt32($1)) } }
+        for (i, b) in [UInt8(0xA0), 0x1F, 0, 0].enumerated() { area[24 + i] = b }
+        area[512] |= 2   // XSTATE_BV: SSE, so KVM takes MXCSR from the buffer
+        try vcpu.setXSAVE(area, layout)
+        #expect(mxcsr(try vcpu.xsave(layout)) == 0x1FA0)
+        var fpu = try vcpu.fpu()
+        fpu.mxcsr = 0x1F40
+        try vcpu.setFPU(fpu)
+        print("KVM_SET_FPU(mxcsr 0x1f40): KVM_GET_FPU reads 0x\(String(try vcpu.fpu().mxcsr, radix: 16)), the XSAVE area 0x\(String(mxcsr(try vcpu.xsave(layout)), radix: 16))")
+    }
+
     @Test func msrsCPUIDAndEventsRoundTrip() throws {
         let kvm = try KVMSystem()
         let vm = try kvm.createVM()

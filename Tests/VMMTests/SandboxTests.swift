@@ -24,14 +24,18 @@ struct SandboxTests {
         let uid = try #require(field("Uid").first.flatMap(UInt32.init))
         #expect(uid != 0 && Set(field("Uid")).count == 1, "Uid: \(field("Uid"))")
         #expect(field("Groups").isEmpty)
-        // Descriptors: stdio, the control link, /dev/kvm, KVM's own, the memfd. Nothing else.
+        // Descriptors: stdio, the control link, the descriptor channel (a snapshot's files
+        // come on it), /dev/kvm, KVM's own, the memfd. Nothing else.
         let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")
+        var sockets = 0
         for fd in fds {
             let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)")) ?? ""
+            if !["0", "1", "2", "3"].contains(fd), target.hasPrefix("socket:") { sockets += 1; continue }
             let ok = ["0", "1", "2", "3"].contains(fd) || target == "/dev/kvm" || target.hasPrefix("anon_inode:kvm")
                 || target.hasPrefix("/memfd:vmm:box:")
             #expect(ok, "fd \(fd) -> \(target)")
         }
+        #expect(sockets == 1, "the descriptor channel and no other socket")
         // It still does its job: pause, resume, statistics, reset.
         #expect(d.api("POST", "/v1/vms/box/actions/pause").status == 200)
         #expect(d.api("POST", "/v1/vms/box/actions/resume").status == 200)

@@ -47,6 +47,11 @@ static const unsigned int CKVM_IOEVENTFD_FLAG_DEASSIGN = KVM_IOEVENTFD_FLAG_DEAS
 static const unsigned int CKVM_IRQFD_FLAG_DEASSIGN = KVM_IRQFD_FLAG_DEASSIGN;
 static const unsigned int CKVM_CAP_SPLIT_IRQCHIP = KVM_CAP_SPLIT_IRQCHIP;
 static const unsigned int CKVM_IRQ_ROUTING_MSI = KVM_IRQ_ROUTING_MSI;
+// Snapshots: the interrupt controllers, the PIT and the clock.
+static const unsigned long CKVM_GET_IRQCHIP = KVM_GET_IRQCHIP;
+static const unsigned long CKVM_SET_IRQCHIP = KVM_SET_IRQCHIP;
+static const unsigned long CKVM_GET_PIT2 = KVM_GET_PIT2;
+static const unsigned long CKVM_SET_PIT2 = KVM_SET_PIT2;
 
 // --- vCPU fd ---
 static const unsigned long CKVM_RUN = KVM_RUN;
@@ -73,6 +78,11 @@ static const unsigned long CKVM_GET_CPUID2 = KVM_GET_CPUID2;
 static const unsigned long CKVM_SET_GUEST_DEBUG = KVM_SET_GUEST_DEBUG;
 static const unsigned long CKVM_NMI = KVM_NMI;
 static const unsigned long CKVM_TRANSLATE = KVM_TRANSLATE;
+// Snapshots: XSAVE state (KVM_GET_XSAVE2 sized by KVM_CAP_XSAVE2) and the TSC frequency.
+static const unsigned long CKVM_GET_XSAVE = KVM_GET_XSAVE;
+static const unsigned long CKVM_GET_XSAVE2 = KVM_GET_XSAVE2;
+static const unsigned long CKVM_SET_XSAVE = KVM_SET_XSAVE;
+static const unsigned long CKVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
 
 /// ioctl(2) with a pointer argument, non-variadic so Swift can call it.
 static inline int ckvm_ioctl(int fd, unsigned long request, void *arg) {
@@ -124,6 +134,9 @@ static inline int ckvm_fallocate(int fd, int mode, long long offset, long long l
 static const int CKVM_FALLOC_FL_KEEP_SIZE = 0x01;
 static const int CKVM_FALLOC_FL_PUNCH_HOLE = 0x02;
 static const int CKVM_FALLOC_FL_ZERO_RANGE = 0x10;
+/// lseek whence values for sparse files (GNU-only in glibc's <unistd.h>; Linux ABI values).
+static const int CKVM_SEEK_DATA = 3;
+static const int CKVM_SEEK_HOLE = 4;
 /// O_DIRECT (GNU-only in glibc's <fcntl.h>; the value is the x86-64 ABI's).
 static const int CKVM_O_DIRECT = 040000;
 

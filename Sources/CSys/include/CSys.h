@@ -85,6 +85,15 @@ int csys_open_image(const char *path);
 /// no controlling tty, non-blocking. Returns the descriptor or -errno (-EPERM for a refusal).
 int csys_open_disk(const char *path, int writable, int direct);
 
+/// Creates the directory `path` (mode 0700), or takes it when it exists and is empty,
+/// for a snapshot written on behalf of a client, with the refusals of `csys_open_image`.
+/// Returns an O_DIRECTORY descriptor, or -errno (-ENOTEMPTY when it holds anything).
+int csys_snapshot_directory(const char *path);
+
+/// openat(dir, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600): a new file
+/// of a snapshot. Returns the descriptor or -errno.
+int csys_create_in(int dir, const char *name);
+
 /// prctl(PR_SET_NO_NEW_PRIVS, 1): no exec can ever grant privileges again. Returns 0 or -errno.
 int csys_set_no_new_privs(void);
 

@@ -39,6 +39,12 @@ public final class MMIOBus: @unchecked Sendable {
 
     public func seal() { lock.withLock { $0 = true } }
 
+    /// Every registered device with its range, by address (what a snapshot must save:
+    /// each of them).
+    public var registeredDevices: [(base: UInt64, length: UInt64, device: any BusDevice)] {
+        lock.withLock { _ in ranges.map { ($0.base, $0.length, $0.device) } }
+    }
+
     /// The device covering `address` and the offset into it.
     @inline(__always)
     public func device(at address: UInt64) -> (device: any BusDevice, offset: UInt64)? {

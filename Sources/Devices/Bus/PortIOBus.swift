@@ -44,6 +44,12 @@ public final class PortIOBus: @unchecked Sendable {
         }
     }
 
+    /// Every registered device with its ports, in registration order (what a snapshot
+    /// must save: each of them).
+    public var registeredDevices: [(base: UInt16, length: Int, device: any BusDevice)] {
+        lock.withLock { _ in entries.map { ($0.base, $0.length, $0.device) } }
+    }
+
     /// Freezes registration; after this the bus may be used from several threads.
     public func seal() { lock.withLock { $0 = true } }
 

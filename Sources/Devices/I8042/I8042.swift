@@ -21,7 +21,7 @@ public final class I8042: BusDevice {
         var lastWasCommand = false
     }
 
-    private let state = Mutex(State())
+    let state = Mutex(State())
     private let events: PlatformEventSink
 
     public init(events: @escaping PlatformEventSink) { self.events = events }

@@ -5,7 +5,7 @@ import Synchronization
 /// also the cheapest complete device path, used by the exit benchmark.
 public final class PostCode: BusDevice {
     public static let defaultPort: UInt16 = 0x80
-    private let last = Atomic<UInt8>(0)
+    let last = Atomic<UInt8>(0)
     /// Writes seen.
     public let writes = Atomic<UInt64>(0)
 

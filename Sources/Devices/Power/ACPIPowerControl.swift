@@ -20,7 +20,7 @@ public final class ACPIPowerControl: BusDevice {
     public static let resetValue: UInt8 = 0x01
 
     private let events: PlatformEventSink
-    private let wakeStatus = Mutex<UInt8>(0)
+    let wakeStatus = Mutex<UInt8>(0)
 
     public init(events: @escaping PlatformEventSink) { self.events = events }
 

@@ -48,7 +48,7 @@ public final class Serial16550: BusDevice {
         var lineLevel = false
     }
 
-    private let state = Mutex(State())
+    let state = Mutex(State())
     private let output: any SerialOutput
     private let irq: (any InterruptLine)?
     /// Bytes the guest transmitted.

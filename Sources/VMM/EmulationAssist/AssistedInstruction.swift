@@ -10,6 +10,7 @@ enum AssistedInstruction: Sendable, Equatable {
     case verr, verw
     case cmpxchg16b
     case xgetbv
+    case ldmxcsr, stmxcsr         // 0f ae /2, /3 with a memory operand
     case nop                      // nop, pause, hint nops, endbr: what a displaced instruction may be
     case cld
     case hypercall                // vmcall / vmmcall
@@ -34,6 +35,12 @@ enum AssistedInstruction: Sendable, Equatable {
             case 0xD0: return .xgetbv
             case 0xF9: return .rdtscp
             case 0xC1, 0xD9: return .hypercall
+            default: return .refused(mnemonic(insn))
+            }
+        case (.twoByte, 0xAE) where modrm.map({ $0.mod != 3 }) == true && insn.repeatPrefix == nil && !insn.operandSizeOverride:
+            switch (modrm?.reg ?? 0) & 7 {
+            case 2: return .ldmxcsr
+            case 3: return .stmxcsr
             default: return .refused(mnemonic(insn))
             }
         case (.twoByte, 0xB8) where insn.repeatPrefix == 0xF3: return .popcnt
@@ -108,6 +115,8 @@ enum AssistedInstruction: Sendable, Equatable {
         case .verw: return "verw"
         case .cmpxchg16b: return "cmpxchg16b"
         case .xgetbv: return "xgetbv"
+        case .ldmxcsr: return "ldmxcsr"
+        case .stmxcsr: return "stmxcsr"
         case .nop: return "nop"
         case .cld: return "cld"
         case .hypercall: return "hypercall"

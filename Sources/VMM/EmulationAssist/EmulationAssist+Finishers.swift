@@ -58,6 +58,8 @@ extension EmulationAssist {
             ctx.setRegister(0, size: 32, xcr0 & 0xFFFF_FFFF)
             ctx.setRegister(2, size: 32, xcr0 >> 32)
             ctx.advance(past: insn)
+        case .ldmxcsr, .stmxcsr:
+            try mxcsrInstruction(load: kind == .ldmxcsr, insn, &ctx)
         case .nop:
             ctx.advance(past: insn)
         case .cld:
@@ -81,12 +83,24 @@ extension EmulationAssist {
 
     /// Reads `size` bytes of the instruction's memory operand, as an explicit data access
     /// at the current privilege level.
-    private func readOperand(_ insn: DecodedInstruction, size: Int, _ ctx: AssistContext) throws -> UInt64 {
+    func readOperand(_ insn: DecodedInstruction, size: Int, _ ctx: AssistContext) throws -> UInt64 {
         guard let memory = insn.memory else { throw GuestFault.invalidOpcode }
         let linear = try operandAddress(memory, insn, size: UInt64(size), ctx)
         do {
             let bytes = try self.memory.readVirtual(at: linear, count: size, paging: ctx.paging, access: ctx.dataAccess(.read))
             return bytes.reversed().reduce(0) { ($0 << 8) | UInt64($1) }
+        } catch {
+            throw try guestFault(error)
+        }
+    }
+
+    /// Writes `bytes` to the instruction's memory operand, as an explicit data access at
+    /// the current privilege level (every page checked before the first byte is written).
+    func writeOperand(_ insn: DecodedInstruction, _ bytes: [UInt8], _ ctx: AssistContext) throws {
+        guard let memory = insn.memory else { throw GuestFault.invalidOpcode }
+        let linear = try operandAddress(memory, insn, size: UInt64(bytes.count), ctx)
+        do {
+            try self.memory.writeVirtual(bytes, at: linear, paging: ctx.paging, access: ctx.dataAccess(.write))
         } catch {
             throw try guestFault(error)
         }

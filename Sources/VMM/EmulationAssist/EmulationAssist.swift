@@ -33,6 +33,9 @@ public final class EmulationAssist: Sendable {
     /// The #PF-handler breakpoint that repairs 64-bit `syscall`, when the host breaks it.
     let syscallRepair: SyscallRepair?
     let counters = AssistCounters()
+    /// How this VM's XSAVE area is read (ldmxcsr/stmxcsr), learnt from its first vCPU
+    /// before the guest runs (`adoptXSAVELayout`); nil on a KVM without one.
+    let xsaveLayout = Mutex<KVMVCPU.XSAVELayout?>(nil)
     private let claimant = Mutex<(any BreakpointClaimant)?>(nil)
 
     init(memory: GuestMemory, host: HostEmulation) {
@@ -45,6 +48,13 @@ public final class EmulationAssist: Sendable {
     /// treated as the guest's own.
     public func setBreakpointClaimant(_ newValue: (any BreakpointClaimant)?) {
         claimant.withLock { $0 = newValue }
+    }
+
+    /// Records `vcpu`'s XSAVE layout (its KVM_CHECK_EXTENSION queries happen here, before
+    /// any sandbox).
+    func adoptXSAVELayout(of vcpu: KVMVCPU) {
+        let layout = vcpu.xsaveLayout
+        xsaveLayout.withLock { $0 = layout }
     }
 
     /// Forgets per-boot state (planted breakpoints, syscall MSRs): the image is reloaded.

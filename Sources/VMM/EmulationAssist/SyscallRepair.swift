@@ -55,8 +55,11 @@ final class SyscallRepair: Sendable {
 
     func reset() { state.withLock { $0 = State() } }
 
-    /// The planted breakpoint, if any (for tests and statistics).
+    /// The planted breakpoint, if any (for tests, statistics and snapshots).
     var plantedSite: Site? { state.withLock { $0.site } }
+
+    /// Takes over a breakpoint planted before a snapshot (its 0xCC is in the restored memory).
+    func adopt(_ site: Site?) { state.withLock { $0.site = site } }
 
     // MARK: - Planting
 

@@ -63,6 +63,17 @@ enum SyscallPolicy {
         // `vmmctl gdb`: breakpoints, watchpoints and single-step (the only addition the
         // debugger needs: its bytes travel on the daemon link, its threads are clones).
         ("KVM_SET_GUEST_DEBUG", CKVM_SET_GUEST_DEBUG),
+        // The emulation assist's ldmxcsr/stmxcsr: MXCSR through the XSAVE area.
+        ("KVM_GET_XSAVE", CKVM_GET_XSAVE), ("KVM_GET_XSAVE2", CKVM_GET_XSAVE2), ("KVM_SET_XSAVE", CKVM_SET_XSAVE),
+    ] + snapshotRequests
+
+    /// What a snapshot reads from KVM besides the vCPU state above (the XSAVE area too,
+    /// which the assist's list already allows): the interrupt controllers, the PIT, the
+    /// clock, the dirty log, the TSC frequency. Only reads: a restore's KVM_SET_* calls
+    /// all happen before the filter goes on.
+    static let snapshotRequests: [(String, UInt)] = [
+        ("KVM_GET_IRQCHIP", CKVM_GET_IRQCHIP), ("KVM_GET_PIT2", CKVM_GET_PIT2), ("KVM_GET_CLOCK", CKVM_GET_CLOCK),
+        ("KVM_GET_DIRTY_LOG", CKVM_GET_DIRTY_LOG), ("KVM_GET_TSC_KHZ", CKVM_GET_TSC_KHZ),
     ]
 
     /// CLONE_THREAD (<linux/sched.h>; glibc hides it without _GNU_SOURCE).
@@ -72,7 +83,7 @@ enum SyscallPolicy {
     static func entries(ownPID: Int32) -> [Entry] {
         [
             Entry(name: "read", number: Int32(SYS_read), rule: .allow, why: "control messages from the daemon; a virtio device thread waiting on its ioeventfd; virtio-net frames from the tap"),
-            Entry(name: "recvmsg", number: Int32(SYS_recvmsg), rule: .allow, why: "control message headers; virtio-vsock: host sockets' bytes straight into guest memory, and the sockets vmmd connects for the guest (SCM_RIGHTS on the broker link)"),
+            Entry(name: "recvmsg", number: Int32(SYS_recvmsg), rule: .allow, why: "control message headers; virtio-vsock: host sockets' bytes straight into guest memory, and the sockets vmmd connects for the guest (SCM_RIGHTS on the broker link); a snapshot's files on the descriptor channel"),
             Entry(name: "sendto", number: Int32(SYS_sendto), rule: .allow, why: "messages to the daemon: console output, state, statistics; virtio-vsock: the OK line and bytes a slow host socket could not take at once"),
             Entry(name: "sendmsg", number: Int32(SYS_sendmsg), rule: .allow, why: "virtio-vsock: guest bytes straight from guest memory to host sockets"),
             Entry(name: "recvfrom", number: Int32(SYS_recvfrom), rule: .allow, why: "virtio-vsock: a host connection's CONNECT line (peeked, then read)"),
@@ -84,18 +95,20 @@ enum SyscallPolicy {
             Entry(name: "write", number: Int32(SYS_write), rule: .allow, why: "a last error line on stderr; eventfd signals (a virtio device's irqfd, waking a device thread)"),
             Entry(name: "pread64", number: Int32(SYS_pread64), rule: .allow, why: "KVM binary statistics files (KVM_GET_STATS_FD, opened before)"),
             Entry(name: "preadv", number: Int32(SYS_preadv), rule: .allow, why: "virtio-blk reads from the disk image into guest memory"),
-            Entry(name: "pwritev", number: Int32(SYS_pwritev), rule: .allow, why: "virtio-blk writes from guest memory to the disk image"),
-            Entry(name: "pwrite64", number: Int32(SYS_pwrite64), rule: .allow, why: "virtio-blk WRITE_ZEROES where the file system cannot zero a range"),
-            Entry(name: "fdatasync", number: Int32(SYS_fdatasync), rule: .allow, why: "virtio-blk FLUSH: the guest's writes reach stable storage"),
+            Entry(name: "pwritev", number: Int32(SYS_pwritev), rule: .allow, why: "virtio-blk writes from guest memory to the disk image; a snapshot's memory file"),
+            Entry(name: "pwrite64", number: Int32(SYS_pwrite64), rule: .allow, why: "virtio-blk WRITE_ZEROES where the file system cannot zero a range; a snapshot's state file and manifest"),
+            Entry(name: "fdatasync", number: Int32(SYS_fdatasync), rule: .allow, why: "virtio-blk FLUSH: the guest's writes reach stable storage; a snapshot's files before it counts as written"),
             Entry(name: "fallocate", number: Int32(SYS_fallocate), rule: .allow, why: "virtio-blk DISCARD and WRITE_ZEROES (punching holes, zeroing ranges)"),
             Entry(name: "fcntl", number: Int32(SYS_fcntl), rule: .argumentIn(index: 1, values: [UInt32(F_GETFL), UInt32(F_SETFL)]),
                   why: "virtio-blk on an O_DIRECT disk: the flag off for one request whose guest buffers are not aligned, then back on"),
-            Entry(name: "getrandom", number: Int32(SYS_getrandom), rule: .allow, why: "virtio-rng: entropy for the guest"),
+            Entry(name: "getrandom", number: Int32(SYS_getrandom), rule: .allow, why: "virtio-rng: entropy for the guest; a snapshot's random ID"),
+            Entry(name: "ftruncate", number: Int32(SYS_ftruncate), rule: .allow, why: "a snapshot's memory file gets the guest's RAM size up front, all holes (sparse)"),
+            Entry(name: "lseek", number: Int32(SYS_lseek), rule: .allow, why: "a snapshot finds the pages that hold data (SEEK_DATA/SEEK_HOLE on the guest memfd or the snapshot file it maps)"),
             Entry(name: "close", number: Int32(SYS_close), rule: .allow, why: "descriptors that come with stray messages; teardown"),
             Entry(name: "ioctl", number: Int32(SYS_ioctl),
                   rule: .argumentIn(index: 1, values: kvmRequests.map { UInt32(truncatingIfNeeded: $0.1) } + [CSYS_TUNSETOFFLOAD]),
                   why: "KVM, limited to: " + kvmRequests.map(\.0).joined(separator: ", ")
-                    + "; and TUNSETOFFLOAD (virtio-net: the tap's offloads follow the features the guest accepted)"),
+                    + " (the last \(snapshotRequests.count) for snapshots); and TUNSETOFFLOAD (virtio-net: the tap's offloads follow the features the guest accepted)"),
             Entry(name: "mmap", number: Int32(SYS_mmap), rule: .argumentLacksBits(index: 2, mask: UInt32(PROT_EXEC)),
                   why: "the allocator and thread stacks; never executable"),
             Entry(name: "mprotect", number: Int32(SYS_mprotect), rule: .argumentLacksBits(index: 2, mask: UInt32(PROT_EXEC)),

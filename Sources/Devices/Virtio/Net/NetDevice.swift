@@ -20,8 +20,8 @@ public final class NetDevice: VirtioEventDevice {
     public let statistics = VirtioStatistics()
     public let netStatistics = NetStatistics()
     private let poll: EventPoll
-    private let state = Mutex(NetState())
-    private let linkUp = Atomic<Bool>(true)
+    let state = Mutex(NetState())
+    let linkUp = Atomic<Bool>(true)
 
     public static let receiveQueue = 0, transmitQueue = 1
     public static let queueSize: UInt16 = 256

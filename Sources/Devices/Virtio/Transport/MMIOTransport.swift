@@ -64,15 +64,20 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
     public let offeredFeatures: UInt64
     /// The device's configuration space as the driver last could read it; refreshed by
     /// `configurationChanged()`.
-    private let config: Mutex<[UInt8]>
+    let config: Mutex<[UInt8]>
     /// The device as a `VirtioRequestDevice`, whose queues the transport serves itself;
     /// nil for a `VirtioEventDevice`, which takes its chains through `withQueue`.
-    private let requestDevice: (any VirtioRequestDevice)?
-    private let registers = Mutex(VirtioTransportState())
-    private let queues: [LockedQueue]
+    let requestDevice: (any VirtioRequestDevice)?
+    let registers = Mutex(VirtioTransportState())
+    let queues: [LockedQueue]
     /// Mirrors of `status` and `interruptStatus` for the lock-free notify and interrupt paths.
-    private let status = Atomic<UInt32>(0)
-    private let pendingInterrupts = Atomic<UInt32>(0)
+    let status = Atomic<UInt32>(0)
+    let pendingInterrupts = Atomic<UInt32>(0)
+    /// Set while a snapshot is taken: `withQueue` runs nothing, so an event device's
+    /// thread (woken by its host socket or tap) leaves the rings and guest memory alone.
+    let frozen = Atomic<Bool>(false)
+    /// A restore found the device's configuration different from the snapshot's.
+    let configChangedByRestore = Atomic<Bool>(false)
     /// Why the device last set DEVICE_NEEDS_RESET (for logs and tests).
     public let lastQueueError = Mutex<VirtioError?>(nil)
 
@@ -301,7 +306,7 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
     public func withQueue<R>(_ index: Int, _ body: (inout VirtQueue, GuestMemory) throws -> R) -> R? {
         let current = status.load(ordering: .acquiring)
         guard index >= 0, index < queues.count, current & Virtio.Status.driverOK != 0,
-              current & Virtio.Status.deviceNeedsReset == 0 else { return nil }
+              current & Virtio.Status.deviceNeedsReset == 0, !frozen.load(ordering: .acquiring) else { return nil }
         var interruptNeeded = false
         var failure: VirtioError?
         let result = queues[index].lock.withLock { q -> R? in

@@ -1,4 +1,5 @@
 import GuestMemory
+import Snapshot
 import Synchronization
 
 /// A virtio device behind a transport: its identity, features, configuration space and
@@ -23,11 +24,24 @@ public protocol VirtioDevice: AnyObject, Sendable {
     /// The driver set DRIVER_OK with `features` negotiated (3.1.1 step 8): what a
     /// device that configures its backend from the features (a tap's offloads) does then.
     func activate(features: UInt64)
+    /// The device's snapshot state (`self` for a `SnapshotStateful` device); nil, the
+    /// default, makes every snapshot of its machine fail naming it.
+    var snapshotState: (any SnapshotStateful)? { get }
+    /// Before a snapshot, with its transport frozen: an event device that keeps chains it
+    /// took from a ring between wake-ups (receive buffers waiting for data, a frame
+    /// waiting for room) puts them back, newest first (`VirtioMMIOTransport.giveBack`),
+    /// and forgets them, so that the queues' state alone says what it owes the driver.
+    func giveBackHeldChains(to transport: VirtioMMIOTransport)
+    /// After a restore: what the device must tell the guest (vsock: its connections are gone).
+    func restored(transport: VirtioMMIOTransport)
 }
 
 extension VirtioDevice {
     public var counters: [(name: String, value: UInt64)] { statistics.snapshot }
     public func activate(features: UInt64) {}
+    public var snapshotState: (any SnapshotStateful)? { nil }
+    public func giveBackHeldChains(to transport: VirtioMMIOTransport) {}
+    public func restored(transport: VirtioMMIOTransport) {}
 }
 
 /// A device that answers each request as it comes (virtio-blk, virtio-rng): the

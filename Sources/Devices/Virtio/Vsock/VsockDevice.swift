@@ -22,7 +22,7 @@ public final class VsockDevice: VirtioEventDevice {
     public let vsockStatistics = VsockStatistics()
     private let poll: EventPoll
     private let wake: Int32
-    private let state: Mutex<VsockMuxer>
+    let state: Mutex<VsockMuxer>
 
     public static let receiveQueue = 0, transmitQueue = 1, eventQueue = 2
     public static let queueSize: UInt16 = 256
