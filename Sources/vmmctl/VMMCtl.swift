@@ -1,6 +1,9 @@
 import ArgumentParser
 import Dispatch
 import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @main
 struct VMMCtl: ParsableCommand {
@@ -33,6 +36,7 @@ struct VMMCtl: ParsableCommand {
     /// no daemon run on the main thread, and no concurrency runtime or thread pool is
     /// started for them. Only the daemon commands (`AsyncParsableCommand`s) get one.
     static func main() {
+        unblockTerminatingSignals()
         let arguments = Array(CommandLine.arguments.dropFirst())
         let command: any ParsableCommand
         do {
@@ -73,4 +77,16 @@ struct VMMCtl: ParsableCommand {
 private final class CommandBox: @unchecked Sendable {
     var command: any AsyncParsableCommand
     init(_ command: any AsyncParsableCommand) { self.command = command }
+}
+
+/// A process can start with signals blocked: posix_spawn from a thread that blocks them
+/// (test runners' and thread pools' threads do) passes the mask on, and exec keeps it.
+/// `vmmctl run` relies on the default action of SIGTERM, SIGINT, SIGHUP and SIGQUIT to
+/// end (its VM goes with the process), so it unblocks them before any thread starts:
+/// with them blocked, a `kill` stayed pending and the VM ran on.
+func unblockTerminatingSignals() {
+    var set = sigset_t()
+    sigemptyset(&set)
+    for signal in [SIGTERM, SIGINT, SIGHUP, SIGQUIT] { sigaddset(&set, signal) }
+    pthread_sigmask(SIG_UNBLOCK, &set, nil)
 }

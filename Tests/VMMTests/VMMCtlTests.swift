@@ -48,6 +48,36 @@ struct VMMCtlTests {
         #expect(none.status == 0 && none.stdout.isEmpty)
     }
 
+    /// A vmmctl started with SIGTERM and SIGINT blocked (posix_spawn from a thread that
+    /// blocks them, as the test runner's threads do; exec keeps the mask) still ends on
+    /// them. With them blocked, a terminated `vmmctl run` of Linux ran on and the test
+    /// that stopped it waited forever.
+    @Test(arguments: [SIGTERM, SIGINT])
+    func endsOnASignalItWasStartedWithBlocked(signal: Int32) throws {
+        try #require(VMMCtl.exists, "vmmctl is not built at \(VMMCtl.path)")
+        let guest = try TestGuests.path("idle")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = ["-c", "import os, signal, sys; "
+                             + "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT}); "
+                             + "os.execv(sys.argv[1], sys.argv[1:])",
+                             VMMCtl.path, "run", "--kernel", guest, "--memory", "32", "--serial", "none"]
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        SpawnedProcesses.register(process.processIdentifier, "vmmctl run idle (signal test)")
+        defer {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+            SpawnedProcesses.unregister(process.processIdentifier)
+        }
+        Thread.sleep(forTimeInterval: 1.5)   // the guest is running
+        kill(process.processIdentifier, signal)
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        #expect(!process.isRunning, "vmmctl run still running 10 s after signal \(signal)")
+    }
+
     @Test func smpWithTwoCPUs() throws {
         let r = try VMMCtl.run(["run", "--kernel", TestGuests.path("smp"), "--cpus", "2", "--memory", "32"])
         #expect(r.status == 0 && r.stdout == "A\nsmp: 2 cpus\n")
