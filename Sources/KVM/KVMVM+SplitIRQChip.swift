@@ -20,7 +20,7 @@ extension KVMVM {
     /// of those with `KVM_EXIT_IOAPIC_EOI`. Before any vCPU is created.
     ///
     /// Unlike `KVM_CREATE_IRQCHIP`, this registers no in-kernel I/O devices, so closing
-    /// the VM takes no extra SRCU grace periods (../shared/probes/pvm/README.md).
+    /// the VM takes no extra SRCU grace periods (README, "The KVM on these machines").
     public func enableSplitIRQChip(ioapicPins: UInt32) throws {
         var cap = kvm_enable_cap()
         cap.cap = CKVM_CAP_SPLIT_IRQCHIP

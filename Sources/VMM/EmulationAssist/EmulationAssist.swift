@@ -5,7 +5,7 @@ import Synchronization
 /// Finishes, in the VMM, the instructions a host's instruction emulator refuses.
 ///
 /// On a KVM that runs guest CPL 0 through its emulator (PVM on this project's hosts,
-/// `../shared/probes/pvm/README.md`), `int3`, `clac`, `popcnt`, `cmpxchg16b` and a few
+/// README, "The KVM on these machines"), `int3`, `clac`, `popcnt`, `cmpxchg16b` and a few
 /// more end `KVM_RUN` with `KVM_EXIT_INTERNAL_ERROR` / `KVM_INTERNAL_ERROR_EMULATION` and
 /// the instruction's bytes. The assist is entered only from that exit (and from the
 /// machine's no-progress probe, `finishStalledHypercall`): no other exit pays anything

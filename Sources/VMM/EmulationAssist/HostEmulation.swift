@@ -8,7 +8,7 @@ import Synchronization
 /// CPL 3 with `iretq`, makes a `syscall`, and finally tries `vmcall` at CPL 0.
 ///
 /// On hardware-virtualised KVM all three just work. On a KVM that emulates CPL 0 (PVM,
-/// `../shared/probes/pvm/README.md`): `int3` is an emulation failure, `syscall` stays at
+/// README, "The KVM on these machines"): `int3` is an emulation failure, `syscall` stays at
 /// CPL 3 and faults at LSTAR, and `vmcall` never comes back (KVM's emulator "fixes" the
 /// hypercall instruction and re-executes it, forever, inside `KVM_RUN`).
 public struct HostEmulation: Sendable, Equatable, CustomStringConvertible {
