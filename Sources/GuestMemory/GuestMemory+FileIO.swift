@@ -34,27 +34,35 @@ extension GuestMemory {
             let (segment, _) = try resolve(range.start, length: range.length)
             throw GuestMemoryError.readOnly(address: range.start.raw, segment: segment.name)
         }
+        // Marked before the call: a read that fails part-way has still changed guest pages.
+        writeLog.mark(segment: at.segment, offset: at.offset, length: Int(range.length))
         // SAFETY: hostLocation() proved the range lies inside a writable segment mapping.
-        let n = try transfer(fd, at.host, Int(range.length), offset: offset, operation: "pread") { pread($0, $1, $2, $3) }
-        writeLog.mark(segment: at.segment, offset: at.offset, length: Int(n))
-        return n
+        return try transfer(fd, at.host, Int(range.length), offset: offset, operation: "pread", stopsAtEndOfFile: true) {
+            pread($0, $1, $2, $3)
+        }
     }
 
     /// `pwrite(2)` of one range to the file `fd` from `offset`. Returns the bytes
     /// written (all of them, or an error).
     public func writeFile(_ fd: Int32, offset: UInt64, from range: GuestRange) throws -> UInt64 {
-        guard let host = hostLocation(range.start, length: range.length, writing: false)?.host else {
-            _ = try resolve(range.start, length: range.length)   // throws: not inside one segment
-            throw GuestMemoryError.unmapped(address: range.start.raw, length: range.length)
+        // hostLocation() is the fast lookup; resolve() the same check, with the error.
+        let host: UnsafeMutableRawPointer
+        if let at = hostLocation(range.start, length: range.length, writing: false) {
+            host = at.host
+        } else {
+            let (segment, offset) = try resolve(range.start, length: range.length)
+            host = segment.host + offset
         }
-        // SAFETY: hostLocation() proved the range lies inside a segment mapping.
-        return try transfer(fd, host, Int(range.length), offset: offset, operation: "pwrite") { pwrite($0, $1, $2, $3) }
+        // SAFETY: either lookup proved the range lies inside a segment mapping.
+        return try transfer(fd, host, Int(range.length), offset: offset, operation: "pwrite", stopsAtEndOfFile: false) {
+            pwrite($0, $1, $2, $3)
+        }
     }
 
     /// Runs `call` over one host buffer, resuming after short transfers and EINTR, as
     /// the vector form does.
     private func transfer(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ length: Int, offset: UInt64, operation: String,
-                          _ call: (Int32, UnsafeMutableRawPointer, Int, off_t) -> Int) throws -> UInt64 {
+                          stopsAtEndOfFile: Bool, _ call: (Int32, UnsafeMutableRawPointer, Int, off_t) -> Int) throws -> UInt64 {
         var done = 0
         while done < length {
             let (position, overflow) = offset.addingReportingOverflow(UInt64(done))
@@ -66,7 +74,7 @@ extension GuestMemory {
                 throw GuestMemoryError.system(operation: operation, errno: errno)
             }
             if n == 0 {
-                if operation == "pread" { break }   // end of file
+                if stopsAtEndOfFile { break }
                 throw GuestMemoryError.system(operation: operation, errno: EIO)
             }
             done += n
@@ -80,6 +88,7 @@ extension GuestMemory {
         guard range.length > 0 else { return 0 }
         let (segment, offset) = try resolve(range.start, length: range.length)
         guard !segment.readOnly else { throw GuestMemoryError.readOnly(address: range.start.raw, segment: segment.name) }
+        noteWrite(segment, offset, Int(range.length))   // before: a failure part-way has changed pages too
         var done: UInt64 = 0
         while done < range.length {
             // SAFETY: resolve() proved [offset, offset + length) lies inside the segment mapping.
@@ -90,7 +99,6 @@ extension GuestMemory {
             }
             done += UInt64(n)
         }
-        noteWrite(segment, offset, Int(done))
         return done
     }
 

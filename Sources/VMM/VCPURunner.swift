@@ -48,6 +48,9 @@ public final class VCPURunner: @unchecked Sendable {
     /// Work for the parked vCPU thread (`onOwnThread`), and its completion.
     private let job = Mutex<(@Sendable () -> Void)?>(nil)
     private let jobDone = DispatchSemaphore(value: 0)
+    /// One `onOwnThread` exchange at a time: the job slot holds one job and `jobDone`
+    /// answers one wait, so two overlapping callers would lose a job and wait forever.
+    private let jobTurn = DispatchSemaphore(value: 1)
 
     init(vcpu: KVMVCPU, handler: ExitDispatcher) {
         self.vcpu = vcpu
@@ -165,6 +168,11 @@ public final class VCPURunner: @unchecked Sendable {
     /// the same boot and its restores run to power-off.
     func onOwnThread<T>(_ body: @escaping @Sendable (KVMVCPU) throws -> T) throws -> T {
         guard let thread, thread.handle != HostThread.current else { return try body(vcpu) }
+        jobTurn.wait()
+        defer { jobTurn.signal() }
+        // Only a parked thread waits for jobs; a running one would take this one at its
+        // next pause, and an exited one never.
+        guard isParked else { throw MachineError.invalidState("vCPU \(id) is not paused") }
         let box = ResultBox<T>()
         let vcpu = self.vcpu
         job.withLock { $0 = { box.result = Result { try body(vcpu) } } }

@@ -95,7 +95,7 @@ public final class BlockDevice: VirtioRequestDevice {
         switch type {
         case .read:
             if let data = singleDataBuffer(chain, writable: true) {
-                guard let offset = span(sector, UInt64(data.length)), let n = try? backend.read(into: data, at: offset, memory: memory),
+                guard let offset = span(sector, data.length), let n = try? backend.read(into: data, at: offset, memory: memory),
                       n == data.length else { return (Self.statusIOError, 0) }
                 VirtioStatistics.add(statistics.bytesRead, n)
                 return (Self.statusOK, n)
