@@ -131,8 +131,10 @@ struct MachinePlatformTests {
         #expect(CPUTemplate.emulationSafe.linuxParameters(for: [.xsave, .avx]) == ["noxsave"])
         #expect(CPUTemplate.emulationSafe.linuxParameters(for: [.cx16]) == [])
         #expect(CPUTemplate.host.linuxParameters(for: [.xsave]) == [])
-        // ERMS/FSRM (leaf 7, which PVM passes through): one clearcpuid for both.
-        #expect(CPUTemplate.emulationSafe.linuxParameters(for: [.xsave, .erms, .fsrm]) == ["noxsave", "clearcpuid=erms,fsrm"])
+        // ERMS/FSRM (leaf 7) and SSSE3 (leaf 1), which PVM passes through: one clearcpuid
+        // for all three (Linux takes a single clearcpuid=).
+        #expect(CPUTemplate.emulationSafe.linuxParameters(for: [.xsave, .erms, .fsrm]) == ["noxsave", "clearcpuid=erms,fsrm,ssse3"])
+        #expect(CPUTemplate.emulationSafe.linuxParameters(for: [.ssse3]) == ["clearcpuid=erms,fsrm,ssse3"])
     }
 }
 

@@ -59,6 +59,7 @@ extension CPUFeature {
     public static let f16c = CPUFeature("f16c", leaf: 1, .ecx, bit: 29)
     // CPUID.(EAX=07H,ECX=0):EBX.
     public static let avx2 = CPUFeature("avx2", leaf: 7, .ebx, bit: 5)
+    public static let ssse3 = CPUFeature("ssse3", leaf: 1, .ecx, bit: 9)
     public static let erms = CPUFeature("erms", leaf: 7, .ebx, bit: 9)
     public static let avx512f = CPUFeature("avx512f", leaf: 7, .ebx, bit: 16)
     public static let avx512dq = CPUFeature("avx512dq", leaf: 7, .ebx, bit: 17)

@@ -62,7 +62,9 @@ public struct CPUTemplate: Sendable, Equatable {
     /// runs a string instruction one element per step (~0.8 µs), so Linux's byte-wise
     /// `rep stosb` page clear costs 3 ms a page where the `rep stosq` it uses without ERMS
     /// costs an eighth of that (measured here: 32 KiB by `rep movsb` 25 ms, by `rep movsd`
-    /// 5 ms).
+    /// 5 ms). And SSSE3: Debian's kernel runs blake2s's SSSE3 code at CPL 0 while it
+    /// unpacks the initramfs (`movd %ecx,%xmm15`), which that emulator refuses; PVM will
+    /// not hide it through CPUID either, so Linux gets `clearcpuid=` for it too.
     ///
     /// A KVM may refuse to hide some of them: PVM passes CPUID leaf 1's XSAVE and the AVX
     /// bits through from the host whatever KVM_SET_CPUID2 says (`vmmctl cpu-templates`
@@ -76,11 +78,12 @@ public struct CPUTemplate: Sendable, Equatable {
             .avx512f, .avx512dq, .avx512ifma, .avx512pf, .avx512er, .avx512cd, .avx512bw, .avx512vl,
             .avx512vbmi, .avx512vbmi2, .avx512vnni, .avx512bitalg, .avx512vpopcntdq, .avx512vp2intersect,
             .avx512fp16, .avx512bf16, .avxVNNI, .vaes, .vpclmulqdq, .amxBF16, .amxTile, .amxInt8,
-            .pku, .ospke, .xop, .fma4, .erms, .fsrm,
+            .pku, .ospke, .xop, .fma4, .erms, .fsrm, .ssse3,
         ],
         hiddenLeaves: [0xD],
         linuxParameters: [(.xsave, "noxsave"), (.osxsave, "noxsave"), (.avx, "noxsave"),
-                          (.erms, "clearcpuid=erms,fsrm"), (.fsrm, "clearcpuid=erms,fsrm")])
+                          (.erms, "clearcpuid=erms,fsrm,ssse3"), (.fsrm, "clearcpuid=erms,fsrm,ssse3"),
+                          (.ssse3, "clearcpuid=erms,fsrm,ssse3")])
 
     /// The hidden features that are still set in `readback`, what `KVM_GET_CPUID2`
     /// returns after `KVM_SET_CPUID2`: a KVM that passes some leaves through from the
