@@ -72,7 +72,10 @@ let package = Package(
         .executableTarget(
             name: "vmmd",
             dependencies: [
-                "VMMService", "VMMAPI", "KVM", "CSys", "CUserDB",
+                "VMMService", "VMMAPI", "KVM", "CSys", "CUserDB", "WorkerProtocol",
+                // The host probes (HostEmulation, GuestDebugSupport) whose answers the
+                // workers get in their setup.
+                "VMM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

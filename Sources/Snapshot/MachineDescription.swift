@@ -2,7 +2,9 @@
 /// one (and a daemon can check the size against a quota before it builds anything).
 public struct MachineDescription: Sendable, Equatable {
     public static let sectionName = "machine"
-    public static let version: UInt16 = 1
+    /// Version 2 added `irqchip`; a version-1 section is read as KVM's irqchip (the only
+    /// kind there was).
+    public static let version: UInt16 = 2
 
     /// One disk; the image itself is not in the snapshot: a restore reopens `path` (or
     /// what the caller names instead) and checks its size.
@@ -53,6 +55,9 @@ public struct MachineDescription: Sendable, Equatable {
     public var rebootOnReset: Bool
     public var rebootOnTripleFault: Bool
     public var inKernelIRQChip: Bool
+    /// Where the IOAPIC lived when `inKernelIRQChip`: "kernel" (KVM_CREATE_IRQCHIP) or
+    /// "split" (KVM_CAP_SPLIT_IRQCHIP, the VMM's IOAPIC in its own section).
+    public var irqchip: String = "kernel"
     public var acpi: Bool
     public var trackDirtyPages: Bool
     /// "ioeventfd" or "bus".
@@ -107,11 +112,12 @@ public struct MachineDescription: Sendable, Equatable {
         for n in networks { e.string(n.tap); e.data(n.mac) }
         e.bool(vsock != nil); e.u64(vsock?.cid ?? 0); e.string(vsock?.path ?? "")
         e.u64(generation)
+        e.string(irqchip)
         return SnapshotSection(name: Self.sectionName, version: Self.version, payload: e.bytes)
     }
 
     public init(_ section: SnapshotSection) throws(SnapshotError) {
-        var d = try section.decoder(supporting: [Self.version])
+        var d = try section.decoder(supporting: [1, Self.version])
         let s = Self.maxString
         writer = try d.string(maxLength: s, "writer")
         createdAt = try d.u64()
@@ -148,7 +154,9 @@ public struct MachineDescription: Sendable, Equatable {
         let hasVsock = try d.bool(), cid = try d.u64(), path = try d.string(maxLength: 108, "vsock socket path")
         vsock = hasVsock ? Vsock(cid: cid, path: path) : nil
         generation = try d.u64()
+        irqchip = section.version >= 2 ? try d.string(maxLength: 16, "irqchip") : "kernel"
         try d.finish()
+        guard ["kernel", "split"].contains(irqchip) else { throw d.malformed("irqchip '\(irqchip)'") }
         guard (1 ... Self.maxMemoryMiB).contains(memoryMiB) else { throw d.malformed("memory of \(memoryMiB) MiB") }
         guard (1 ... Self.maxCPUs).contains(cpus) else { throw d.malformed("\(cpus) vCPUs") }
         if let t = topology {

@@ -223,6 +223,14 @@ struct VMMBench: ParsableCommand {
         print(String(format: "  worker memory beyond guest RAM: RSS %.2f MiB (target <= 4) %@; private dirty %.2f MiB; PSS %.2f MiB each with %d idle workers",
                      Double(figures.rssOverheadKiB) / 1024, verdict(figures.rssOverheadKiB <= 4096),
                      Double(figures.privateKiB) / 1024, Double(figures.pssKiB) / 1024, idleWorkers))
+        do {
+            let bin = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+            let start = try DaemonStartBenchmark(vmmd: bin + "/vmmd", work: work, runs: 7).run()
+            print(String(format: "  vmmd start to API socket ready (median of %d): %.2f ms of CPU (target <= 8) %@, %.2f ms wall",
+                         start.cpuMs.count, median(start.cpuMs), verdict(median(start.cpuMs) <= 8), median(start.wallMs)))
+        } catch {
+            print("  vmmd start to API socket ready: not measured: \(error)")
+        }
         if idleVMs > 0 {
             print(String(format: "  %d idle VMs: GET /v1/vms %.1f ms (target <= 50) %@; created in %.0f ms, destroyed in %.0f ms; workers left %d",
                          idleVMs, figures.listMs, verdict(figures.listMs <= 50), figures.createAllMs, figures.destroyAllMs,

@@ -111,7 +111,7 @@ final class ManagedVM: Sendable {
     }
 
     /// What the worker needs to build this VM, and whom it runs as once sandboxed.
-    func setup(memory: GuestMemoryFiles, sandboxUID: UInt32, sandboxGID: UInt32) -> WorkerSetup {
+    func setup(memory: GuestMemoryFiles, sandboxUID: UInt32, sandboxGID: UInt32, hostFacts: HostFacts?) -> WorkerSetup {
         var setup = WorkerSetup(name: key.name, memoryMiB: request.memoryMiB, cpus: UInt32(request.vcpus),
                     commandLine: request.cmdline, debugExit: request.debugExit, hypercalls: request.hypercalls,
                     rebootOnReset: !request.noReboot, hasInitrd: request.initrd != nil, memory: memory.segments,
@@ -123,6 +123,7 @@ final class ManagedVM: Sendable {
             .init(mac: (n.mac ?? "").split(separator: ":").compactMap { UInt8($0, radix: 16) })
         }
         setup.vsockCID = request.vsock?.cid
+        setup.hostFacts = hostFacts
         return setup.withSnapshot(request, layers: restoreLayers)
     }
 

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import VMMAPI
+import WorkerProtocol
 
 /// How the service runs: where things are, and what the daemon's configuration file
 /// declares (system VMs, later quotas).
@@ -22,6 +23,8 @@ public struct ServiceConfig: Sendable {
     public var systemVMs: [CreateVMRequest] = []
     /// How long a worker may take to build its machine.
     public var readyTimeoutSeconds = 30
+    /// What the daemon's probe VMs found about this host, for the workers' setups.
+    public var hostFacts = HostFactsSlot()
 
     public init(stateDirectory: String, workerExecutable: String) {
         self.stateDirectory = stateDirectory

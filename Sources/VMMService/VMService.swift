@@ -229,7 +229,8 @@ public final class VMService: Sendable {
         do {
             worker = try await WorkerProcess.spawn(
                 executable: config.workerExecutable, spawner: spawner,
-                setup: vm.setup(memory: memory, sandboxUID: config.workerUID, sandboxGID: config.workerGID),
+                setup: vm.setup(memory: memory, sandboxUID: config.workerUID, sandboxGID: config.workerGID,
+                               hostFacts: config.hostFacts.value),
                 descriptors: [kvm.rawDescriptor] + memory.descriptors + images + (broker.map { [$0.worker] } ?? []), group: group,
                 onMessage: { [weak vm] in vm?.handle($0) },
                 onClose: { [weak vm] why in

@@ -29,6 +29,7 @@ final class Worker: @unchecked Sendable {
         self.link = link
         // Unprivileged before the first guest-supplied byte is parsed.
         try Sandbox.dropPrivileges(uid: setup.sandboxUID, gid: setup.sandboxGID)
+        setup.hostFacts?.assume()
         var fds = descriptors[...]
         func next() -> Int32 { fds.popFirst() ?? -1 }
         let kvm = try KVMSystem(adopting: next())

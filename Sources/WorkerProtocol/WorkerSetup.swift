@@ -66,6 +66,8 @@ public struct WorkerSetup: Sendable, Equatable {
         }
     }
     public var restore: Restore?
+    /// The daemon's probe answers (nil: the worker probes this host itself).
+    public var hostFacts: HostFacts?
 
     public init(name: String, memoryMiB: UInt64, cpus: UInt32, commandLine: String, debugExit: Bool,
                 hypercalls: Bool, rebootOnReset: Bool, hasInitrd: Bool, memory: [Segment],
@@ -104,6 +106,8 @@ public struct WorkerSetup: Sendable, Equatable {
         w.bool(trackDirtyPages)
         w.bool(restore != nil)
         w.u32(restore?.layers ?? 0); w.bool(restore?.copy ?? false); w.bool(restore?.advanceClock ?? false)
+        w.bool(hostFacts != nil)
+        (hostFacts ?? HostFacts()).encode(into: &w)
     }
 
     static func decode(from r: inout WireReader) throws -> WorkerSetup {
@@ -144,6 +148,8 @@ public struct WorkerSetup: Sendable, Equatable {
             guard (1 ... 64).contains(layers) else { throw WireError.malformed("a snapshot chain of \(layers)") }
             setup.restore = Restore(layers: layers, copy: copy, advanceClock: advance)
         }
+        let hasFacts = try r.bool(), facts = try HostFacts.decode(from: &r)
+        setup.hostFacts = hasFacts ? facts : nil
         return setup
     }
 }

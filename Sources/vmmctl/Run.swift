@@ -99,7 +99,7 @@ struct Run: ParsableCommand {
     var virtioCmdline = false
 
     @Option(help: "Interrupt controllers: kernel (KVM's IOAPIC, PIC and PIT) or split (the IOAPIC in the VMM, no PIC or PIT: the VM closes in about a tenth of the time).")
-    var irqchip: IRQChipMode = .kernel
+    var irqchip: IRQChipMode = .split
 
     @Flag(help: "Print the devices (MMIO windows and IRQs) before the guest starts.")
     var verbose = false

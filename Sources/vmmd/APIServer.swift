@@ -24,11 +24,13 @@ final class APIServer: Service {
     let logger: Logger
     let limits: ConnectionLimits
     private let connections = ConnectionCounter()
+    /// Runs once both sockets listen (the host probes: start-up does not wait for them).
+    let afterListening: @Sendable () -> Void
 
     init(socketPath: String, handleSocketPath: String, service: VMService, group: EventLoopGroup,
-         metrics: DaemonMetrics, logger: Logger, limits: ConnectionLimits) {
+         metrics: DaemonMetrics, logger: Logger, limits: ConnectionLimits, afterListening: @escaping @Sendable () -> Void = {}) {
         self.socketPath = socketPath; self.handleSocketPath = handleSocketPath; self.service = service; self.group = group
-        self.metrics = metrics; self.logger = logger; self.limits = limits
+        self.metrics = metrics; self.logger = logger; self.limits = limits; self.afterListening = afterListening
     }
 
     func run() async throws {
@@ -78,6 +80,7 @@ final class APIServer: Service {
             throw error
         }
         logger.info("vmmd listening", metadata: ["socket": "\(socketPath)", "handles": "\(handleSocketPath)", "pid": "\(getpid())"])
+        afterListening()
         await service.restore()
 
         try? await gracefulShutdown()

@@ -8,6 +8,7 @@ import NIOPosix
 import ServiceLifecycle
 import VMMAPI
 import VMMService
+import WorkerProtocol
 
 @main
 struct VMMD: AsyncParsableCommand {
@@ -88,8 +89,16 @@ struct VMMD: AsyncParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let service = try VMService(config: serviceConfig, kvm: kvm, group: group, logger: logger)
         Self.raiseDescriptorLimit(logger: logger)
+        let facts = serviceConfig.hostFacts
         let server = APIServer(socketPath: socket, handleSocketPath: handles, service: service, group: group,
-                               metrics: metrics, logger: logger, limits: daemonConfig.connections)
+                               metrics: metrics, logger: logger, limits: daemonConfig.connections) {
+            // The probe VMs every worker would otherwise run at its start, once, here.
+            Thread.detachNewThread {
+                guard let found = HostFacts.probe(kvm) else { return }
+                facts.set(found)
+                logger.debug("host probed", metadata: ["facts": "\(found)"])
+            }
+        }
         let services = ServiceGroup(configuration: .init(
             services: [.init(service: server)],
             gracefulShutdownSignals: [.sigterm, .sigint],

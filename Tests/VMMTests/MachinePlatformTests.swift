@@ -34,7 +34,9 @@ struct MachinePlatformTests {
             #expect((leaf1.ebx >> 16) & 0xFF == 4)       // 3 cores need 2 APIC ID bits
         }
         // The MADT in guest memory lists the same APIC IDs.
-        let tables = try ACPITables(platform: ACPITables.Platform(apicIDs: ids))   // KVM's irqchip, the default
+        var platform = ACPITables.Platform(apicIDs: ids)
+        platform.legacyInterruptControllers = MachineConfig().irqchip == .kernel   // as the default irqchip has them
+        let tables = try ACPITables(platform: platform)
         let madt = try #require(tables.placed.first { $0.signature == "APIC" })
         #expect(try m.memory.read(at: GuestAddress(madt.address), count: madt.bytes.count) == madt.bytes)
         let fourthAPICID: UInt8 = madt.bytes.le(44 + 3 * 8 + 3)

@@ -42,6 +42,11 @@ public struct GuestDebugSupport: Sendable, Equatable, CustomStringConvertible {
 
     private static let cached = Mutex<GuestDebugSupport?>(nil)
 
+    /// Takes `answer` (found by another process on this host: vmmd hands its own to each
+    /// worker) as this process's, so that `probe` runs no probe VM; no effect once there
+    /// is one.
+    public static func assume(_ answer: GuestDebugSupport) { cached.withLock { $0 = $0 ?? answer } }
+
     /// The probe's answer for this process; the first call runs the probe VM (3 ms here).
     /// A sandboxed process must call it before its filter forbids `KVM_CREATE_VM`.
     public static func probe(_ kvm: KVMSystem) -> GuestDebugSupport {

@@ -195,7 +195,7 @@ extension Machine {
 
     /// The snapshot's description of this machine.
     func description(generation: UInt64) -> MachineDescription {
-        MachineDescription(
+        var d = MachineDescription(
             writer: Machine.version, createdAt: realtimeNanoseconds(), name: config.name, memoryMiB: config.memoryMiB,
             cpus: config.cpus,
             topology: config.topology.map { ($0.sockets, $0.coresPerSocket, $0.threadsPerCore) },
@@ -211,6 +211,8 @@ extension Machine {
             networks: config.networks.map { .init(tap: $0.tap.name, mac: $0.mac.bytes) },
             vsock: config.vsock.map { .init(cid: $0.guestCID, path: $0.path) },
             generation: generation)
+        d.irqchip = config.irqchip.rawValue
+        return d
     }
 
     /// How many restores lie between this machine and its first boot, and its random
@@ -236,6 +238,10 @@ extension MachineConfig {
         rebootOnReset = d.rebootOnReset
         rebootOnTripleFault = d.rebootOnTripleFault
         inKernelIRQChip = d.inKernelIRQChip
+        guard let mode = IRQChipMode(rawValue: d.irqchip) else {
+            throw SnapshotError.malformed(section: MachineDescription.sectionName, "irqchip '\(d.irqchip)'")
+        }
+        irqchip = mode
         acpi = d.acpi
         trackDirtyPages = d.trackDirtyPages
         guard let notification = VirtioNotification(rawValue: d.virtioNotification) else {

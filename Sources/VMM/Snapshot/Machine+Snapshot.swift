@@ -79,9 +79,6 @@ extension Machine {
         }
         // A debugger's software breakpoints are 0xCC bytes in guest memory, and its
         // single-step and hardware points are state of the session, not of the guest.
-        guard !config.inKernelIRQChip || config.irqchip == .kernel else {
-            throw SnapshotError.invalidState("the split irqchip's IOAPIC is not saved in snapshots yet; run the VM with --irqchip kernel (the default)")
-        }
         guard !debugger.isAttached else {
             throw SnapshotError.invalidState("a debugger is attached (its breakpoints are in guest memory); detach it first")
         }
@@ -146,7 +143,8 @@ extension Machine {
     /// buses. A device that is not `SnapshotStateful` ends the snapshot, naming it.
     func stateComponents(clock: KVMClock) throws(SnapshotError) -> [(name: String, component: any SnapshotStateful)] {
         var list: [(name: String, component: any SnapshotStateful)] = []
-        if config.inKernelIRQChip {
+        // KVM's PICs, IOAPIC and PIT; a split irqchip's IOAPIC is a device on the MMIO bus.
+        if config.inKernelIRQChip && config.irqchip == .kernel {
             list.append(("irqchip", KVMInterruptControllers(vm: vm)))
             list.append(("pit", KVMPIT(vm: vm)))
         }

@@ -6,9 +6,9 @@ import Glibc
 #endif
 
 /// KVM's in-kernel interrupt controllers (KVM_GET_IRQCHIP): the master and slave PICs
-/// and the IOAPIC, in section `irqchip`. A machine whose PIC and IOAPIC live in the VMM
-/// (KVM_CAP_SPLIT_IRQCHIP) would put its own component here under another section name;
-/// the local APICs are part of each vCPU's state either way.
+/// and the IOAPIC, in section `irqchip`. With KVM_CAP_SPLIT_IRQCHIP the IOAPIC is the
+/// VMM's, a device on the MMIO bus with its own section (`IOAPIC+Snapshot`); the local
+/// APICs are part of each vCPU's state either way.
 final class KVMInterruptControllers: SnapshotStateful {
     let vm: KVMVM
     init(vm: KVMVM) { self.vm = vm }

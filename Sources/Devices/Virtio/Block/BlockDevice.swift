@@ -69,8 +69,10 @@ public final class BlockDevice: VirtioRequestDevice {
 
     public func reset() {}
 
+    /// Called under the lock of the device's one queue: the per-request counters are
+    /// changed by one thread at a time (`addSerialized`).
     public func handle(_ chain: DescriptorChain, queue: Int, memory: GuestMemory) -> UInt32 {
-        VirtioStatistics.add(statistics.requests)
+        VirtioStatistics.addSerialized(statistics.requests)
         // The status byte is the last byte of the last (writable) buffer.
         guard let last = chain.descriptors.last, last.writable, last.length > 0,
               let statusAddress = last.address.adding(UInt64(last.length) - 1) else {
@@ -97,7 +99,7 @@ public final class BlockDevice: VirtioRequestDevice {
             if let data = singleDataBuffer(chain, writable: true) {
                 guard let offset = span(sector, data.length), let n = try? backend.read(into: data, at: offset, memory: memory),
                       n == data.length else { return (Self.statusIOError, 0) }
-                VirtioStatistics.add(statistics.bytesRead, n)
+                VirtioStatistics.addSerialized(statistics.bytesRead, n)
                 return (Self.statusOK, n)
             }
             guard let ranges = DescriptorChain.ranges(chain.writable, dropLast: 1) else { return (Self.statusIOError, 0) }
@@ -111,7 +113,7 @@ public final class BlockDevice: VirtioRequestDevice {
             if let data = singleDataBuffer(chain, writable: false) {
                 guard !readOnly, let offset = span(sector, data.length),
                       let n = try? backend.write(from: data, at: offset, memory: memory) else { return (Self.statusIOError, 0) }
-                VirtioStatistics.add(statistics.bytesWritten, n)
+                VirtioStatistics.addSerialized(statistics.bytesWritten, n)
                 return (Self.statusOK, 0)
             }
             guard !readOnly, let ranges = DescriptorChain.ranges(chain.readable, dropFirst: Self.headerSize),

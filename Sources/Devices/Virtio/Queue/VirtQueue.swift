@@ -73,9 +73,12 @@ public struct VirtQueue: Sendable {
         var available = try read(UInt16.self, state.availableRing, 2, memory)
         if available == state.nextAvailable {
             guard eventIndex else { return nil }
-            // avail_event was stored by the last pop; it must be visible before this load
-            // of idx, or a driver that read the old avail_event and skipped its notify
-            // leaves a buffer here with the device asleep (store-load order: a full fence).
+            // The ring is empty: avail_event = "notify me when you make entry nextAvailable
+            // available", written only now (2.7.10: the device needs a notification only
+            // once it has found nothing), then idx read again, after a full fence: a driver
+            // that read the old avail_event and skipped its notify must not leave a buffer
+            // here with the device asleep (store-load order).
+            try write(state.nextAvailable, state.usedRing, 4 + 8 * UInt64(state.size), memory)
             atomicMemoryFence(ordering: .sequentiallyConsistent)
             available = try read(UInt16.self, state.availableRing, 2, memory)
             guard available != state.nextAvailable else { return nil }
@@ -92,20 +95,23 @@ public struct VirtQueue: Sendable {
         let chain = try DescriptorChain.walk(head: head, table: GuestAddress(state.descriptorTable), size: state.size,
                                              indirect: indirect, memory: memory, buffer: &chainBuffer)
         state.nextAvailable &+= 1
-        if eventIndex {
-            // avail_event: "notify me when you make entry nextAvailable available".
-            try write(state.nextAvailable, state.usedRing, 4 + 8 * UInt64(state.size), memory)
-        }
         return chain
     }
 
     /// Returns `head` to the driver on the used ring with `length` bytes written.
-    public mutating func putUsed(head: UInt16, length: UInt32, memory: GuestMemory) throws {
+    /// `publish: false` leaves the used index for `publishUsed` (a device serving a batch
+    /// publishes it once, after the last element).
+    public mutating func putUsed(head: UInt16, length: UInt32, memory: GuestMemory, publish: Bool = true) throws {
         let slot = UInt64(state.nextUsed & (state.size - 1))
-        try write(UInt32(head), state.usedRing, 4 + 8 * slot, memory)
-        try write(length, state.usedRing, 8 + 8 * slot, memory)
+        // id u32 and len u32 of one used element, in one store.
+        try write(UInt64(head) | UInt64(length) << 32, state.usedRing, 4 + 8 * slot, memory)
         state.nextUsed &+= 1
-        // The element must be visible before the index that publishes it.
+        if publish { try publishUsed(memory: memory) }
+    }
+
+    /// Makes every element put so far visible to the driver: the used index.
+    public func publishUsed(memory: GuestMemory) throws {
+        // The elements must be visible before the index that publishes them.
         atomicMemoryFence(ordering: .releasing)
         try write(state.nextUsed, state.usedRing, 2, memory)
     }

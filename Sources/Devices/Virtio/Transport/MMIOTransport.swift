@@ -282,9 +282,11 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
         if let requestDevice {
             withQueue(index) { q, memory in
                 served = true
+                // One used-index store for the batch, also when a broken chain ends it.
+                defer { try? q.publishUsed(memory: memory) }
                 while let chain = try q.pop(memory: memory) {
                     let written = requestDevice.handle(chain, queue: index, memory: memory)
-                    try q.putUsed(head: chain.head, length: written, memory: memory)
+                    try q.putUsed(head: chain.head, length: written, memory: memory, publish: false)
                 }
             }
         }

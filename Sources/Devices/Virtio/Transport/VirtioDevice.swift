@@ -96,6 +96,15 @@ public final class VirtioStatistics: Sendable {
         counter.add(n, ordering: .relaxed)
     }
 
+    /// `add` for a counter only one thread at a time changes (a single-queue device's,
+    /// under its queue lock): a load and a store, without the locked read-modify-write
+    /// that costs ~7 ns per call on the block device's per-request path. Readers still
+    /// see a whole value, at worst one request late.
+    @inline(__always)
+    public static func addSerialized(_ counter: borrowing Atomic<UInt64>, _ n: UInt64 = 1) {
+        counter.store(counter.load(ordering: .relaxed) &+ n, ordering: .relaxed)
+    }
+
     /// Every counter by name.
     public var snapshot: [(name: String, value: UInt64)] {
         [("requests", requests.load(ordering: .relaxed)),
