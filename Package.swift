@@ -84,7 +84,15 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-            ]
+            ],
+            // The Swift libraries, Foundation among them, linked in (glibc stays shared, so
+            // NSS lookups of the worker user work): loading and relocating the shared ones
+            // was ~2 ms of vmmd's start to a listening socket. Foundation's static archives
+            // are named because a dynamically built module only autolinks the shared ones.
+            linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xlinker", "-lCoreFoundation", "-Xlinker", "-l_FoundationICU",
+                                           "-Xlinker", "-lFoundationInternationalization", "-Xlinker", "-lFoundationEssentials",
+                                           "-Xlinker", "-l_FoundationCShims", "-Xlinker", "-l_FoundationCollections",
+                                           "-Xlinker", "-lstdc++"])]
         ),
         // One VM per process, started by vmmd. Deliberately without Foundation, and
         // linked statically: no shared Swift runtime to map and relocate per worker,

@@ -161,6 +161,21 @@ public final class GuestMemory: @unchecked Sendable {
         noteWrite(dst, dstOffset, Int(count))
     }
 
+    /// Reads two consecutive little-endian u64s (16 bytes) with one lookup: a virtqueue
+    /// descriptor (address; length, flags, next) on every request.
+    public func readWordPair(at address: GuestAddress) throws -> (UInt64, UInt64) {
+        if let at = hostLocation(address, length: 16, writing: false) {
+            // SAFETY: hostLocation() proved all 16 bytes lie inside a segment mapping.
+            return (UInt64(littleEndian: at.host.loadUnaligned(as: UInt64.self)),
+                    UInt64(littleEndian: at.host.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+        }
+        let (segment, offset) = try resolve(address, length: 16)
+        // SAFETY: resolve() proved all 16 bytes lie inside the segment mapping.
+        let host = segment.host + offset
+        return (UInt64(littleEndian: host.loadUnaligned(as: UInt64.self)),
+                UInt64(littleEndian: host.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+    }
+
     /// Reads a little-endian integer. Specialised for the widths devices read on every
     /// request (ring indices, descriptors), so callers in other modules do not go
     /// through the unspecialised generic.

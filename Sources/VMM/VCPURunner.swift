@@ -161,11 +161,7 @@ public final class VCPURunner: @unchecked Sendable {
 
     /// Runs `body` on the vCPU's own thread while the vCPU is parked (paused or stopped),
     /// and returns its result; a vCPU whose thread never started runs it on the caller's.
-    /// KVM wants vCPU ioctls from the thread that runs the vCPU (api.rst, "vcpu ioctls"),
-    /// and this project's hosts mean it: after a snapshot of Linux read mid-boot from
-    /// vmmctl's signal thread, the guest's user processes faulted in their TLS (busybox at
-    /// `mov %fs:-0x90`), /init first, and the kernel panicked; read on the vCPU threads,
-    /// the same boot and its restores run to power-off.
+    /// KVM wants vCPU ioctls from the thread that runs the vCPU (api.rst, "vcpu ioctls").
     func onOwnThread<T>(_ body: @escaping @Sendable (KVMVCPU) throws -> T) throws -> T {
         guard let thread, thread.handle != HostThread.current else { return try body(vcpu) }
         jobTurn.wait()

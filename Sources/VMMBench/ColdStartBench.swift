@@ -52,8 +52,8 @@ struct ColdStartBenchmark {
         var programs = [
             // The C reference with the split irqchip, as the vmmctl run it is compared with.
             Program(name: "C reference (kvm_ref --irqchip=split run)", arguments: [reference, "--irqchip=split", "run", hello], status: 0),
-            Program(name: "vmmctl run --irqchip split", arguments: run + [hello, "--irqchip", "split"], status: 0),
-            Program(name: "vmmctl run (KVM's irqchip, the default)", arguments: run + [hello], status: 0),
+            Program(name: "vmmctl run (the split irqchip, the default)", arguments: run + [hello], status: 0),
+            Program(name: "vmmctl run --irqchip kernel (KVM's irqchip and PIT)", arguments: run + [hello, "--irqchip", "kernel"], status: 0),
         ]
         // QEMU microvm has no ACPI power-off, so hello ends through isa-debug-exit 0: status 1.
         let qemu = ["/usr/bin/qemu-system-x86_64", "/usr/local/bin/qemu-system-x86_64"]

@@ -19,6 +19,8 @@ struct DaemonBenchmark {
         var vmsPerSecond: Double
         var p50: Double, p99: Double          // ms, create → destroyed
         var createP50: Double, createP99: Double
+        /// The create call with one client at a time (no queueing behind other VMs).
+        var soloCreateP50: Double = 0
         var rssOverheadKiB: Int, privateKiB: Int, pssKiB: Int
         /// ms: `GET /v1/vms` with `idleVMs` VMs (median of 5), creating them all, destroying
         /// them all; and the daemon's worker processes left afterwards.
@@ -45,6 +47,10 @@ struct DaemonBenchmark {
         let hello = work + "/hello.elf"
         // Warm-up: page cache for the worker binary and the guest.
         _ = try await lifecycle(socket: socket, name: "warm", kernel: hello)
+        // One client at a time first: the create call's own latency.
+        var solo: [Double] = []
+        for i in 0 ..< 30 { solo.append(try await lifecycle(socket: socket, name: "solo-\(i)", kernel: hello).1) }
+        solo.sort()
 
         let next = Counter()
         let t0 = Date()
@@ -70,6 +76,7 @@ struct DaemonBenchmark {
         var figures = Figures(vmsPerSecond: Double(results.count) / wall, p50: pct(totals, 0.5), p99: pct(totals, 0.99),
                               createP50: pct(creates, 0.5), createP99: pct(creates, 0.99),
                               rssOverheadKiB: rss, privateKiB: priv, pssKiB: pss)
+        figures.soloCreateP50 = pct(solo, 0.5)
         if idleVMs > 0 {
             try await manyIdleVMs(socket: socket, kernel: work + "/idle.elf", daemon: daemon.processIdentifier, into: &figures)
         }

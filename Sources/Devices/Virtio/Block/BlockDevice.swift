@@ -157,9 +157,8 @@ public final class BlockDevice: VirtioRequestDevice {
     /// split across buffers.
     private func header(_ chain: DescriptorChain, memory: GuestMemory) -> (UInt32, UInt64)? {
         if let first = chain.descriptors.first, !first.writable, UInt64(first.length) >= Self.headerSize,
-           let type = try? memory.readInteger(UInt32.self, at: first.address),
-           let sectorAt = first.address.adding(8), let sector = try? memory.readInteger(UInt64.self, at: sectorAt) {
-            return (type, sector)
+           let (typeAndReserved, sector) = try? memory.readWordPair(at: first.address) {
+            return (UInt32(truncatingIfNeeded: typeAndReserved), sector)
         }
         guard let bytes = try? DescriptorChain.gather(Int(Self.headerSize), from: chain.readable, memory: memory) ?? nil else {
             return nil

@@ -110,8 +110,7 @@ public struct DescriptorChain: Sendable, Equatable {
             throw VirtioError.memory("descriptor \(index) at \(table) wraps")
         }
         do {
-            let address = try memory.readInteger(UInt64.self, at: at)
-            let rest = try memory.readInteger(UInt64.self, at: GuestAddress(at.raw &+ 8))
+            let (address, rest) = try memory.readWordPair(at: at)
             return (GuestAddress(address), UInt32(truncatingIfNeeded: rest), UInt16(truncatingIfNeeded: rest >> 32),
                     UInt16(truncatingIfNeeded: rest >> 48))
         } catch {
