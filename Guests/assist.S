@@ -17,6 +17,8 @@
 #   rdtscp     ECX = IA32_TSC_AUX, EDX:EAX non-zero
 #   fwait      continues after fninit
 #   verw       writable data selector: ZF=1; code selector: ZF=0 (verr: 1)
+#   lsl        flat data: 0xffffffff (G=1), the TSS: 0x67 (ZF=1 both); the null selector
+#              and one past the GDT: ZF=0, destination unchanged
 #   xgetbv     XCR0 bit 0 (x87) set, with CR4.OSXSAVE
 #   mxcsr      ldmxcsr/stmxcsr round trip, the same value in fxsave's image, a reserved
 #              bit #GP(0) with MXCSR unchanged
@@ -351,6 +353,31 @@ cx_misaligned_resume:
 1:      FAIL    n_verw
 2:
 
+# --- lsl ---
+        movl    $SEL_KDATA, %eax
+        lsl     %eax, %ebx                      # flat data, G=1: 0xffffffff
+        jnz     1f
+        cmpl    $0xffffffff, %ebx
+        jne     1f
+        movl    $SEL_TSS, %eax
+        lsl     %eax, %ecx                      # the TSS, a system segment LSL accepts
+        jnz     1f
+        cmpl    $0x67, %ecx
+        jne     1f
+        xorl    %eax, %eax
+        movl    $0x1234, %edx
+        lsl     %eax, %edx                      # the null selector: ZF=0, EDX kept
+        jz      1f
+        movl    $0x80, %eax
+        lsl     %eax, %edx                      # past the GDT's limit: ZF=0, EDX kept
+        jz      1f
+        cmpl    $0x1234, %edx
+        jne     1f
+        PASS    n_lsl
+        jmp     2f
+1:      FAIL    n_lsl
+2:
+
 # --- xgetbv ---
         movl    $1, %eax
         cpuid
@@ -592,6 +619,7 @@ n_clac:     .asciz "clac"
 n_rdtscp:   .asciz "rdtscp"
 n_fwait:    .asciz "fwait"
 n_verw:     .asciz "verw"
+n_lsl:      .asciz "lsl"
 n_xgetbv:   .asciz "xgetbv"
 n_syscall:  .asciz "syscall"
 n_mxcsr:    .asciz "mxcsr"

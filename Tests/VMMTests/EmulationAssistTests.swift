@@ -16,7 +16,7 @@ struct EmulationAssistTests {
         let (reason, out, machine) = try runGuest("assist")
         let lines = out.split(separator: "\n")
         #expect(!lines.contains { $0.hasPrefix("FAIL") }, "\(out)")
-        for name in ["int3", "int80", "int3-ist", "cx16", "popcnt", "clac", "rdtscp", "fwait", "verw", "xgetbv", "mxcsr", "syscall"] {
+        for name in ["int3", "int80", "int3-ist", "cx16", "popcnt", "clac", "rdtscp", "fwait", "verw", "lsl", "xgetbv", "mxcsr", "syscall"] {
             #expect(lines.contains("ok \(name)") || lines.contains("skip \(name)"), "no result for \(name) in:\n\(out)")
         }
         #expect(reason == .debugExit(value: 0), "\(reason)")
@@ -24,6 +24,7 @@ struct EmulationAssistTests {
         if host.refusesInstructions {
             #expect(Self.count(machine, "int3") == 2 && Self.count(machine, "int_n") == 1)
             #expect(Self.count(machine, "cmpxchg16b") >= 3 && Self.count(machine, "verw") == 2)
+            #expect(Self.count(machine, "lsl") == 4, "lsl \(Self.count(machine, "lsl"))")
             if lines.contains("ok popcnt") { #expect(Self.count(machine, "popcnt") == 2) }
             // Three loads (one of a reserved bit, which became the #GP) and two stores.
             #expect(Self.count(machine, "ldmxcsr") == 3 && Self.count(machine, "stmxcsr") == 2,

@@ -8,6 +8,7 @@ enum AssistedInstruction: Sendable, Equatable {
     case fwait
     case rdrand, rdseed
     case verr, verw
+    case lsl                      // 0f 03 /r
     case cmpxchg16b
     case xgetbv
     case ldmxcsr, stmxcsr         // 0f ae /2, /3 with a memory operand
@@ -46,6 +47,7 @@ enum AssistedInstruction: Sendable, Equatable {
         case (.twoByte, 0xB8) where insn.repeatPrefix == 0xF3: return .popcnt
         case (.twoByte, 0x00) where (modrm?.reg ?? 0) & 7 == 4: return .verr
         case (.twoByte, 0x00) where (modrm?.reg ?? 0) & 7 == 5: return .verw
+        case (.twoByte, 0x03) where modrm != nil: return .lsl
         case (.twoByte, 0xC7):
             guard let modrm else { return .refused(mnemonic(insn)) }
             switch (modrm.reg & 7, modrm.mod == 3) {
@@ -85,6 +87,8 @@ enum AssistedInstruction: Sendable, Equatable {
         case (.twoByte, 0xC7): return reg == 6 ? "rdrand" : reg == 7 ? (insn.repeatPrefix == 0xF3 ? "rdpid" : "rdseed") : "0f c7 /\(reg)"
         case (.twoByte, 0xB8) where insn.repeatPrefix == 0xF3: return "popcnt"
         case (.twoByte, 0x00): return ["sldt", "str", "lldt", "ltr", "verr", "verw", "0f 00 /6", "0f 00 /7"][reg]
+        case (.twoByte, 0x02): return "lar"
+        case (.twoByte, 0x03): return "lsl"
         case (.threeByte38, 0x82) where insn.operandSizeOverride: return "invpcid"
         case (.threeByte38, 0xF0), (.threeByte38, 0xF1):
             return insn.repeatPrefix == 0xF2 ? "crc32" : "movbe"
@@ -113,6 +117,7 @@ enum AssistedInstruction: Sendable, Equatable {
         case .rdseed: return "rdseed"
         case .verr: return "verr"
         case .verw: return "verw"
+        case .lsl: return "lsl"
         case .cmpxchg16b: return "cmpxchg16b"
         case .xgetbv: return "xgetbv"
         case .ldmxcsr: return "ldmxcsr"

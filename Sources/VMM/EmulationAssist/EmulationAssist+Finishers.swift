@@ -48,6 +48,8 @@ extension EmulationAssist {
             ctx.advance(past: insn)
         case .verr, .verw:
             try verifySegment(insn, write: kind == .verw, &ctx)
+        case .lsl:
+            try loadSegmentLimit(insn, &ctx)
         case .cmpxchg16b:
             try cmpxchg16b(insn, &ctx)
         case .xgetbv:
@@ -179,29 +181,66 @@ extension EmulationAssist {
         guard ctx.protectedMode, let modrm = insn.modrm else { throw GuestFault.invalidOpcode }
         let selector = modrm.mod == 3 ? ctx.register(modrm.rm) & 0xFFFF : try readOperand(insn, size: 2, ctx)
         var ok = false
-        if selector & ~3 != 0 {
-            let table = selector & 4 != 0 ? (ctx.sregs.ldt.base, UInt64(ctx.sregs.ldt.limit), ctx.sregs.ldt.unusable == 0)
-                                          : (ctx.sregs.gdt.base, UInt64(ctx.sregs.gdt.limit), true)
-            let offset = selector & ~7
-            if table.2, offset + 7 <= table.1 {
-                let descriptor: UInt64
-                do {
-                    descriptor = try memory.readVirtualInteger(UInt64.self, at: table.0 &+ offset, paging: ctx.paging,
-                                                               access: MemoryAccess(.read))
-                } catch {
-                    throw try guestFault(error)
-                }
-                let isCodeOrData = descriptor & (1 << 44) != 0
-                let type = (descriptor >> 40) & 0xF
-                let dpl = Int((descriptor >> 45) & 3)
-                let code = type & 8 != 0
-                let usable = write ? (!code && type & 2 != 0) : (!code || type & 2 != 0)
-                let conformingCode = code && type & 4 != 0
-                let privileged = dpl >= ctx.cpl && dpl >= Int(selector & 3)
-                ok = isCodeOrData && usable && (privileged || (!write && conformingCode))
-            }
+        if let descriptor = try segmentDescriptor(selector, ctx) {
+            let isCodeOrData = descriptor & (1 << 44) != 0
+            let type = (descriptor >> 40) & 0xF
+            let dpl = Int((descriptor >> 45) & 3)
+            let code = type & 8 != 0
+            let usable = write ? (!code && type & 2 != 0) : (!code || type & 2 != 0)
+            let conformingCode = code && type & 4 != 0
+            let privileged = dpl >= ctx.cpl && dpl >= Int(selector & 3)
+            ok = isCodeOrData && usable && (privileged || (!write && conformingCode))
         }
         ctx.setFlags(AssistContext.zero, ok)
+        ctx.advance(past: insn)
+    }
+
+    /// The 8-byte descriptor `selector` names in the GDT or LDT, read as an implicit
+    /// supervisor access; nil for a null selector, an unusable LDT or an index past the
+    /// table's limit (what makes VERR/VERW/LSL clear ZF rather than fault).
+    private func segmentDescriptor(_ selector: UInt64, _ ctx: AssistContext) throws -> UInt64? {
+        guard selector & ~3 != 0 else { return nil }
+        let table = selector & 4 != 0 ? (ctx.sregs.ldt.base, UInt64(ctx.sregs.ldt.limit), ctx.sregs.ldt.unusable == 0)
+                                      : (ctx.sregs.gdt.base, UInt64(ctx.sregs.gdt.limit), true)
+        let offset = selector & ~7
+        guard table.2, offset + 7 <= table.1 else { return nil }
+        do {
+            return try memory.readVirtualInteger(UInt64.self, at: table.0 &+ offset, paging: ctx.paging, access: MemoryAccess(.read))
+        } catch {
+            throw try guestFault(error)
+        }
+    }
+
+    // MARK: - lsl
+
+    /// LSL r, r/m16 (SDM "LSL—Load Segment Limit"): for a selector visible at the current
+    /// privilege level and its RPL — a code or data segment (conforming code at any DPL),
+    /// an LDT or a TSS (in IA-32e mode the 64-bit TSS types only) — the limit in bytes
+    /// (scaled by G) goes to the destination and ZF is set; otherwise ZF is cleared and
+    /// the destination keeps its value. Linux reads its per-CPU GDT entry so (vgetcpu,
+    /// the NMI backtrace of a restored guest).
+    private func loadSegmentLimit(_ insn: DecodedInstruction, _ ctx: inout AssistContext) throws {
+        guard ctx.protectedMode, let modrm = insn.modrm else { throw GuestFault.invalidOpcode }
+        let selector = modrm.mod == 3 ? ctx.register(modrm.rm) & 0xFFFF : try readOperand(insn, size: 2, ctx)
+        var limit: UInt64?
+        if let d = try segmentDescriptor(selector, ctx) {
+            let system = d & (1 << 44) == 0
+            let type = (d >> 40) & 0xF
+            let dpl = Int((d >> 45) & 3)
+            let ia32e = ctx.sregs.efer & (1 << 10) != 0
+            let systemTypes: Set<UInt64> = ia32e ? [0x2, 0x9, 0xB] : [0x1, 0x2, 0x3, 0x9, 0xB]
+            let conformingCode = !system && type & 0xC == 0xC
+            let visible = conformingCode || (dpl >= ctx.cpl && dpl >= Int(selector & 3))
+            if visible && (!system || systemTypes.contains(type)) {
+                let raw = (d & 0xFFFF) | ((d >> 32) & 0xF_0000)
+                limit = d & (1 << 55) != 0 ? raw << 12 | 0xFFF : raw
+            }
+        }
+        if let limit {
+            let size = insn.operandSize
+            ctx.setRegister(modrm.reg, size: size, size == 16 ? limit & 0xFFFF : limit)
+        }
+        ctx.setFlags(AssistContext.zero, limit != nil)
         ctx.advance(past: insn)
     }
 }
