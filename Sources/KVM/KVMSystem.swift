@@ -1,4 +1,5 @@
 import CKVM
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -9,8 +10,11 @@ import Glibc
 /// the host's KVM can do and creates VMs. It can be opened from the path or adopted
 /// from a descriptor handed over by a daemon (SCM_RIGHTS).
 public final class KVMSystem: @unchecked Sendable {
-    // @unchecked: the fd is immutable; KVM's system ioctls are safe from any thread.
+    // @unchecked: the fd is immutable; KVM's system ioctls are safe from any thread;
+    // the CPUID answer is behind a Mutex.
     let fd: OwnedFD
+    /// KVM_GET_SUPPORTED_CPUID's answer, once fetched or adopted.
+    private let supportedCPUIDAnswer = Mutex<[CPUIDEntry]?>(nil)
 
     /// The only stable KVM API version (`KVM_GET_API_VERSION` returns 12 since 2.6.22).
     public static let expectedAPIVersion: Int32 = 12
@@ -58,9 +62,20 @@ public final class KVMSystem: @unchecked Sendable {
         Int(try ioctlInt(fd.raw, CKVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE"))
     }
 
-    /// `KVM_GET_SUPPORTED_CPUID`: the CPUID leaves KVM can present to a guest.
+    /// `KVM_GET_SUPPORTED_CPUID`: the CPUID leaves KVM can present to a guest. Asked
+    /// once per handle: the kernel executes CPUID for every leaf, which traps on a
+    /// virtualised host (~0.35 ms here).
     public func supportedCPUID() throws -> [CPUIDEntry] {
-        try CPUIDEntry.fetch(fd: fd.raw, request: CKVM_GET_SUPPORTED_CPUID, name: "KVM_GET_SUPPORTED_CPUID")
+        if let known = supportedCPUIDAnswer.withLock({ $0 }) { return known }
+        let entries = try CPUIDEntry.fetch(fd: fd.raw, request: CKVM_GET_SUPPORTED_CPUID, name: "KVM_GET_SUPPORTED_CPUID")
+        supportedCPUIDAnswer.withLock { $0 = $0 ?? entries }
+        return entries
+    }
+
+    /// Takes `entries` as KVM_GET_SUPPORTED_CPUID's answer (what another process got from
+    /// the same host's KVM: vmmd hands its own to each worker); no effect once there is one.
+    public func adoptSupportedCPUID(_ entries: [CPUIDEntry]) {
+        supportedCPUIDAnswer.withLock { $0 = $0 ?? entries }
     }
 
     /// `KVM_GET_MSR_INDEX_LIST`: the MSRs KVM saves and restores for a guest.

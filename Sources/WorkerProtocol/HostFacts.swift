@@ -16,6 +16,12 @@ public struct HostFacts: Sendable, Equatable {
     public var executionBreakpointsInUserMode = false
     public var dataBreakpoints = false
     public var softwareBreakpointExits = false
+    /// KVM_GET_SUPPORTED_CPUID's entries, each as function, index, flags, EAX, EBX, ECX,
+    /// EDX (KVM's `CPUIDEntry`, which this module does not import).
+    public var supportedCPUID: [[UInt32]] = []
+
+    /// Bounds a reader holds the entries to (KVM returns ~80; its own limit is 256).
+    static let maxCPUIDEntries = 1024
 
     public init() {}
 
@@ -26,6 +32,10 @@ public struct HostFacts: Sendable, Equatable {
 
     func encode(into w: inout WireWriter) {
         for flag in flags { w.bool(flag) }
+        w.u32(UInt32(supportedCPUID.count))
+        for entry in supportedCPUID {
+            for i in 0 ..< 7 { w.u32(i < entry.count ? entry[i] : 0) }
+        }
     }
 
     static func decode(from r: inout WireReader) throws -> HostFacts {
@@ -34,6 +44,9 @@ public struct HostFacts: Sendable, Equatable {
         f.singleStep = try r.bool(); f.singleStepInUserMode = try r.bool()
         f.executionBreakpoints = try r.bool(); f.executionBreakpointsInUserMode = try r.bool()
         f.dataBreakpoints = try r.bool(); f.softwareBreakpointExits = try r.bool()
+        let count = try r.u32()
+        guard count <= maxCPUIDEntries else { throw WireError.malformed("\(count) CPUID entries") }
+        for _ in 0 ..< count { f.supportedCPUID.append(try (0 ..< 7).map { _ in try r.u32() }) }
         return f
     }
 }

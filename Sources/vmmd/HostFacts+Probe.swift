@@ -4,8 +4,8 @@ import WorkerProtocol
 
 extension HostFacts {
     /// Runs the VMM's probe VMs here (`HostEmulation.probe`, `GuestDebugSupport.probe`)
-    /// and returns their answers for the workers; nil when either probe could not run to
-    /// the end, so that each worker probes for itself as before.
+    /// and asks KVM_GET_SUPPORTED_CPUID, and returns the answers for the workers; nil
+    /// when any of them could not finish, so that each worker asks for itself as before.
     static func probe(_ kvm: KVMSystem) -> HostFacts? {
         let emulation = HostEmulation.probe(kvm), debug = GuestDebugSupport.probe(kvm)
         guard emulation.probeError == nil, debug.probeError == nil else { return nil }
@@ -19,6 +19,8 @@ extension HostFacts {
         f.executionBreakpointsInUserMode = debug.executionBreakpointsInUserMode
         f.dataBreakpoints = debug.dataBreakpoints
         f.softwareBreakpointExits = debug.softwareBreakpointExits
+        guard let cpuid = try? kvm.supportedCPUID() else { return nil }
+        f.supportedCPUID = cpuid.map { [$0.function, $0.index, $0.flags, $0.eax, $0.ebx, $0.ecx, $0.edx] }
         return f
     }
 }

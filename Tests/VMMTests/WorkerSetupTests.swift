@@ -1,8 +1,10 @@
+import KVM
 import Testing
 import WorkerProtocol
 
 /// The setup message a worker builds its machine from: what the daemon sends is what
-/// the worker reads, the host's probe answers included, and a cut-off message is refused.
+/// the worker reads, the host's probe answers and supported CPUID included, and a
+/// cut-off message is refused.
 struct WorkerSetupTests {
     static func setup(facts: HostFacts?) -> WorkerSetup {
         var s = WorkerSetup(name: "vm", memoryMiB: 64, cpus: 2, commandLine: "console=ttyS0", debugExit: true,
@@ -16,6 +18,7 @@ struct WorkerSetupTests {
     @Test func hostFactsTravelWithTheSetup() throws {
         var facts = HostFacts()
         facts.refusesInstructions = true; facts.hypercallsHang = true; facts.singleStep = true; facts.softwareBreakpointExits = true
+        facts.supportedCPUID = [[0, 0, 0, 0x1F, 0x756E_6547, 0x6C65_746E, 0x4965_6E69], [7, 0, 1, 0, 0x29C6_FBF, 0, 0]]
         for sent in [Self.setup(facts: facts), Self.setup(facts: nil)] {
             let bytes = DaemonMessage.setup(sent).encoded()
             guard case .setup(let received) = try DaemonMessage.decode(bytes) else {
@@ -28,5 +31,20 @@ struct WorkerSetupTests {
                 #expect(throws: (any Error).self) { try DaemonMessage.decode(Array(bytes.prefix(cut))) }
             }
         }
+    }
+}
+
+/// A worker given the daemon's KVM_GET_SUPPORTED_CPUID answer uses it instead of asking.
+@Suite(.enabled(if: KVMGate.shouldRun, KVMGate.skipReason))
+struct AdoptedCPUIDTests {
+    @Test func anAdoptedAnswerIsTheAnswer() throws {
+        let kvm = try KVMSystem()
+        let marker = [CPUIDEntry(function: 0, eax: 0x1F, ebx: 1, ecx: 2, edx: 3)]
+        kvm.adoptSupportedCPUID(marker)
+        #expect(try kvm.supportedCPUID() == marker)
+        let fresh = try KVMSystem()
+        let asked = try fresh.supportedCPUID()
+        fresh.adoptSupportedCPUID(marker)   // too late: the first answer stays
+        #expect(try fresh.supportedCPUID() == asked && asked.count > 1)
     }
 }
