@@ -9,7 +9,7 @@ import KVM
 /// A raw GDB-protocol client on the stub's Unix socket: what gdb does, packet by packet,
 /// and what a hostile client does.
 final class StubClient {
-    let fd: Int32
+    private(set) var fd: Int32
     private var pending: [UInt8] = []
 
     init(path: String) throws {
@@ -18,7 +18,14 @@ final class StubClient {
         _ = csys_set_receive_timeout(fd, 10)
     }
 
-    deinit { close(fd) }
+    /// Hangs up, once: the descriptor number is free for reuse afterwards, so closing it
+    /// again (in deinit) would close another test's file (a memory.bin, once).
+    func disconnect() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+    }
+
+    deinit { disconnect() }
 
     func sendRaw(_ bytes: [UInt8]) { _ = bytes.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count) } }
     func sendRaw(_ text: String) { sendRaw(Array(text.utf8)) }
@@ -180,7 +187,7 @@ struct GDBStubTests {
         // Clear keep_spinning and leave without detaching: the guest must run to its end.
         let flag = try guestSymbol("gdb-target", "keep_spinning")
         #expect(client.ask("M\(String(flag, radix: 16)),4:00000000") == "OK")
-        close(client.fd)
+        client.disconnect()
         let reason = try waitForExit(machine)
         #expect(reason == .debugExit(value: 7))
         #expect(output.text.hasSuffix("spun\nbye\n"))
@@ -211,7 +218,7 @@ struct GDBStubTests {
         #expect(hit.hasPrefix("T05thread:1;swbreak:;"), "\(hit)")
         #expect(hit.contains("10:" + PacketCodec.hexLittleEndian(checkpoint, size: 8).map { String(UnicodeScalar($0)) }.joined()))
         // Disconnect with the breakpoint in place: it is removed and the guest finishes.
-        close(client.fd)
+        client.disconnect()
         let reason = try (waitForExit(machine))
         #expect(reason == .debugExit(value: 7))
         #expect(try machine.memory.read(at: .init(physical), count: 1) != [0xCC])
