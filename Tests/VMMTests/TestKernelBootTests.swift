@@ -217,4 +217,42 @@ struct TestKernelBootTests {
         #expect(d.api("DELETE", "/v1/vms/linux").status == 204)
         print("test kernel through vmmd: powered off after \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
     }
+
+    /// Linux snapshotted at its shell through vmmd and restored by it in a new worker:
+    /// the restored shell runs a program and answers (2 CPUs, /proc read), with no boot in
+    /// between. (Before the assist finished `lsl`, a restored guest's NMI backtrace stopped
+    /// on it.)
+    @Test(.timeLimit(.minutes(10))) func testKernelRestoresUnderVmmd() async throws {
+        let d = try DaemonFixture()
+        let scratch = try SnapshotScratch()
+        let body = #"{"name":"lx","kernel":"\#(TestKernel.path("vmlinux"))","initrd":"\#(TestKernel.path("initramfs.cpio"))","#
+            + #""cmdline":"console=ttyS0 vmm_action=shell","memory_mib":256,"vcpus":2,"cpu_template":"emulation-safe"}"#
+        #expect(d.api("POST", "/v1/vms", json: body).status == 201)
+        let start = Date()
+        var console = ""
+        while Date().timeIntervalSince(start) < 400 {
+            console = d.api("GET", "/v1/vms/lx/console").body
+            if console.contains("/ # ") { break }
+            try await Task.sleep(nanoseconds: 500_000_000)
+        }
+        try #require(console.contains("/ # "), "no shell after \(Int(Date().timeIntervalSince(start))) s\n\(console.suffix(3000))")
+        let snapshot = d.api("PUT", "/v1/vms/lx/snapshot", json: #"{"path":"\#(scratch.path("shell"))"}"#)
+        #expect(snapshot.status == 200, "\(snapshot.body)")
+        #expect(d.api("DELETE", "/v1/vms/lx").status == 204)
+        let restored = d.api("POST", "/v1/vms", json: #"{"name":"back","restore_from":{"path":"\#(scratch.path("shell"))"}}"#)
+        #expect(restored.status == 201, "\(restored.body)")
+        let restoredAt = Date()
+        #expect(d.api("POST", "/v1/vms/back/console", data: "echo restored-$((6*7)) cpus-$(grep -c ^processor /proc/cpuinfo)\n").status == 204)
+        var answer = ""
+        while Date().timeIntervalSince(restoredAt) < 120 {
+            answer = d.api("GET", "/v1/vms/back/console").body
+            if answer.contains("restored-42 cpus-2") { break }
+            try await Task.sleep(nanoseconds: 250_000_000)
+        }
+        #expect(answer.contains("restored-42 cpus-2"), "the restored shell did not answer\n\(answer.suffix(3000))\n--- vmmd log ---\n\(d.log.suffix(2000))")
+        #expect(!answer.contains("Linux version"), "the restore booted")
+        #expect(d.api("DELETE", "/v1/vms/back").status == 204)
+        print("test kernel under vmmd: shell after \(String(format: "%.1f", restoredAt.timeIntervalSince(start))) s, "
+              + "the restored shell answered \(String(format: "%.1f", Date().timeIntervalSince(restoredAt))) s after the restore")
+    }
 }
