@@ -143,7 +143,17 @@ struct DaemonBenchmark {
     /// followed until its guest stopped, destroyed.
     static func lifecycle(socket: String, name: String, body text: String) async throws -> (Double, Double) {
         let c = try await APIConnection.connect(socketPath: socket)
-        defer { Task { await c.close() } }
+        do {
+            let times = try await lifecycle(on: c, name: name, body: text)
+            await c.close()   // here, not in a task that may outlive the event loops
+            return times
+        } catch {
+            await c.close()
+            throw error
+        }
+    }
+
+    private static func lifecycle(on c: APIConnection, name: String, body text: String) async throws -> (Double, Double) {
         let body = Array(text.utf8)
         let t0 = Date()
         let created = try await c.request(.POST, "/v1/vms", body: body)

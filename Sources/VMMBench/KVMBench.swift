@@ -81,7 +81,7 @@ func swiftHypercall(image: [UInt8], calls: UInt32) throws -> Double {
 
 /// ns per VM for the whole create → run → destroy, and ns per VM for the destroy alone
 /// (the last reference to the Machine dropped: vCPU, VM and memory fds closed).
-func swiftLifecycle(path: String, vms: Int, irqchip: IRQChipMode = .kernel) throws -> (Double, Double) {
+func swiftLifecycle(path: String, vms: Int, irqchip: IRQChipMode) throws -> (Double, Double) {
     var teardown: UInt64 = 0
     let t0 = now()
     for _ in 0 ..< vms {
