@@ -17,8 +17,8 @@
 #   rdtscp     ECX = IA32_TSC_AUX, EDX:EAX non-zero
 #   fwait      continues after fninit
 #   verw       writable data selector: ZF=1; code selector: ZF=0 (verr: 1)
-#   lsl        flat data: 0xffffffff (G=1), the TSS: 0x67 (ZF=1 both); the null selector
-#              and one past the GDT: ZF=0, destination unchanged
+#   lsl        flat data: 0xffffffff (G=1), the TSS: 0x67 (ZF=1 both); the null selector,
+#              the first one past the GDT and RPL 3 for DPL 0: ZF=0, destination unchanged
 #   xgetbv     XCR0 bit 0 (x87) set, with CR4.OSXSAVE
 #   mxcsr      ldmxcsr/stmxcsr round trip, the same value in fxsave's image, a reserved
 #              bit #GP(0) with MXCSR unchanged
@@ -368,8 +368,11 @@ cx_misaligned_resume:
         movl    $0x1234, %edx
         lsl     %eax, %edx                      # the null selector: ZF=0, EDX kept
         jz      1f
-        movl    $0x80, %eax
-        lsl     %eax, %edx                      # past the GDT's limit: ZF=0, EDX kept
+        movl    $gdt_end - gdt, %eax
+        lsl     %eax, %edx                      # the first selector past the GDT: ZF=0, EDX kept
+        jz      1f
+        movl    $SEL_KDATA | 3, %eax
+        lsl     %eax, %edx                      # RPL 3 for a DPL-0 segment: ZF=0, EDX kept
         jz      1f
         cmpl    $0x1234, %edx
         jne     1f

@@ -56,6 +56,24 @@ func sampleStateFile() -> StateFile {
         #expect(CRC32C.checksum(Array(data[20...]), continuing: CRC32C.checksum(Array(data[..<20]))) == CRC32C.checksum(data))
     }
 
+    /// A version-1 machine section (written before the irqchip was recorded) still reads,
+    /// as KVM's irqchip, the only one there was; a version-2 one keeps what it says.
+    @Test func aVersionOneMachineSectionReadsAsKVMsIRQChip() throws {
+        var machine = try MachineDescription(sampleStateFile().require("machine"))
+        machine.irqchip = "split"
+        let current = machine.section
+        let reread = try MachineDescription(current)
+        #expect(current.version == 2 && reread.irqchip == "split")
+        // Version 1 is version 2 without the trailing irqchip string (u32 length + bytes).
+        let v1 = SnapshotSection(name: current.name, version: 1, payload: Array(current.payload.dropLast(4 + 5)))
+        let old = try MachineDescription(v1)
+        #expect(old.irqchip == "kernel" && old.cpus == machine.cpus && old.generation == machine.generation)
+        // A version-2 section naming an unknown irqchip is refused.
+        var bad = machine
+        bad.irqchip = "pic8259"
+        #expect(throws: SnapshotError.self) { try MachineDescription(bad.section) }
+    }
+
     @Test func roundTrip() throws {
         let file = sampleStateFile()
         let bytes = try file.encoded()

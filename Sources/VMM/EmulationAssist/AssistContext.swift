@@ -35,6 +35,9 @@ struct AssistContext {
 
     var protectedMode: Bool { sregs.cr0 & 1 != 0 }
 
+    /// RFLAGS.VM: virtual-8086 mode (protected mode running 8086 code).
+    var virtual8086: Bool { regs.rflags & (1 << 17) != 0 }
+
     var codeSize: DecodedInstruction.CodeSize {
         if !protectedMode { return .bits16 }
         if sregs.efer & (1 << 10) != 0 && sregs.cs.l != 0 { return .bits64 }

@@ -178,7 +178,7 @@ extension EmulationAssist {
     /// supervisor access; P is not checked. (The MDS buffer clearing that `verw` also does
     /// on affected CPUs is microarchitectural and not reproduced.)
     private func verifySegment(_ insn: DecodedInstruction, write: Bool, _ ctx: inout AssistContext) throws {
-        guard ctx.protectedMode, let modrm = insn.modrm else { throw GuestFault.invalidOpcode }
+        guard ctx.protectedMode, !ctx.virtual8086, let modrm = insn.modrm else { throw GuestFault.invalidOpcode }
         let selector = modrm.mod == 3 ? ctx.register(modrm.rm) & 0xFFFF : try readOperand(insn, size: 2, ctx)
         var ok = false
         if let descriptor = try segmentDescriptor(selector, ctx) {
@@ -218,9 +218,11 @@ extension EmulationAssist {
     /// an LDT or a TSS (in IA-32e mode the 64-bit TSS types only) — the limit in bytes
     /// (scaled by G) goes to the destination and ZF is set; otherwise ZF is cleared and
     /// the destination keeps its value. Linux reads its per-CPU GDT entry so (vgetcpu,
-    /// the NMI backtrace of a restored guest).
+    /// the NMI backtrace of a restored guest). The upper half of a 16-byte system
+    /// descriptor (type 0 in IA-32e mode, which Intel's table lists and AMD's does not)
+    /// is refused, as AMD does. #UD in real and virtual-8086 mode.
     private func loadSegmentLimit(_ insn: DecodedInstruction, _ ctx: inout AssistContext) throws {
-        guard ctx.protectedMode, let modrm = insn.modrm else { throw GuestFault.invalidOpcode }
+        guard ctx.protectedMode, !ctx.virtual8086, let modrm = insn.modrm else { throw GuestFault.invalidOpcode }
         let selector = modrm.mod == 3 ? ctx.register(modrm.rm) & 0xFFFF : try readOperand(insn, size: 2, ctx)
         var limit: UInt64?
         if let d = try segmentDescriptor(selector, ctx) {

@@ -43,6 +43,9 @@ public struct HostEmulation: Sendable, Equatable, CustomStringConvertible {
 
     private static let cached = Mutex<HostEmulation?>(nil)
 
+    /// How long the probe's `vmcall` may take before it counts as hanging, by default.
+    public static let defaultHangTimeoutMS = 10
+
     /// This process's answer so far: the probe's, or the one `assume` was given; nil
     /// before either.
     public static var known: HostEmulation? { cached.withLock { $0 } }
@@ -52,10 +55,14 @@ public struct HostEmulation: Sendable, Equatable, CustomStringConvertible {
     public static func assume(_ answer: HostEmulation) { cached.withLock { $0 = $0 ?? answer } }
 
     /// The probe's answer for this process (run on the first call: a few ms, plus
-    /// `hangTimeoutMS` where `vmcall` hangs; each vmm-worker process probes once).
-    public static func probe(_ kvm: KVMSystem) -> HostEmulation {
+    /// `hangTimeoutMS` where `vmcall` hangs). A vmm-worker under vmmd is handed the
+    /// daemon's answer instead (`assume`). `hangTimeoutMS`: how long a `vmcall` may take
+    /// before it counts as hanging; a caller off the critical path (vmmd, whose answer
+    /// every worker takes) waits longer, so that a descheduled probe thread is not
+    /// mistaken for a hang.
+    public static func probe(_ kvm: KVMSystem, hangTimeoutMS: Int = defaultHangTimeoutMS) -> HostEmulation {
         if let known = cached.withLock({ $0 }) { return known }
-        let result = HostProbeVM.run(kvm)
+        let result = HostProbeVM.run(kvm, hangTimeoutMS: hangTimeoutMS)
         cached.withLock { $0 = $0 ?? result }
         return cached.withLock { $0 } ?? result
     }
@@ -69,7 +76,7 @@ enum HostProbeVM {
     /// A vmcall that has not returned after this long never will: on hardware KVM it takes
     /// microseconds. A false "hangs" (the probe thread descheduled that long) only hides
     /// the PV hypercall features and watches for stalled vmcalls, which is harmless.
-    static let hangTimeoutMS = 10
+    static let hangTimeoutMS = HostEmulation.defaultHangTimeoutMS
 
     // Report values.
     static let afterInt3: UInt64 = 1, int3Delivered: UInt64 = 2, syscallAtCPL0: UInt64 = 3
@@ -78,14 +85,14 @@ enum HostProbeVM {
     static let kernelCode: UInt64 = 0xA000, bpHandler: UInt64 = 0xA020, pfHandler: UInt64 = 0xA030
     static let syscallEntry: UInt64 = 0xA040, vmcallCode: UInt64 = 0xA050, userCode: UInt64 = 0x8000
 
-    static func run(_ kvm: KVMSystem) -> HostEmulation {
+    static func run(_ kvm: KVMSystem, hangTimeoutMS: Int = hangTimeoutMS) -> HostEmulation {
         var result = HostEmulation()
         do {
             let probe = try ProbeVM(kvm: kvm, build: build)
             let vcpu = probe.vcpu
             try enterLongMode(vcpu)
             try firstRun(vcpu, &result)
-            try vmcallRun(vcpu, &result)
+            try vmcallRun(vcpu, &result, timeoutMS: hangTimeoutMS)
             withExtendedLifetime(probe) {}  // guest memory stays mapped while the vCPU runs
         } catch let error as ProbeError {
             result.probeError = error.why
@@ -124,7 +131,7 @@ enum HostProbeVM {
     }
 
     /// vmcall at CPL 0, on a thread of its own: a hang is a KVM_RUN that only a kick ends.
-    private static func vmcallRun(_ vcpu: KVMVCPU, _ result: inout HostEmulation) throws {
+    private static func vmcallRun(_ vcpu: KVMVCPU, _ result: inout HostEmulation, timeoutMS: Int) throws {
         var sregs = try vcpu.specialRegisters()
         sregs.cs = .make(selector: 0x10, base: 0, limit: 0xFFFF_FFFF, type: 0xB, l: true, g: true)
         sregs.ss = .make(selector: 0x18, base: 0, limit: 0xFFFF_FFFF, type: 0x3, db: true, g: true)
@@ -140,7 +147,7 @@ enum HostProbeVM {
             outcome.withLock { $0 = r }
             done.signal()
         }
-        if done.wait(timeout: .now() + .milliseconds(hangTimeoutMS)) == .timedOut {
+        if done.wait(timeout: .now() + .milliseconds(timeoutMS)) == .timedOut {
             vcpu.requestImmediateExit(true)
             while done.wait(timeout: .now() + .milliseconds(1)) == .timedOut { VCPUKick.kick(thread.handle) }
         }

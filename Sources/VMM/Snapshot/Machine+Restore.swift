@@ -152,9 +152,10 @@ extension Machine {
     }
 
     /// Applies a restore plan to a machine just built from it (its vCPUs have the
-    /// snapshot's CPUID, nothing is loaded): the interrupt controllers and the PIT, then
-    /// every vCPU (whose local APIC wins over anything the IOAPIC's restore delivered),
-    /// the clock, the hypercall table and the devices. Every section must be used by
+    /// snapshot's CPUID, nothing is loaded): KVM's interrupt controllers and PIT when it
+    /// has them, then every vCPU (whose local APIC wins over anything KVM's IOAPIC restore
+    /// delivered), the clock, the hypercall table and the devices — the split irqchip's
+    /// IOAPIC among them, whose restore delivers nothing. Every section must be used by
     /// something: state for a component this machine does not have is refused.
     func applyRestore(_ plan: RestorePlan) throws {
         var used: Set<String> = [MachineDescription.sectionName, MemoryDescription.sectionName, "boot.kernel", "boot.initrd"]

@@ -235,7 +235,10 @@ public final class NetDevice: VirtioEventDevice {
         let count = UInt16(used.count)
         try memory.write([UInt8(truncatingIfNeeded: count), UInt8(truncatingIfNeeded: count >> 8)], offset: 0, count: 2,
                          into: DescriptorChain.slice(DescriptorChain.ranges(used[0].0.writable) ?? [], from: 10, count: 2))
-        for (chain, n) in used { try q.putUsed(head: chain.head, length: n, memory: memory) }
+        // The frame's buffers become visible together (5.1.6.4: num_buffers used
+        // elements): a driver reading the first one looks for the rest at once.
+        for (chain, n) in used { try q.putUsed(head: chain.head, length: n, memory: memory, publish: false) }
+        try q.publishUsed(memory: memory)
         VirtioStatistics.add(netStatistics.receiveFrames)
         VirtioStatistics.add(statistics.bytesRead, UInt64(length - Self.headerSize))
         return true
