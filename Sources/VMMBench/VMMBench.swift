@@ -43,6 +43,9 @@ struct VMMBench: ParsableCommand {
     var exits: UInt32 = 100_000
     @Option(help: "VMs per lifecycle run.")
     var vms = 20
+    @Option(help: "Interleaved batches of 64 requests in each virtio-blk figure (device model and plain pread/pwrite, one of each per batch).")
+    var blockBatches = 400
+
     @Option(help: "C/Swift pairs of the interleaved figures.")
     var pairs = 40
     @Option(help: "Iterations per interleaved batch.")
@@ -113,7 +116,7 @@ struct VMMBench: ParsableCommand {
         let reference = work + "/kvm_ref"
         sh(["cc", "-O2", "-Wall", "-o", reference, root + "/Benchmarks/ref/kvm_ref.c"])
         if vsockOnly { return vsockBenchmarks(work: work, root: root, rounds: rounds, megabytes: 256, connections: 500, stats: vsockStats) }
-        if virtioOnly { return virtioBenchmarks(work: work, pairs: pairs, iterations: exits, rounds: rounds) }
+        if virtioOnly { return virtioBenchmarks(work: work, pairs: blockBatches, iterations: exits, rounds: rounds) }
         if snapshotOnly {
             return snapshotBenchmarks(work: work, runs: max(rounds, 9), clones: daemonVMs, concurrency: concurrency)
         }
@@ -126,7 +129,7 @@ struct VMMBench: ParsableCommand {
         } else {
             cLife = try exitPathBenchmarks(work: work, reference: reference)
             cold.run()
-            virtioBenchmarks(work: work, pairs: pairs, iterations: exits, rounds: rounds)
+            virtioBenchmarks(work: work, pairs: blockBatches, iterations: exits, rounds: rounds)
             vsockBenchmarks(work: work, root: root, rounds: rounds, megabytes: 256, connections: 500, stats: vsockStats)
             snapshotBenchmarks(work: work, runs: max(rounds, 9), clones: daemonVMs, concurrency: concurrency)
         }
