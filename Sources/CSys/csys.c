@@ -22,6 +22,8 @@
 #include <pwd.h>
 #include <linux/seccomp.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <sys/sysinfo.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -299,6 +301,37 @@ int csys_install_seccomp(const struct sock_filter *filter, unsigned short count)
     if (rc < 0)
         return -errno;
     return (int)rc;
+}
+
+static void *shrink_a_thread_heap(void *unused)
+{
+    /* Below the mmap threshold (128 KiB), so they come from this thread's arena; freed,
+       they coalesce into its top chunk, and the free of a chunk past 64 KiB trims the
+       heap (heap_trim -> shrink_heap -> check_may_shrink_heap) once the top exceeds the
+       trim threshold (128 KiB). */
+    enum { count = 8, size = 100 << 10 };
+    void *blocks[count];
+    int i;
+
+    (void)unused;
+    for (i = 0; i < count; i++) {
+        blocks[i] = malloc(size);
+        if (blocks[i])
+            memset(blocks[i], 1, size);
+    }
+    for (i = count - 1; i >= 0; i--)
+        free(blocks[i]);
+    return NULL;
+}
+
+int csys_settle_heap_shrink(void)
+{
+    pthread_t thread;
+    int rc = pthread_create(&thread, NULL, shrink_a_thread_heap, NULL);
+
+    if (rc != 0)
+        return -rc;
+    return -pthread_join(thread, NULL);
 }
 
 int csys_settle_malloc_arenas(void)

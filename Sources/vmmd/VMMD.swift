@@ -94,9 +94,14 @@ struct VMMD: AsyncParsableCommand {
                                metrics: metrics, logger: logger, limits: daemonConfig.connections) {
             // The probe VMs every worker would otherwise run at its start, once, here.
             Thread.detachNewThread {
-                guard let found = HostFacts.probe(kvm) else { return }
+                guard let found = HostFacts.probe(kvm) else {
+                    logger.warning("host probe incomplete: each worker probes for itself")
+                    return
+                }
                 facts.set(found)
-                logger.debug("host probed", metadata: ["facts": "\(found)"])
+                logger.info("host probed for the workers", metadata: [
+                    "refuses_instructions": "\(found.refusesInstructions)", "syscall_broken": "\(found.syscallBroken)",
+                    "hypercalls_hang": "\(found.hypercallsHang)", "cpuid_entries": "\(found.supportedCPUID.count)"])
             }
         }
         let services = ServiceGroup(configuration: .init(

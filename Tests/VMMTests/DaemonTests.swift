@@ -256,7 +256,7 @@ struct DaemonTests {
         // Warm up (NIO opens its own descriptors lazily), then take the baseline.
         #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("warm", guest: "hello")).status == 201)
         #expect(d.api("DELETE", "/v1/vms/warm").status == 204)
-        let baseline = d.descriptorCount
+        let baseline = d.settledDescriptorCount
 
         #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("victim", guest: "idle")).status == 201)
         let pid = try #require(d.vm("victim")?["worker_pid"] as? Int)

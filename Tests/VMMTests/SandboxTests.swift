@@ -153,7 +153,7 @@ struct SandboxTests {
         }
         #expect(create("a").0 == 201)
         #expect(create("b").0 == 201)
-        let baseline = d.descriptorCount
+        let baseline = d.settledDescriptorCount
         let third = create("c")
         #expect(third.0 == 429 && third.1.contains("quota_exceeded") && third.1.contains("may hold 2 VMs"), "\(third.1)")
         #expect(d.api("DELETE", "/v1/vms/b", asUID: u).status == 204)

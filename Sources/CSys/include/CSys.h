@@ -112,6 +112,10 @@ int csys_install_seccomp(const struct sock_filter *filter, unsigned short count)
 /// computes it by reading /sys/devices/system/cpu/online, which a sandboxed process
 /// cannot open. Returns the limit set, or -1.
 int csys_settle_malloc_arenas(void);
+/* Makes glibc read /proc/sys/vm/overcommit_memory now, which it does the first time a
+   thread's heap shrinks (check_may_shrink_heap): a thread allocates and frees enough
+   to trim its arena. Returns 0, or -errno if the thread could not be run. */
+int csys_settle_heap_shrink(void);
 
 /// Creates a listening Unix stream socket at `path` (close-on-exec). Returns it or -errno.
 int csys_listen_unix(const char *path, int backlog);

@@ -13,6 +13,10 @@ extension Sandbox {
     /// - malloc sizes its arena limit by reading /sys/devices/system/cpu/online the
     ///   first time a thread needs a ninth arena (arena_get2), so any VM with more than
     ///   a few vCPUs died as soon as enough vCPU threads had allocated;
+    /// - free() reads /proc/sys/vm/overcommit_memory the first time a thread's heap
+    ///   shrinks (check_may_shrink_heap): a vsock connection's buffers freed on the
+    ///   device thread killed its worker now and then. The host probes that used to run
+    ///   here first (vmmd runs them now) had happened to trigger it before the filter;
     /// - the log handler's timestamps (localtime) stat and load /etc/localtime on every
     ///   call while TZ is unset (workers start with an empty environment), so a guest's
     ///   first `log` hypercall killed its worker. With TZ set, glibc sees the same value
@@ -25,6 +29,7 @@ extension Sandbox {
     /// reads /proc).
     static func settleLibraryState() throws {
         guard csys_settle_malloc_arenas() > 0 else { throw SandboxError("mallopt(M_ARENA_MAX) failed") }
+        guard csys_settle_heap_shrink() == 0 else { throw SandboxError("settling malloc's heap trimming failed") }
         setenv("TZ", ":/etc/localtime", 1)
         tzset()
     }
