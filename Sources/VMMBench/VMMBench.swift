@@ -125,7 +125,7 @@ struct VMMBench: ParsableCommand {
 
         var cLife: [Double] = []
         if daemonOnly {
-            cLife.append(field(sh([reference, "lifecycle", work + "/exit.elf", "\(vms)"]), "ns_per_vm"))
+            cLife.append(field(sh([reference, "--irqchip=split", "lifecycle", work + "/exit.elf", "\(vms)"]), "ns_per_vm"))
         } else {
             cLife = try exitPathBenchmarks(work: work, reference: reference)
             cold.run()
