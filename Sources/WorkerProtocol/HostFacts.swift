@@ -5,33 +5,23 @@ import Synchronization
 /// VM of its own: each is a VM created and closed, and where `vmcall` hangs a 10 ms
 /// wait — most of a worker's start before this was passed down.
 public struct HostFacts: Sendable, Equatable {
-    // HostEmulation.
-    public var refusesInstructions = false
-    public var syscallBroken = false
-    public var hypercallsHang = false
-    // GuestDebugSupport.
-    public var singleStep = false
-    public var singleStepInUserMode = false
-    public var executionBreakpoints = false
-    public var executionBreakpointsInUserMode = false
-    public var dataBreakpoints = false
-    public var softwareBreakpointExits = false
-    /// KVM_GET_SUPPORTED_CPUID's entries, each as function, index, flags, EAX, EBX, ECX,
-    /// EDX (KVM's `CPUIDEntry`, which this module does not import).
+    /// `HostEmulation.bits` and `GuestDebugSupport.bits` (VMM types this module does not
+    /// import).
+    public var emulation: UInt32 = 0
+    public var debug: UInt32 = 0
+    /// KVM_GET_SUPPORTED_CPUID's entries, each `CPUIDEntry.words`: function, index,
+    /// flags, EAX, EBX, ECX, EDX.
     public var supportedCPUID: [[UInt32]] = []
 
     /// Bounds a reader holds the entries to (KVM returns ~80; its own limit is 256).
     static let maxCPUIDEntries = 1024
 
-    public init() {}
-
-    private var flags: [Bool] {
-        [refusesInstructions, syscallBroken, hypercallsHang, singleStep, singleStepInUserMode,
-         executionBreakpoints, executionBreakpointsInUserMode, dataBreakpoints, softwareBreakpointExits]
+    public init(emulation: UInt32 = 0, debug: UInt32 = 0, supportedCPUID: [[UInt32]] = []) {
+        self.emulation = emulation; self.debug = debug; self.supportedCPUID = supportedCPUID
     }
 
     func encode(into w: inout WireWriter) {
-        for flag in flags { w.bool(flag) }
+        w.u32(emulation); w.u32(debug)
         w.u32(UInt32(supportedCPUID.count))
         for entry in supportedCPUID {
             for i in 0 ..< 7 { w.u32(i < entry.count ? entry[i] : 0) }
@@ -39,11 +29,7 @@ public struct HostFacts: Sendable, Equatable {
     }
 
     static func decode(from r: inout WireReader) throws -> HostFacts {
-        var f = HostFacts()
-        f.refusesInstructions = try r.bool(); f.syscallBroken = try r.bool(); f.hypercallsHang = try r.bool()
-        f.singleStep = try r.bool(); f.singleStepInUserMode = try r.bool()
-        f.executionBreakpoints = try r.bool(); f.executionBreakpointsInUserMode = try r.bool()
-        f.dataBreakpoints = try r.bool(); f.softwareBreakpointExits = try r.bool()
+        var f = HostFacts(emulation: try r.u32(), debug: try r.u32())
         let count = try r.u32()
         guard count <= maxCPUIDEntries else { throw WireError.malformed("\(count) CPUID entries") }
         for _ in 0 ..< count { f.supportedCPUID.append(try (0 ..< 7).map { _ in try r.u32() }) }

@@ -11,19 +11,7 @@ extension HostFacts {
         // the 10 ms a worker's own probe allows), so that a probe thread descheduled while
         // system VMs start does not hide the PV features from every guest.
         let emulation = HostEmulation.probe(kvm, hangTimeoutMS: 200), debug = GuestDebugSupport.probe(kvm)
-        guard emulation.probeError == nil, debug.probeError == nil else { return nil }
-        var f = HostFacts()
-        f.refusesInstructions = emulation.refusesInstructions
-        f.syscallBroken = emulation.syscallBroken
-        f.hypercallsHang = emulation.hypercallsHang
-        f.singleStep = debug.singleStep
-        f.singleStepInUserMode = debug.singleStepInUserMode
-        f.executionBreakpoints = debug.executionBreakpoints
-        f.executionBreakpointsInUserMode = debug.executionBreakpointsInUserMode
-        f.dataBreakpoints = debug.dataBreakpoints
-        f.softwareBreakpointExits = debug.softwareBreakpointExits
-        guard let cpuid = try? kvm.supportedCPUID() else { return nil }
-        f.supportedCPUID = cpuid.map { [$0.function, $0.index, $0.flags, $0.eax, $0.ebx, $0.ecx, $0.edx] }
-        return f
+        guard emulation.probeError == nil, debug.probeError == nil, let cpuid = try? kvm.supportedCPUID() else { return nil }
+        return HostFacts(emulation: emulation.bits, debug: debug.bits, supportedCPUID: cpuid.map(\.words))
     }
 }

@@ -7,6 +7,7 @@ import Logging
 import NIOPosix
 import ServiceLifecycle
 import VMMAPI
+import VMM
 import VMMService
 import WorkerProtocol
 
@@ -100,8 +101,7 @@ struct VMMD: AsyncParsableCommand {
                 }
                 facts.set(found)
                 logger.info("host probed for the workers", metadata: [
-                    "refuses_instructions": "\(found.refusesInstructions)", "syscall_broken": "\(found.syscallBroken)",
-                    "hypercalls_hang": "\(found.hypercallsHang)", "cpuid_entries": "\(found.supportedCPUID.count)"])
+                    "emulation": "\(HostEmulation(bits: found.emulation))", "cpuid_entries": "\(found.supportedCPUID.count)"])
             }
         }
         let services = ServiceGroup(configuration: .init(

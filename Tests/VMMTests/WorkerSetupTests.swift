@@ -1,5 +1,6 @@
 import KVM
 import Testing
+import VMM
 import WorkerProtocol
 
 /// The setup message a worker builds its machine from: what the daemon sends is what
@@ -16,9 +17,9 @@ struct WorkerSetupTests {
     }
 
     @Test func hostFactsTravelWithTheSetup() throws {
-        var facts = HostFacts()
-        facts.refusesInstructions = true; facts.hypercallsHang = true; facts.singleStep = true; facts.softwareBreakpointExits = true
-        facts.supportedCPUID = [[0, 0, 0, 0x1F, 0x756E_6547, 0x6C65_746E, 0x4965_6E69], [7, 0, 1, 0, 0x29C6_FBF, 0, 0]]
+        let facts = HostFacts(emulation: HostEmulation(refusesInstructions: true, hypercallsHang: true).bits,
+                              debug: 0b100001,
+                              supportedCPUID: [[0, 0, 0, 0x1F, 0x756E_6547, 0x6C65_746E, 0x4965_6E69], [7, 0, 1, 0, 0x29C6_FBF, 0, 0]])
         for sent in [Self.setup(facts: facts), Self.setup(facts: nil)] {
             let bytes = DaemonMessage.setup(sent).encoded()
             guard case .setup(let received) = try DaemonMessage.decode(bytes) else {
@@ -32,6 +33,16 @@ struct WorkerSetupTests {
             }
         }
     }
+}
+
+/// The probes' answers survive their bit-set form exactly.
+@Test func probeAnswersRoundTripThroughTheirBits() {
+    for bits in UInt32(0) ..< 8 { #expect(HostEmulation(bits: bits).bits == bits) }
+    for bits in UInt32(0) ..< 64 { #expect(GuestDebugSupport(bits: bits).bits == bits) }
+    let complete = HostEmulation(refusesInstructions: true, syscallBroken: true, hypercallsHang: false)
+    #expect(HostEmulation(bits: complete.bits) == complete)
+    let entry = CPUIDEntry(function: 7, index: 1, flags: 1, eax: 2, ebx: 3, ecx: 4, edx: 5)
+    #expect(CPUIDEntry(words: entry.words) == entry && CPUIDEntry(words: [1, 2]) == nil)
 }
 
 /// A worker given the daemon's KVM_GET_SUPPORTED_CPUID answer uses it instead of asking.
