@@ -28,6 +28,11 @@ enum SerialTarget: ExpressibleByArgument {
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
+        // Marks `run` as a subcommand even when `VMMCtl.runFastPath` parses it alone: a
+        // root command first parses its arguments twice more looking for
+        // `--generate-completion-script` (which the fast path leaves to the root parse),
+        // a third of the parse. In the root parse `run` is not the root, and this is unused.
+        _superCommandName: "vmmctl",
         abstract: "Boot a kernel in the foreground and run it until the guest stops.")
 
     @Option(help: "Kernel image: a bzImage (/boot/vmlinuz-*), a PVH ELF (vmlinux, test guests) or a multiboot kernel; the format is detected. Not with --restore.")
@@ -177,17 +182,22 @@ func runMachine(_ base: MachineConfig, serial: SerialTarget, verbose: Bool = fal
     }
     defer { if outputFD >= 0 { close(outputFD) } }
 
-    // The probe VM's answer from an earlier run on this host boot, and this run's for the next.
+    // The probe VM's answer and the supported CPUID from an earlier run on this host
+    // boot, and this run's for the next.
     let probeCache = config.emulationAssist == .off ? nil : HostEmulationCache.standard()
     let cached = probeCache?.load()
-    if let cached { HostEmulation.assume(cached) }
+    if let cached { HostEmulation.assume(cached.emulation) }
     let machine: Machine
     do {
-        machine = try snapshot?.restoredMachine(config, named: restoredName) ?? Machine(config: config)
+        let kvm = try KVMSystem()
+        if let cpuid = cached?.supportedCPUID, !cpuid.isEmpty { kvm.adoptSupportedCPUID(cpuid) }
+        machine = try snapshot?.restoredMachine(config, named: restoredName, kvm: kvm) ?? Machine(config: config, kvm: kvm)
+        if cached?.supportedCPUID.isEmpty ?? true, let probeCache, let found = HostEmulation.known {
+            probeCache.store(.init(emulation: found, supportedCPUID: try kvm.supportedCPUID()))
+        }
     } catch {
         fail("\(error)")
     }
-    if cached == nil, let probeCache, let found = HostEmulation.known { probeCache.store(found) }
     if verbose { printDevices(machine) }
     if case .stdio = serial { machine.forwardInput(fromDescriptor: STDIN_FILENO) }
     let reason: StopReason

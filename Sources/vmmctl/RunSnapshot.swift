@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import FoundationEssentials
+import KVM
 import Snapshot
 import VMM
 #if canImport(Glibc)
@@ -48,8 +49,8 @@ struct RunSnapshotOptions: ParsableArguments {
     }
 
     /// Builds the machine restored from `--restore`, with the console settings of `config`.
-    func restoredMachine(_ config: MachineConfig, named name: String?) throws -> Machine {
-        guard let restore else { return try Machine(config: config) }
+    func restoredMachine(_ config: MachineConfig, named name: String?, kvm: KVMSystem) throws -> Machine {
+        guard let restore else { return try Machine(config: config, kvm: kvm) }
         var options = restoreOptions(name: name)
         // --net and --vsock name the host ends a clone needs of its own.
         if !config.networks.isEmpty { options.networks = config.networks }
@@ -59,7 +60,7 @@ struct RunSnapshotOptions: ParsableArguments {
         let bar = ProgressBar("restoring")
         options.progress = { bar.update($0, $1) }
         defer { bar.finish() }
-        return try Machine.restore(from: absolutePath(restore), options: options)
+        return try Machine.restore(from: absolutePath(restore), options: options, kvm: kvm)
     }
 
     /// On SIGUSR2, snapshots `machine` into `--snapshot-to`; SIGCONT resumes a machine

@@ -46,15 +46,24 @@ struct VMMCtl: ParsableCommand {
         }
         guard let asyncCommand = command as? any AsyncParsableCommand else {
             var command = command
-            do { try command.run() } catch { exit(withError: error) }
+            do { try command.run() } catch { finish(error) }
             exit()
         }
         let box = CommandBox(asyncCommand)
         Task.detached {
-            do { try await box.command.run() } catch { exit(withError: error) }
+            do { try await box.command.run() } catch { finish(error) }
             exit()
         }
         dispatchMain()
+    }
+
+    /// Ends the process for a command's error. An `ExitCode` (how `run` returns its
+    /// guest's status) exits at once: ArgumentParser's `exit(withError:)` first renders
+    /// the root command's usage for any error, even one it then does not print, which
+    /// reflects over every subcommand's options (~0.15 ms of a small guest's 5 ms run).
+    static func finish(_ error: any Error) -> Never {
+        if let code = error as? ExitCode { Glibc.exit(code.rawValue) }
+        exit(withError: error)
     }
 
     /// `vmmctl run ...` parsed as `Run` alone: the root parse also reflects over every

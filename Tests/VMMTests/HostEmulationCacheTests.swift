@@ -1,9 +1,10 @@
 import Foundation
+import KVM
 import Testing
 import VMM
 
-/// The probe's answer kept between processes (`HostEmulationCache`): believed only for the
-/// same host key and from a file that is the caller's alone.
+/// The probe's answer and the supported CPUID kept between processes (`HostEmulationCache`):
+/// believed only for the same host key and from a file that is the caller's alone.
 @Suite struct HostEmulationCacheTests {
     let dir: String
 
@@ -17,27 +18,42 @@ import VMM
 
     @Test func everyAnswerComesBackForTheSameKey() {
         defer { removeDirectory() }
-        let cache = HostEmulationCache(path: dir + "/entry", key: "swift-vmm host-emulation 1\nboot\nrelease\nkvm:1")
+        let cache = HostEmulationCache(path: dir + "/entry", key: "swift-vmm host-emulation 2\nboot\nrelease\nkvm:1")
         #expect(cache.load() == nil)
+        let cpuid = [CPUIDEntry(function: 0, eax: 0x1f, ebx: 0x756e_6547, ecx: 0x6c65_746e, edx: 0x4965_6e69),
+                     CPUIDEntry(function: 7, index: 1, flags: 1, eax: .max, ebx: 0, ecx: 1 << 31, edx: 5)]
         for bits in 0 ..< 8 {
             let answer = HostEmulation(refusesInstructions: bits & 1 != 0, syscallBroken: bits & 2 != 0, hypercallsHang: bits & 4 != 0)
-            cache.store(answer)
-            #expect(cache.load() == answer)
+            let entry = HostEmulationCache.Entry(emulation: answer, supportedCPUID: bits & 1 != 0 ? cpuid : [])
+            cache.store(entry)
+            #expect(cache.load() == entry)
         }
+    }
+
+    @Test func aCPUIDLineThatIsNotSevenHexWordsRefusesTheEntry() throws {
+        defer { removeDirectory() }
+        for bad in ["0 0 0 1f 756e6547 6c65746e", "0 0 0 1f 756e6547 6c65746e 49656e69 7", "0 0 0 1f 756e6547 6c65746e x",
+                    "0 0 0 1f 756e6547 6c65746e 149656e69a", ""] {
+            try Data("k\n\n\(bad)".utf8).write(to: URL(fileURLWithPath: dir + "/entry"))
+            #expect(HostEmulationCache(path: dir + "/entry", key: "k").load() == nil, "\(bad)")
+        }
+        try Data("k\n\n0 0 0 1f 756e6547 6c65746e 49656e69".utf8).write(to: URL(fileURLWithPath: dir + "/entry"))
+        #expect(HostEmulationCache(path: dir + "/entry", key: "k").load()?.supportedCPUID
+                == [CPUIDEntry(function: 0, eax: 0x1f, ebx: 0x756e_6547, ecx: 0x6c65_746e, edx: 0x4965_6e69)])
     }
 
     @Test func anotherBootKernelOrModuleIsIgnored() {
         defer { removeDirectory() }
-        HostEmulationCache(path: dir + "/entry", key: "k\nboot-1").store(HostEmulation(refusesInstructions: true))
+        HostEmulationCache(path: dir + "/entry", key: "k\nboot-1").store(.init(emulation: HostEmulation(refusesInstructions: true)))
         #expect(HostEmulationCache(path: dir + "/entry", key: "k\nboot-2").load() == nil)
         #expect(HostEmulationCache(path: dir + "/entry", key: "k").load() == nil)
-        #expect(HostEmulationCache(path: dir + "/entry", key: "k\nboot-1").load() == HostEmulation(refusesInstructions: true))
+        #expect(HostEmulationCache(path: dir + "/entry", key: "k\nboot-1").load()?.emulation == HostEmulation(refusesInstructions: true))
     }
 
     @Test func anUnfinishedProbeIsNotStored() {
         defer { removeDirectory() }
         let cache = HostEmulationCache(path: dir + "/entry", key: "k")
-        cache.store(HostEmulation(refusesInstructions: true, probeError: "vmcall: exit none"))
+        cache.store(.init(emulation: HostEmulation(refusesInstructions: true, probeError: "vmcall: exit none")))
         #expect(cache.load() == nil)
         #expect(!FileManager.default.fileExists(atPath: dir + "/entry"))
     }
@@ -45,7 +61,7 @@ import VMM
     @Test func aFileOthersMayWriteOrAStrangeLineIsRefused() throws {
         defer { removeDirectory() }
         let cache = HostEmulationCache(path: dir + "/entry", key: "k")
-        cache.store(HostEmulation(syscallBroken: true))
+        cache.store(.init(emulation: HostEmulation(syscallBroken: true)))
         try FileManager.default.setAttributes([.posixPermissions: 0o666], ofItemAtPath: dir + "/entry")
         #expect(cache.load() == nil)
         try Data("k\nsyscall-broken fast-path".utf8).write(to: URL(fileURLWithPath: dir + "/other"))

@@ -1,11 +1,13 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import KVM
 
-/// `HostEmulation`'s answer kept between processes, so that a short-lived VMM process
-/// (`vmmctl run`) does not pay for the probe VM each time: on this project's hosts the
-/// probe is a second VM creation, a second supported-CPUID walk and a 10 ms wait for a
-/// `vmcall` that never returns, more than a small guest's whole run.
+/// `HostEmulation`'s answer and KVM_GET_SUPPORTED_CPUID's kept between processes, so
+/// that a short-lived VMM process (`vmmctl run`) does not pay for either each time: on
+/// this project's hosts the probe is a second VM creation and a 10 ms wait for a
+/// `vmcall` that never returns, and the CPUID walk executes CPUID once per leaf in the
+/// host kernel (~0.3 ms, a tenth of a small guest's whole run, on this virtualised host).
 ///
 /// What the host's KVM does cannot change while the same kernel runs with the same KVM
 /// modules loaded, so an entry names the boot (`/proc/sys/kernel/random/boot_id`), the
@@ -13,10 +15,28 @@ import Glibc
 /// a new one); an entry for anything else is ignored and replaced. A probe that did not
 /// finish is never stored. The file must belong to the caller and be writable by nobody
 /// else, in a directory only the caller can write.
+///
+/// The file: the key's lines, the emulation flags (`HostEmulation.flags`), then one line
+/// per supported CPUID entry, its seven `CPUIDEntry.words` in hex.
 public struct HostEmulationCache: Sendable {
     public let path: String
     /// What the entry must name to be believed (`hostKey()` for this host).
     public let key: String
+
+    /// What an entry holds.
+    public struct Entry: Equatable, Sendable {
+        public var emulation: HostEmulation
+        /// KVM_GET_SUPPORTED_CPUID's entries; empty when they were not stored.
+        public var supportedCPUID: [CPUIDEntry]
+
+        public init(emulation: HostEmulation, supportedCPUID: [CPUIDEntry] = []) {
+            self.emulation = emulation
+            self.supportedCPUID = supportedCPUID
+        }
+    }
+
+    /// Larger than any real entry (KVM has ~80 CPUID entries, ~60 bytes each).
+    static let maximumSize = 64 << 10
 
     public init(path: String, key: String) {
         self.path = path
@@ -38,29 +58,39 @@ public struct HostEmulationCache: Sendable {
         return HostEmulationCache(path: runtime + "/swift-vmm-host-emulation", key: key)
     }
 
-    /// The stored answer, if the entry is this host's and the file is the caller's alone.
-    public func load() -> HostEmulation? {
+    /// The stored entry, if it is this host's, well formed, and the file is the caller's alone.
+    public func load() -> Entry? {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_uid == getuid(),
-              st.st_mode & 0o022 == 0, st.st_size < 4096 else { return nil }
+              st.st_mode & 0o022 == 0, st.st_size < Self.maximumSize else { return nil }
         guard let text = Self.readText(fd) else { return nil }
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
-        guard lines.count >= 2, lines.dropLast().joined(separator: "\n") == key else { return nil }
-        return HostEmulation(flags: String(lines[lines.count - 1]))
+        let keyLines = key.split(separator: "\n", omittingEmptySubsequences: false).count
+        guard lines.count > keyLines, lines.prefix(keyLines).joined(separator: "\n") == key,
+              let emulation = HostEmulation(flags: String(lines[keyLines])) else { return nil }
+        var cpuid: [CPUIDEntry] = []
+        for line in lines.dropFirst(keyLines + 1) {
+            let fields = line.split(separator: " ")
+            let words = fields.compactMap { UInt32($0, radix: 16) }
+            guard words.count == fields.count, let entry = CPUIDEntry(words: words) else { return nil }
+            cpuid.append(entry)
+        }
+        return Entry(emulation: emulation, supportedCPUID: cpuid)
     }
 
-    /// Stores `answer` for this host (atomically: a new file renamed over the old);
-    /// an answer with a probe error is not stored. Failures leave no entry behind.
-    public func store(_ answer: HostEmulation) {
-        guard answer.probeError == nil else { return }
+    /// Stores `entry` for this host (atomically: a new file renamed over the old); an
+    /// answer with a probe error is not stored. Failures leave no entry behind.
+    public func store(_ entry: Entry) {
+        guard entry.emulation.probeError == nil else { return }
         let temporary = path + ".\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { return }
-        let bytes = Array((key + "\n" + answer.flags).utf8)
-        let written = write(fd, bytes, bytes.count)
+        let cpuid = entry.supportedCPUID.map { $0.words.map { String($0, radix: 16) }.joined(separator: " ") }
+        let bytes = Array(([key, entry.emulation.flags] + cpuid).joined(separator: "\n").utf8)
+        let written = bytes.count < Self.maximumSize ? write(fd, bytes, bytes.count) : -1
         close(fd)
         if written != bytes.count || rename(temporary, path) != 0 { unlink(temporary) }
     }
@@ -74,7 +104,7 @@ public struct HostEmulationCache: Sendable {
             var st = stat()
             if stat("/sys/module/" + module, &st) == 0 { modules.append("\(module):\(st.st_ino)") }
         }
-        return ["swift-vmm host-emulation 1", bootID, release, modules.joined(separator: " ")]
+        return ["swift-vmm host-emulation 2", bootID, release, modules.joined(separator: " ")]
             .map { $0.filter { $0 != "\n" } }.joined(separator: "\n")
     }
 
@@ -88,7 +118,7 @@ public struct HostEmulationCache: Sendable {
     private static func readText(_ fd: Int32) -> String? {
         var text: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 1024)
-        while text.count < 4096 {
+        while text.count < maximumSize {
             let n = read(fd, &chunk, chunk.count)
             if n < 0 && errno == EINTR { continue }
             guard n >= 0 else { return nil }
