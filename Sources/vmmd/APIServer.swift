@@ -24,6 +24,7 @@ final class APIServer: Service {
     let logger: Logger
     let limits: ConnectionLimits
     private let connections = ConnectionCounter()
+    private let open = OpenConnections()
     /// Runs once both sockets listen (the host probes: start-up does not wait for them).
     let afterListening: @Sendable () -> Void
 
@@ -46,7 +47,8 @@ final class APIServer: Service {
             // isWritable turns false past the high mark: slow console readers lose output
             // instead of growing the daemon (see APIHandler.sendConsole).
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: APIHandler.maxQueuedConsoleBytes))
-            .childChannelInitializer { [connections] channel in
+            .childChannelInitializer { [connections, open] channel in
+                open.add(channel)
                 let id = connections.next()
                 return Self.peerCaller(of: channel).flatMap { caller in
                     // Counted from accept to close, by the peer's uid (SO_PEERCRED).
@@ -87,7 +89,10 @@ final class APIServer: Service {
         logger.info("vmmd shutting down")
         broker.shutdown()
         try? await channel.close().get()
+        await open.closeAll(on: group)
         await service.shutdown()
+        // The workers' links closed on their loops too: let that settle before the loops stop.
+        await OpenConnections.drain(group)
         unlink(socketPath)
         logger.info("vmmd stopped")
     }
