@@ -1,3 +1,4 @@
+import CSys
 import Foundation
 import Testing
 import VMMClient
@@ -29,6 +30,23 @@ struct DaemonTests {
         #expect(d.vmNames().isEmpty)
         #expect(d.api("GET", "/v1/vms/web").status == 404)
         #expect(d.stop() == 0)
+    }
+
+    /// SIGTERM with connections in every state (just accepted, just closed, idle, half a
+    /// request) ends vmmd cleanly: shutdown closes them before its event loops stop. The
+    /// fixture runs vmmd in NIO's strict mode, where a task for a stopped loop crashes it;
+    /// before, a connection's set-up hopping onto a stopped loop did in 4 of 40 such stops.
+    @Test func sigtermWithClientsConnectedEndsCleanly() throws {
+        for _ in 0 ..< 10 {
+            let d = try DaemonFixture()
+            let idle = csys_connect_unix(d.socket)
+            let partial = csys_connect_unix(d.socket)
+            _ = "GET /v1/vers".withCString { write(partial, $0, strlen($0)) }
+            let fresh = (0 ..< 4).map { _ in csys_connect_unix(d.socket) }
+            for fd in fresh.prefix(2) where fd >= 0 { close(fd) }
+            #expect(d.stop() == 0, "vmmd log:\n\(d.log)")
+            for fd in [idle, partial] + fresh.suffix(2) where fd >= 0 { close(fd) }
+        }
     }
 
     @Test func actionsMoveTheVMThroughItsStates() throws {
