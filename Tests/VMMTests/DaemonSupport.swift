@@ -44,9 +44,7 @@ final class DaemonFixture: @unchecked Sendable {
         let arguments = ["--socket", socket, "--state-dir", stateDirectory] + (config.map { ["--config", $0] } ?? []) + extraArguments
         p.executableURL = URL(fileURLWithPath: launcher.first ?? Self.vmmd)
         p.arguments = launcher.isEmpty ? arguments : Array(launcher.dropFirst()) + [Self.vmmd] + arguments
-        // NIO's strict mode: what it would only log (a task for an event loop that has
-        // stopped) crashes vmmd, and the tests that check its exit status see it.
-        p.environment = ProcessInfo.processInfo.environment.merging(["SWIFTNIO_STRICT": "1"]) { $1 }
+        p.environment = testChildEnvironment
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()

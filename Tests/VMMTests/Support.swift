@@ -44,12 +44,19 @@ struct GuestBuildError: Error, CustomStringConvertible {
     var description: String { "building Guests/ failed:\n\(output)" }
 }
 
+/// The environment of every program a test starts: this process's, with NIO's strict
+/// mode on. vmmd and vmmctl's daemon commands use NIO; in strict mode a task for an event
+/// loop that has stopped crashes the program instead of being logged, so the tests that
+/// check an exit status see it.
+let testChildEnvironment = ProcessInfo.processInfo.environment.merging(["SWIFTNIO_STRICT": "1"]) { $1 }
+
 /// Runs a program to completion, capturing stdout and stderr together.
 @discardableResult
 func runProcess(_ executable: String, _ arguments: [String], stdin: String? = nil) -> (status: Int32, output: String, stdout: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
+    process.environment = testChildEnvironment
     let out = Pipe(), err = Pipe()
     process.standardOutput = out
     process.standardError = err

@@ -106,6 +106,7 @@ final class TestProcess: @unchecked Sendable {
             process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = arguments
         }
+        process.environment = testChildEnvironment
         process.standardInput = stdin
         process.standardOutput = stdoutPipe
         process.standardError = discardStderr ? FileHandle.nullDevice : stdoutPipe
