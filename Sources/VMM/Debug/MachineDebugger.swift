@@ -119,7 +119,7 @@ public final class MachineDebugger: @unchecked Sendable {
         }
         attachedFlag.store(false, ordering: .releasing)
         assist?.setBreakpointClaimant(nil)
-        for r in runners { try? r.vcpu.setGuestDebug([]) }
+        for r in runners { try? Self.onVCPUThread(r) { try $0.setGuestDebug([]) } }
         for (i, r) in runners.enumerated() where !keepPaused.contains(i) { r.resume() }
     }
 
@@ -167,8 +167,11 @@ public final class MachineDebugger: @unchecked Sendable {
             return actions.map { guestDebug(for: $0, s) }
         }
         for (i, r) in runners.enumerated() where actions[i] != .stay {
-            try r.vcpu.setGuestDebug(plan[i].0, registers: plan[i].1)
-            try stepPastExecutionBreakpoint(r.vcpu, plan[i].1)
+            let (control, registers) = plan[i]
+            try Self.onVCPUThread(r) { vcpu in
+                try vcpu.setGuestDebug(control, registers: registers)
+                try Self.stepPastExecutionBreakpoint(vcpu, registers)
+            }
         }
         for (i, r) in runners.enumerated() where actions[i] != .stay { r.resume() }
         return true
@@ -191,7 +194,7 @@ public final class MachineDebugger: @unchecked Sendable {
 
     /// RFLAGS.RF on a vCPU resumed on an execution breakpoint, so that the instruction
     /// runs instead of hitting the breakpoint again (SDM vol. 3B 18.3.1.1).
-    private func stepPastExecutionBreakpoint(_ vcpu: KVMVCPU, _ registers: GuestDebugRegisters) throws {
+    private static func stepPastExecutionBreakpoint(_ vcpu: KVMVCPU, _ registers: GuestDebugRegisters) throws {
         guard registers.dr7 & 0xFF != 0 else { return }
         let values = try vcpu.registers([.rip, .rflags, .segmentBase(.cs)])
         let linear = values[0] &+ values[2]
@@ -294,10 +297,17 @@ public final class MachineDebugger: @unchecked Sendable {
 
     /// Runs `body` with a vCPU that is out of the guest (stopped, paused or not started);
     /// fails for a running one: its registers cannot be read or written meanwhile.
-    public func withStoppedVCPU<T>(_ index: Int, _ body: (KVMVCPU) throws -> T) throws -> T {
+    public func withStoppedVCPU<T>(_ index: Int, _ body: @escaping @Sendable (KVMVCPU) throws -> T) throws -> T {
         guard runners.indices.contains(index) else { throw MachineError.invalidState("no vCPU \(index)") }
         guard runners[index].state != .running else { throw MachineError.invalidState("vCPU \(index) is running") }
-        return try body(runners[index].vcpu)
+        return try Self.onVCPUThread(runners[index], body)
+    }
+
+    /// `body` on the vCPU's own thread when it is paused or not started, as KVM wants vCPU
+    /// ioctls (api.rst, "vcpu ioctls"; `VCPURunner.onOwnThread`). A vCPU stopped for good
+    /// (its guest ended) keeps a parked thread that takes no work: it is used from here.
+    static func onVCPUThread<T>(_ runner: VCPURunner, _ body: @escaping @Sendable (KVMVCPU) throws -> T) throws -> T {
+        runner.isParked ? try runner.onOwnThread(body) : try body(runner.vcpu)
     }
 
     /// How `sregs` translates addresses, with this machine's MAXPHYADDR.
@@ -308,7 +318,7 @@ public final class MachineDebugger: @unchecked Sendable {
 
     /// The paging mode of a stopped vCPU.
     public func paging(of index: Int) throws -> PagingMode {
-        try withStoppedVCPU(index) { paging(try $0.specialRegisters()) }
+        try withStoppedVCPU(index) { [self] in paging(try $0.specialRegisters()) }
     }
 }
 
