@@ -231,7 +231,7 @@ struct VMMBench: ParsableCommand {
                      Double(figures.privateKiB) / 1024, Double(figures.pssKiB) / 1024, idleWorkers))
         do {
             let bin = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
-            let start = try DaemonStartBenchmark(vmmd: bin + "/vmmd", work: work, runs: 7).run()
+            let start = try DaemonStartBenchmark(vmmd: bin + "/vmmd", work: work, runs: 15).run()
             print(String(format: "  vmmd start to API socket ready (median of %d): %.2f ms of CPU (target <= 8) %@, %.2f ms wall",
                          start.cpuMs.count, median(start.cpuMs), verdict(median(start.cpuMs) <= 8), median(start.wallMs)))
         } catch {
