@@ -17,6 +17,9 @@ swift build --build-tests
 # that is still running afterwards (even after a test process that died) is found here,
 # reported, ended, and fails the run.
 export VMM_TEST_RUN="run$$"
+# NIO's strict mode for the test process and everything it starts: a task scheduled on an
+# event loop that has stopped crashes instead of being logged, so a test sees it.
+export SWIFTNIO_STRICT=1
 status=0
 swift test --skip-build || status=$?
 left=$(pgrep -f "vmmd-test-$VMM_TEST_RUN-" || true)
