@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <sys/vfs.h>
 #include <linux/openat2.h>
 #include <grp.h>
@@ -618,4 +619,24 @@ int csys_set_no_delay(int sock)
     int one = 1;
 
     return setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0 ? 0 : -errno;
+}
+
+int csys_open_descriptors(int from, int *fds, int capacity)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    if (dir == NULL)
+        return -errno;
+    int own = dirfd(dir), count = 0;
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+        char *end;
+        long fd = strtol(entry->d_name, &end, 10);
+        if (end == entry->d_name || *end != '\0' || fd < from || fd == own || fd > 0x7fffffff)
+            continue;
+        if (count < capacity)
+            fds[count] = (int)fd;
+        count++;
+    }
+    closedir(dir);
+    return count;
 }

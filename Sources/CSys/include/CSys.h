@@ -116,6 +116,11 @@ int csys_settle_malloc_arenas(void);
    thread's heap shrinks (check_may_shrink_heap): a thread allocates and frees enough
    to trim its arena. Returns 0, or -errno if the thread could not be run. */
 int csys_settle_heap_shrink(void);
+/// The process's open descriptors numbered `from` or above, from /proc/self/fd (the
+/// directory's own descriptor left out), in `fds`. Returns how many are open (more than
+/// `capacity` means `fds` holds the first `capacity`), or -errno when /proc/self/fd
+/// cannot be read.
+int csys_open_descriptors(int from, int *fds, int capacity);
 
 /// Creates a listening Unix stream socket at `path` (close-on-exec). Returns it or -errno.
 int csys_listen_unix(const char *path, int backlog);

@@ -42,14 +42,14 @@ enum Sandbox {
     /// every number below a limit: that was ~1,000 fcntl calls, 5% of a worker's start-up
     /// CPU, and it missed a descriptor above the limit.
     static func closeUnneededDescriptors(keeping: Set<Int32> = []) {
-        var open: [Int32] = []
-        if let directory = opendir("/proc/self/fd") {
-            let own = dirfd(directory)
-            while let entry = readdir(directory) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                if let fd = Int32(name), fd >= 4, fd != own { open.append(fd) }
-            }
-            closedir(directory)
+        var open = [Int32](repeating: 0, count: 256)
+        var count = csys_open_descriptors(4, &open, Int32(open.count))
+        if count > Int32(open.count) {
+            open = [Int32](repeating: 0, count: Int(count) + 64)
+            count = csys_open_descriptors(4, &open, Int32(open.count))
+        }
+        if count >= 0 {
+            open = Array(open.prefix(Int(min(count, Int32(open.count)))))
         } else {
             // No /proc (a chroot without it): probe the numbers a worker can have used.
             open = (4 ..< 1024).filter { fcntl($0, F_GETFD) >= 0 }
