@@ -45,15 +45,8 @@ extension GuestMemory {
     /// `pwrite(2)` of one range to the file `fd` from `offset`. Returns the bytes
     /// written (all of them, or an error).
     public func writeFile(_ fd: Int32, offset: UInt64, from range: GuestRange) throws -> UInt64 {
-        // hostLocation() is the fast lookup; resolve() the same check, with the error.
-        let host: UnsafeMutableRawPointer
-        if let at = hostLocation(range.start, length: range.length, writing: false) {
-            host = at.host
-        } else {
-            let (segment, offset) = try resolve(range.start, length: range.length)
-            host = segment.host + offset
-        }
-        // SAFETY: either lookup proved the range lies inside a segment mapping.
+        let host = try readableHost(range.start, length: range.length)
+        // SAFETY: readableHost() proved the range lies inside a segment mapping.
         return try transfer(fd, host, Int(range.length), offset: offset, operation: "pwrite", stopsAtEndOfFile: false) {
             pwrite($0, $1, $2, $3)
         }

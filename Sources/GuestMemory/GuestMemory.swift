@@ -164,16 +164,20 @@ public final class GuestMemory: @unchecked Sendable {
     /// Reads two consecutive little-endian u64s (16 bytes) with one lookup: a virtqueue
     /// descriptor (address; length, flags, next) on every request.
     public func readWordPair(at address: GuestAddress) throws -> (UInt64, UInt64) {
-        if let at = hostLocation(address, length: 16, writing: false) {
-            // SAFETY: hostLocation() proved all 16 bytes lie inside a segment mapping.
-            return (UInt64(littleEndian: at.host.loadUnaligned(as: UInt64.self)),
-                    UInt64(littleEndian: at.host.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
-        }
-        let (segment, offset) = try resolve(address, length: 16)
-        // SAFETY: resolve() proved all 16 bytes lie inside the segment mapping.
-        let host = segment.host + offset
+        let host = try readableHost(address, length: 16)
+        // SAFETY: readableHost() proved all 16 bytes lie inside a segment mapping.
         return (UInt64(littleEndian: host.loadUnaligned(as: UInt64.self)),
                 UInt64(littleEndian: host.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+    }
+
+    /// Where the `length` bytes at `address` are in this process, for reading: the fast
+    /// lookup (`hostLocation`), else `resolve`, which makes the same check and throws its
+    /// error. The pointer is valid for exactly those bytes.
+    @inline(__always)
+    func readableHost(_ address: GuestAddress, length: UInt64) throws -> UnsafeMutableRawPointer {
+        if let at = hostLocation(address, length: length, writing: false) { return at.host }
+        let (segment, offset) = try resolve(address, length: length)
+        return segment.host + offset
     }
 
     /// Reads a little-endian integer. Specialised for the widths devices read on every
@@ -184,13 +188,9 @@ public final class GuestMemory: @unchecked Sendable {
     @_specialize(exported: true, where T == UInt32)
     @_specialize(exported: true, where T == UInt64)
     public func readInteger<T: FixedWidthInteger>(_ type: T.Type = T.self, at address: GuestAddress) throws -> T {
-        if let at = hostLocation(address, length: UInt64(MemoryLayout<T>.size), writing: false) {
-            // SAFETY: hostLocation() proved the integer's bytes lie inside a segment mapping.
-            return T(littleEndian: at.host.loadUnaligned(as: T.self))
-        }
-        let (segment, offset) = try resolve(address, length: UInt64(MemoryLayout<T>.size))
-        // SAFETY: resolve() proved the integer's bytes lie inside the segment mapping.
-        return T(littleEndian: (segment.host + offset).loadUnaligned(as: T.self))
+        let host = try readableHost(address, length: UInt64(MemoryLayout<T>.size))
+        // SAFETY: readableHost() proved the integer's bytes lie inside a segment mapping.
+        return T(littleEndian: host.loadUnaligned(as: T.self))
     }
 
     /// Writes a little-endian integer; refuses read-only segments.
