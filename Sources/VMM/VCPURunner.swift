@@ -159,8 +159,9 @@ public final class VCPURunner: @unchecked Sendable {
         if let thread, thread.handle != HostThread.current { VCPUKick.kick(thread.handle) }
     }
 
-    /// Runs `body` on the vCPU's own thread while the vCPU is parked (paused or stopped),
-    /// and returns its result; a vCPU whose thread never started runs it on the caller's.
+    /// Runs `body` on the vCPU's own thread while the vCPU is paused (`isParked`), and
+    /// returns its result; a vCPU whose thread never started runs it on the caller's.
+    /// A stopped vCPU is refused: `.stopped` is also the state of a thread that has ended.
     /// KVM wants vCPU ioctls from the thread that runs the vCPU (api.rst, "vcpu ioctls").
     func onOwnThread<T>(_ body: @escaping @Sendable (KVMVCPU) throws -> T) throws -> T {
         guard let thread, thread.handle != HostThread.current else { return try body(vcpu) }

@@ -304,8 +304,8 @@ public final class MachineDebugger: @unchecked Sendable {
     }
 
     /// `body` on the vCPU's own thread when it is paused or not started, as KVM wants vCPU
-    /// ioctls (api.rst, "vcpu ioctls"; `VCPURunner.onOwnThread`). A vCPU stopped for good
-    /// (its guest ended) keeps a parked thread that takes no work: it is used from here.
+    /// ioctls (api.rst, "vcpu ioctls"; `VCPURunner.onOwnThread`). A stopped vCPU (its guest
+    /// ended) is used from here: onOwnThread refuses it, as its thread may have ended.
     static func onVCPUThread<T>(_ runner: VCPURunner, _ body: @escaping @Sendable (KVMVCPU) throws -> T) throws -> T {
         runner.isParked ? try runner.onOwnThread(body) : try body(runner.vcpu)
     }
