@@ -52,11 +52,12 @@ let testChildEnvironment = ProcessInfo.processInfo.environment.merging(["SWIFTNI
 
 /// Runs a program to completion, capturing stdout and stderr together.
 @discardableResult
-func runProcess(_ executable: String, _ arguments: [String], stdin: String? = nil) -> (status: Int32, output: String, stdout: String) {
+func runProcess(_ executable: String, _ arguments: [String], stdin: String? = nil,
+                environment: [String: String] = [:]) -> (status: Int32, output: String, stdout: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
-    process.environment = testChildEnvironment
+    process.environment = testChildEnvironment.merging(environment) { $1 }
     let out = Pipe(), err = Pipe()
     process.standardOutput = out
     process.standardError = err

@@ -22,6 +22,38 @@ struct VMMCtlTests {
         #expect(r.all.contains("vmmctl: guest wrote 0x21 to the debug-exit port (exit status 67)"))
     }
 
+    /// `vmmctl run`'s fast parse (vmmctl/RunFastParse.swift) against ArgumentParser's:
+    /// the debug binary parses each command line it takes both ways and ends with status 70
+    /// on any difference. Each line here names a kernel that does not exist, so vmmctl
+    /// stops with status 10 right after the parse (64 where ArgumentParser refuses the line).
+    /// The first group must take the fast path, the second must be left to ArgumentParser.
+    @Test func fastParseOfRunAgreesWithArgumentParser() throws {
+        let k = "/nonexistent/kernel.elf"
+        let fast: [[String]] = [
+            [], ["--kernel", k], ["--kernel=\(k)", "--memory=64"], ["--memory", "64", "--kernel", k, "--cmdline", "console=ttyS0 a=b"],
+            ["--kernel", k, "--cmdline=a=b c", "--cpus", "2", "--topology", "sockets=1,cores=2,threads=1"],
+            ["--kernel", k, "--debug-exit", "--no-reboot", "--reboot-on-triple-fault", "--hypercalls", "--rng", "--virtio-cmdline", "--verbose"],
+            ["--kernel", k, "--serial", "none"], ["--kernel", k, "--serial", "file:/nonexistent/serial.log"],
+            ["--kernel", k, "--name", "n1", "--emulation-assist", "off", "--irqchip", "kernel", "--virtio-notify", "bus",
+             "--cpu-template", "emulation-safe", "--initrd", "/nonexistent/initrd"],
+            ["--kernel", k, "--memory", "+64"], ["--kernel", k, "--cpus", "0"], ["--kernel", k, "--cpus=-1"], ["--kernel", k, "--cpu-template", "no-such-template"],
+        ]
+        let left: [[String]] = [
+            ["--kernel"], ["--kernel", k, "--serial", "bogus"], ["--kernel", k, "--memory", "0x40"],
+            ["--kernel", k, "--memory", "64", "--memory", "32"], ["--kernel", k, "--debug-exit=1"], ["--kernel", k, "--cmdline", ""],
+            ["--kernel", k, "--cmdline", "-x"], ["--kernel", k, "extra"], ["--kernel", k, "--cpus", "-1"],
+            ["--kernel", k, "--disk", "/nonexistent/disk.img"], ["--kernel", k, "--unknown"], ["--kernel", k, "--help"],
+            ["--kernel", k, "--irqchip", "both"], ["--kernel", k, "--restore", "/nonexistent/snapshot"], ["--kernel", k, "--", "x"],
+        ]
+        for (arguments, expectFast) in fast.map({ ($0, true) }) + left.map({ ($0, false) }) {
+            try #require(VMMCtl.exists, "vmmctl is not built at \(VMMCtl.path)")
+            let r = runProcess(VMMCtl.path, ["run"] + arguments, environment: ["VMMCTL_TRACE_PARSE": "1"])
+            #expect(r.status != 70 && !r.output.contains("internal error"), "\(arguments): \(r.output)")
+            #expect(r.output.contains("vmmctl: fast parse") == expectFast, "\(arguments): \(r.output)")
+            #expect([0, 10, 64].contains(r.status), "\(arguments): status \(r.status) \(r.output)")
+        }
+    }
+
     @Test func tripleFaultAndInternalErrorHaveTheirOwnStatus() throws {
         let triple = try VMMCtl.run(["run", "--kernel", TestGuests.path("triple"), "--memory", "32"])
         #expect(triple.status == 6 && triple.all.contains("triple fault on vCPU 0"))

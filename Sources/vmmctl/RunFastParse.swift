@@ -1,0 +1,148 @@
+import ArgumentParser
+import Boot
+import Devices
+import VMM
+
+// `vmmctl run` with the options a plain boot uses, parsed without ArgumentParser's
+// machinery. A parse through ArgumentParser builds its argument table by reflecting over
+// `Run` (Mirror, then dynamic casts that each scan the binary's ~5,000 protocol
+// conformance records on first use) and decodes through `Decodable`: measured at ~1.6 ms
+// of CPU, a third of a small guest's whole `vmmctl run`. This parser takes only long
+// options it knows, each once, with values through the same `ExpressibleByArgument`
+// initialisers ArgumentParser would call, and hands everything else (help, an unknown or
+// repeated option, a value it would refuse, the options with their own value syntax) to
+// ArgumentParser, which gives the usage and error messages. Debug builds parse every
+// command line both ways and stop on a difference (`VMMCtl.runFastPath`), so every test
+// that runs `vmmctl run` checks the two agree.
+extension Run {
+    /// `Run` with every property at its declared default: ArgumentParser's result for
+    /// `vmmctl run` with no options. (Reading a property of `Run()` that was never set
+    /// traps in ArgumentParser, so this sets them all.)
+    static func withDefaults() -> Run {
+        var run = Run()
+        run.kernel = nil
+        run.initrd = nil
+        run.cmdline = ""
+        run.memory = 128
+        run.cpus = nil
+        run.topology = nil
+        run.cpuTemplate = CPUTemplate.host.name
+        run.debugExit = false
+        run.serial = .stdio
+        run.noReboot = false
+        run.rebootOnTripleFault = false
+        run.hypercalls = false
+        run.name = "vm"
+        run.gdb = nil
+        run.gdbWait = false
+        run.emulationAssist = .auto
+        run.disk = []
+        run.rng = false
+        run.net = []
+        run.vsock = nil
+        run.virtioNotify = VirtioNotification.ioeventfd.rawValue
+        run.virtioCmdline = false
+        run.irqchip = .split
+        run.verbose = false
+        run.snapshot = RunSnapshotOptions.withDefaults()
+        return run
+    }
+
+    /// The fast parse of `vmmctl run`'s arguments, or nil for ArgumentParser to parse.
+    static func fastParse(_ arguments: [String]) -> Run? {
+        var run = withDefaults()
+        var seen: [Substring] = []
+        var index = 0
+        while index < arguments.count {
+            let argument = arguments[index]
+            index += 1
+            guard argument.hasPrefix("--") else { return nil }
+            var name = argument.dropFirst(2)
+            var inlineValue: Substring?
+            if let equals = name.firstIndex(of: "=") {
+                inlineValue = name[name.index(after: equals)...]
+                name = name[..<equals]
+            }
+            guard !name.isEmpty, !seen.contains(name) else { return nil }
+            seen.append(name)
+            if run.setFlag(name) {
+                guard inlineValue == nil else { return nil }
+                continue
+            }
+            // A value: after `=`, or the next argument unless that looks like an option
+            // (ArgumentParser reads `--cmdline -x` as a missing value and an option -x).
+            let value: String
+            if let inlineValue {
+                value = String(inlineValue)
+            } else {
+                guard index < arguments.count, !arguments[index].hasPrefix("-") else { return nil }
+                value = arguments[index]
+                index += 1
+            }
+            guard !value.isEmpty, run.set(option: name, to: value) else { return nil }
+        }
+        return run
+    }
+
+    /// Sets the flag `option`; false when it is not one of the flags this parser takes.
+    private mutating func setFlag(_ option: Substring) -> Bool {
+        switch option {
+        case "debug-exit": debugExit = true
+        case "no-reboot": noReboot = true
+        case "reboot-on-triple-fault": rebootOnTripleFault = true
+        case "hypercalls": hypercalls = true
+        case "rng": rng = true
+        case "virtio-cmdline": virtioCmdline = true
+        case "verbose": verbose = true
+        default: return false
+        }
+        return true
+    }
+
+    /// Sets the option `option` from `value`; false for an option this parser leaves to
+    /// ArgumentParser or a value the option's type refuses.
+    private mutating func set(option: Substring, to value: String) -> Bool {
+        switch option {
+        case "kernel": kernel = value
+        case "initrd": initrd = value
+        case "cmdline": cmdline = value
+        case "memory":
+            guard let parsed = UInt64(argument: value) else { return false }
+            memory = parsed
+        case "cpus":
+            guard let parsed = Int(argument: value) else { return false }
+            cpus = parsed
+        case "topology": topology = value
+        case "cpu-template": cpuTemplate = value
+        case "serial":
+            guard let parsed = SerialTarget(argument: value) else { return false }
+            serial = parsed
+        case "name": self.name = value
+        case "emulation-assist":
+            guard let parsed = EmulationAssistMode(argument: value) else { return false }
+            emulationAssist = parsed
+        case "virtio-notify": virtioNotify = value
+        case "irqchip":
+            guard let parsed = IRQChipMode(argument: value) else { return false }
+            irqchip = parsed
+        default: return false
+        }
+        return true
+    }
+}
+
+extension RunSnapshotOptions {
+    /// Every property at its declared default (see `Run.withDefaults`).
+    static func withDefaults() -> RunSnapshotOptions {
+        var options = RunSnapshotOptions()
+        options.restore = nil
+        options.paused = false
+        options.restoreCopy = false
+        options.clock = "continue"
+        options.snapshotTo = nil
+        options.snapshotDiff = false
+        options.stopAfterSnapshot = false
+        options.trackDirtyPages = false
+        return options
+    }
+}
