@@ -42,10 +42,10 @@ struct Run: ParsableCommand {
     var initrd: String?
 
     @Option(help: "Kernel command line.")
-    var cmdline: String = ""
+    var cmdline: String = RunRequest.defaults.cmdline
 
     @Option(help: "Guest RAM in MiB.")
-    var memory: UInt64 = 128
+    var memory: UInt64 = RunRequest.defaults.memory
 
     @Option(help: "Number of vCPUs (default 1, or the --topology's count).")
     var cpus: Int?
@@ -54,13 +54,13 @@ struct Run: ParsableCommand {
     var topology: String?
 
     @Option(help: "CPU template: which CPUID features the guest sees (see `vmmctl cpu-templates`).")
-    var cpuTemplate: String = CPUTemplate.host.name
+    var cpuTemplate: String = RunRequest.defaults.cpuTemplate
 
     @Flag(help: "Attach the debug-exit port (0xf4): a write of V ends the VM with status (V << 1) | 1.")
     var debugExit = false
 
     @Option(help: "COM1: stdio, file:PATH or none.")
-    var serial: SerialTarget = .stdio
+    var serial: SerialTarget = RunRequest.defaults.serial
 
     @Flag(help: "End with status 2 when the guest resets, instead of rebooting it.")
     var noReboot = false
@@ -72,7 +72,7 @@ struct Run: ParsableCommand {
     var hypercalls = false
 
     @Option(help: "The VM's name (the vm_name hypercall returns it; log lines carry it).")
-    var name: String = "vm"
+    var name: String = RunRequest.defaults.name
 
     @Option(help: "Serve gdb's remote protocol on tcp:HOST:PORT (IPv4; port 0 picks one) or unix:PATH (docs/debugging.md).")
     var gdb: GDBEndpointArgument?
@@ -81,7 +81,7 @@ struct Run: ParsableCommand {
     var gdbWait = false
 
     @Option(help: "Finish in the VMM what this host's instruction emulator refuses: auto (when a probe VM shows it is needed), on, off.")
-    var emulationAssist: EmulationAssistMode = .auto
+    var emulationAssist: EmulationAssistMode = RunRequest.defaults.emulationAssist
     @Option(help: ArgumentHelp("A virtio-blk disk (repeatable; the first is the root disk, /dev/vda): a raw image, read-write unless readonly, O_DIRECT with direct, GET_ID answering serial.",
                                valueName: DiskOption.helpText))
     var disk: [DiskOption] = []
@@ -98,19 +98,65 @@ struct Run: ParsableCommand {
     var vsock: VsockOption?
 
     @Option(help: "How virtio notifications travel: ioeventfd (KVM ioeventfd + irqfd, a device thread) or bus (an MMIO exit served on the vCPU thread).")
-    var virtioNotify: String = VirtioNotification.ioeventfd.rawValue
+    var virtioNotify: String = RunRequest.defaults.virtioNotify
 
     @Flag(help: "Also list the virtio devices on the Linux command line (virtio_mmio.device=, CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES).")
     var virtioCmdline = false
 
     @Option(help: "Interrupt controllers: kernel (KVM's IOAPIC, PIC and PIT) or split (the IOAPIC in the VMM, no PIC or PIT: the VM closes in about a tenth of the time).")
-    var irqchip: IRQChipMode = .split
+    var irqchip: IRQChipMode = RunRequest.defaults.irqchip
 
     @Flag(help: "Print the devices (MMIO windows and IRQs) before the guest starts.")
     var verbose = false
 
     @OptionGroup(title: "Snapshots")
     var snapshot: RunSnapshotOptions
+
+    func run() throws {
+        try request.run()
+    }
+
+    /// The options as plain values.
+    var request: RunRequest {
+        RunRequest(kernel: kernel, initrd: initrd, cmdline: cmdline, memory: memory, cpus: cpus, topology: topology,
+                   cpuTemplate: cpuTemplate, debugExit: debugExit, serial: serial, noReboot: noReboot,
+                   rebootOnTripleFault: rebootOnTripleFault, hypercalls: hypercalls, name: name, gdb: gdb, gdbWait: gdbWait,
+                   emulationAssist: emulationAssist, disk: disk, rng: rng, net: net, vsock: vsock, virtioNotify: virtioNotify,
+                   virtioCmdline: virtioCmdline, irqchip: irqchip, verbose: verbose, snapshot: snapshot)
+    }
+}
+
+/// What `vmmctl run` was asked to do: `Run`'s options as plain values (their defaults
+/// are these), so that `Run.fastParse` can fill them without ArgumentParser.
+struct RunRequest {
+    static let defaults = RunRequest()
+
+    var kernel: String?
+    var initrd: String?
+    var cmdline = ""
+    var memory: UInt64 = 128
+    var cpus: Int?
+    var topology: String?
+    var cpuTemplate = CPUTemplate.host.name
+    var debugExit = false
+    var serial = SerialTarget.stdio
+    var noReboot = false
+    var rebootOnTripleFault = false
+    var hypercalls = false
+    var name = "vm"
+    var gdb: GDBEndpointArgument?
+    var gdbWait = false
+    var emulationAssist = EmulationAssistMode.auto
+    var disk: [DiskOption] = []
+    var rng = false
+    var net: [NetOption] = []
+    var vsock: VsockOption?
+    var virtioNotify = VirtioNotification.ioeventfd.rawValue
+    var virtioCmdline = false
+    var irqchip = IRQChipMode.split
+    var verbose = false
+    /// nil: no snapshot option given (as ArgumentParser's group with every default).
+    var snapshot: RunSnapshotOptions?
 
     func run() throws {
         var config = MachineConfig()
@@ -133,8 +179,8 @@ struct Run: ParsableCommand {
         config.rebootOnTripleFault = rebootOnTripleFault
         config.hypercalls = hypercalls
         config.name = name
-        config.trackDirtyPages = snapshot.trackDirtyPages
-        guard (kernel == nil) != (snapshot.restore == nil) else { fail("give --kernel PATH, or --restore DIR (not both)") }
+        config.trackDirtyPages = snapshot?.trackDirtyPages ?? false
+        guard (kernel == nil) != (snapshot?.restore == nil) else { fail("give --kernel PATH, or --restore DIR (not both)") }
         config.emulationAssist = emulationAssist
         do {
             if let kernel { config.kernel = try readFile(kernel) }

@@ -7,7 +7,9 @@ import VMM
 // machinery. A parse through ArgumentParser builds its argument table by reflecting over
 // `Run` (Mirror, then dynamic casts that each scan the binary's ~5,000 protocol
 // conformance records on first use) and decodes through `Decodable`: measured at ~1.6 ms
-// of CPU, a third of a small guest's whole `vmmctl run`. This parser takes only long
+// of CPU, a third of a small guest's whole `vmmctl run`; even `Run()` alone, whose
+// property wrappers build their name sets, cost ~0.4 ms. So the fast parse fills a
+// `RunRequest`, never a `Run`. This parser takes only long
 // options it knows, each once, with values through the same `ExpressibleByArgument`
 // initialisers ArgumentParser would call, and hands everything else (help, an unknown or
 // repeated option, a value it would refuse, the options with their own value syntax) to
@@ -15,45 +17,12 @@ import VMM
 // command line both ways and stop on a difference (`VMMCtl.runFastPath`), so every test
 // that runs `vmmctl run` checks the two agree.
 extension Run {
-    /// `Run` with every property at its declared default: ArgumentParser's result for
-    /// `vmmctl run` with no options. (Reading a property of `Run()` that was never set
-    /// traps in ArgumentParser, so this sets them all.)
-    static func withDefaults() -> Run {
-        var run = Run()
-        run.kernel = nil
-        run.initrd = nil
-        run.cmdline = ""
-        run.memory = 128
-        run.cpus = nil
-        run.topology = nil
-        run.cpuTemplate = CPUTemplate.host.name
-        run.debugExit = false
-        run.serial = .stdio
-        run.noReboot = false
-        run.rebootOnTripleFault = false
-        run.hypercalls = false
-        run.name = "vm"
-        run.gdb = nil
-        run.gdbWait = false
-        run.emulationAssist = .auto
-        run.disk = []
-        run.rng = false
-        run.net = []
-        run.vsock = nil
-        run.virtioNotify = VirtioNotification.ioeventfd.rawValue
-        run.virtioCmdline = false
-        run.irqchip = .split
-        run.verbose = false
-        run.snapshot = RunSnapshotOptions.withDefaults()
-        return run
-    }
-
     /// The fast parse of `vmmctl run`'s arguments, or nil for ArgumentParser to parse.
-    static func fastParse(_ arguments: [String]) -> Run? {
-        var run = withDefaults()
+    static func fastParse(_ arguments: ArraySlice<String>) -> RunRequest? {
+        var run = RunRequest()
         var seen: [Substring] = []
-        var index = 0
-        while index < arguments.count {
+        var index = arguments.startIndex
+        while index < arguments.endIndex {
             let argument = arguments[index]
             index += 1
             guard argument.hasPrefix("--") else { return nil }
@@ -75,7 +44,7 @@ extension Run {
             if let inlineValue {
                 value = String(inlineValue)
             } else {
-                guard index < arguments.count, !arguments[index].hasPrefix("-") else { return nil }
+                guard index < arguments.endIndex, !arguments[index].hasPrefix("-") else { return nil }
                 value = arguments[index]
                 index += 1
             }
@@ -83,9 +52,11 @@ extension Run {
         }
         return run
     }
+}
 
+extension RunRequest {
     /// Sets the flag `option`; false when it is not one of the flags this parser takes.
-    private mutating func setFlag(_ option: Substring) -> Bool {
+    fileprivate mutating func setFlag(_ option: Substring) -> Bool {
         switch option {
         case "debug-exit": debugExit = true
         case "no-reboot": noReboot = true
@@ -101,7 +72,7 @@ extension Run {
 
     /// Sets the option `option` from `value`; false for an option this parser leaves to
     /// ArgumentParser or a value the option's type refuses.
-    private mutating func set(option: Substring, to value: String) -> Bool {
+    fileprivate mutating func set(option: Substring, to value: String) -> Bool {
         switch option {
         case "kernel": kernel = value
         case "initrd": initrd = value
@@ -128,21 +99,5 @@ extension Run {
         default: return false
         }
         return true
-    }
-}
-
-extension RunSnapshotOptions {
-    /// Every property at its declared default (see `Run.withDefaults`).
-    static func withDefaults() -> RunSnapshotOptions {
-        var options = RunSnapshotOptions()
-        options.restore = nil
-        options.paused = false
-        options.restoreCopy = false
-        options.clock = "continue"
-        options.snapshotTo = nil
-        options.snapshotDiff = false
-        options.stopAfterSnapshot = false
-        options.trackDirtyPages = false
-        return options
     }
 }

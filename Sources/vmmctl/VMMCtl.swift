@@ -37,7 +37,15 @@ struct VMMCtl: ParsableCommand {
     /// started for them. Only the daemon commands (`AsyncParsableCommand`s) get one.
     static func main() {
         unblockTerminatingSignals()
-        let arguments = Array(CommandLine.arguments.dropFirst())
+        let all = CommandLine.arguments
+        if all.count > 1, all[1] == "run", let request = Run.fastParse(all[2...]) {
+            #if DEBUG
+            checkFastParse(request, Array(all[2...]))
+            #endif
+            do { try request.run() } catch { finish(error) }
+            Glibc.exit(0)
+        }
+        let arguments = Array(all.dropFirst())
         let command: any ParsableCommand
         do {
             command = try runFastPath(arguments) ?? parseAsRoot(ClientOptions.movingLeadingOptions(arguments))
@@ -66,21 +74,14 @@ struct VMMCtl: ParsableCommand {
         exit(withError: error)
     }
 
-    /// `vmmctl run ...` parsed as `Run` alone: by `Run.fastParse` when it takes the
-    /// command line (a plain boot's options), else by ArgumentParser with `Run` as the root
-    /// command. The root parse would also reflect over every other subcommand's arguments
-    /// (for completion scripts and passthrough checks), about a fifth of a small guest's
-    /// whole run. Help requests and anything `Run` refuses take the root parse, so usage
-    /// and error messages are the root's.
+    /// `vmmctl run ...` that `Run.fastParse` left to ArgumentParser, parsed with `Run` as
+    /// the root command: the root parse would also reflect over every other subcommand's
+    /// arguments (for completion scripts and passthrough checks), about a fifth of a small
+    /// guest's whole run. Help requests and anything `Run` refuses take the root parse, so
+    /// usage and error messages are the root's.
     static func runFastPath(_ arguments: [String]) -> Run? {
         guard arguments.first == "run" else { return nil }
         let rest = Array(arguments.dropFirst())
-        if let run = Run.fastParse(rest) {
-            #if DEBUG
-            checkFastParse(run, rest)
-            #endif
-            return run
-        }
         guard !rest.contains(where: { $0 == "help" || $0 == "-h" || $0.hasPrefix("--help") || $0.hasPrefix("--generate-completion")
                                       || $0.hasPrefix("--experimental") }) else { return nil }
         return try? Run.parse(rest)
@@ -89,12 +90,20 @@ struct VMMCtl: ParsableCommand {
     #if DEBUG
     /// Debug builds (the tests' binary) parse every command line `Run.fastParse` takes
     /// through ArgumentParser too, and end with status 70 (EX_SOFTWARE) when the two
-    /// differ in any property, so that every test running `vmmctl run` checks the fast
-    /// parse. `VMMCTL_TRACE_PARSE=1` says which parser took the command line.
-    static func checkFastParse(_ run: Run, _ arguments: [String]) {
-        let fast = String(describing: run)
-        let expected = (try? Run.parse(arguments)).map { String(describing: $0) } ?? "a refusal"
+    /// requests differ in any field, so that every test running `vmmctl run` checks the
+    /// fast parse. `VMMCTL_TRACE_PARSE=1` says which parser took the command line.
+    static func checkFastParse(_ request: RunRequest, _ arguments: [String]) {
         if getenv("VMMCTL_TRACE_PARSE") != nil { printError("vmmctl: fast parse") }
+        let fast = String(describing: request)
+        var expected = "a refusal"
+        if var parsed = (try? Run.parse(arguments))?.request {
+            // ArgumentParser's snapshot group with every default is the fast parse's nil.
+            if let group = parsed.snapshot, let none = try? RunSnapshotOptions.parse([]),
+               String(describing: group) == String(describing: none) {
+                parsed.snapshot = nil
+            }
+            expected = String(describing: parsed)
+        }
         guard fast != expected else { return }
         printError("vmmctl: internal error: the fast parse of run \(arguments) differs from ArgumentParser's\n  fast: \(fast)\n  ArgumentParser: \(expected)")
         Glibc.exit(70)

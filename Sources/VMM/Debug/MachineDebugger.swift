@@ -23,7 +23,6 @@ public final class MachineDebugger: @unchecked Sendable {
     /// MAXPHYADDR and 1-GiB page support, for the page walk (from the guest's CPUID).
     let physicalAddressBits: Int
     let gigabytePages: Bool
-    private let indexByID: [UInt32: Int]
     /// Whether KVM can hold interrupts back during a single step (`KVM_CAP_SET_GUEST_DEBUG2`),
     /// asked when the machine is built: a sandboxed worker may not ask later.
     private let blockInterruptsWhileStepping: Bool
@@ -68,13 +67,17 @@ public final class MachineDebugger: @unchecked Sendable {
         self.memory = memory
         self.kvm = kvm
         self.fail = fail
-        var ids: [UInt32: Int] = [:]
-        for (i, r) in runners.enumerated() { ids[r.id] = i }
-        indexByID = ids
         blockInterruptsWhileStepping = kvm.supportedGuestDebugControl()?.contains(.blockInterrupts) ?? false
         let addressSizes = cpuid.first { $0.function == 0x8000_0008 }
         physicalAddressBits = addressSizes.map { Int($0.eax & 0xFF) } ?? 36
         gigabytePages = cpuid.first { $0.function == 0x8000_0001 }.map { $0.edx & (1 << 26) != 0 } ?? false
+    }
+
+    /// The index in `runners` of the vCPU with KVM id `id`. A search, not a dictionary
+    /// built at init: every machine builds its debugger, and a `[UInt32: Int]`'s first use
+    /// costs a cold `vmmctl run` ~0.1 ms of generic metadata and conformance lookups.
+    private func index(of id: UInt32) -> Int? {
+        runners.firstIndex { $0.id == id }
     }
 
     /// The number of vCPUs (debugger threads).
@@ -209,7 +212,7 @@ public final class MachineDebugger: @unchecked Sendable {
 
     /// `KVM_EXIT_DEBUG` on a vCPU thread.
     func handleDebugExit(_ event: DebugEvent, on runner: VCPURunner) {
-        guard let index = indexByID[runner.id] else { return }
+        guard let index = index(of: runner.id) else { return }
         switch event.exception {
         case 3:
             // #BP from a KVM that intercepts int3 (KVM_GUESTDBG_USE_SW_BP): RIP is on it.
@@ -251,7 +254,7 @@ public final class MachineDebugger: @unchecked Sendable {
     /// After the emulation assist finished an instruction on a vCPU thread: KVM did not
     /// run it, so no single-step exit follows; a vCPU being stepped (or watched) stops here.
     func finishedInstruction(on runner: VCPURunner) {
-        guard attachedFlag.load(ordering: .relaxed), let index = indexByID[runner.id] else { return }
+        guard attachedFlag.load(ordering: .relaxed), let index = index(of: runner.id) else { return }
         let reason = state.withLock { s -> DebugStop.Reason? in
             guard s.attached else { return nil }
             for i in s.emulated.indices where s.emulated[i].changed(memory) {
@@ -277,7 +280,7 @@ public final class MachineDebugger: @unchecked Sendable {
 
     /// The emulation assist's claimant hook (a refused `int3` at CPL 0): `rip` is RIP.
     public func claims(vcpu id: UInt32, rip: UInt64) -> Bool {
-        guard let index = indexByID[id], let sregs = try? runners[index].vcpu.specialRegisters() else { return false }
+        guard let index = index(of: id), let sregs = try? runners[index].vcpu.specialRegisters() else { return false }
         let linear = sregs.cs.l == 1 ? rip : (sregs.cs.base &+ rip) & 0xFFFF_FFFF
         return claimBreakpoint(index, runners[index].vcpu, linear: linear)
     }
