@@ -5,6 +5,8 @@
 #   vmlinux              the ELF kernel inside it (PVH entry note), extracted below
 #   initramfs.cpio.gz    busybox-static and a tiny /init that reports and powers off
 #   config               the kernel's .config, for reference
+#   modules/             the package's virtio modules (virtio_ring, virtio, virtio_mmio,
+#                        virtio_blk, virtio-rng) and `order`, the order insmod loads them in
 #
 # The packages are fetched with `apt-get download` and unpacked with `dpkg -x`, so none
 # of their install scripts run and nothing is installed on the host. Idempotent: does
@@ -17,7 +19,7 @@ cache=${1:-$root/.cache/linux}
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
 
-if [ -s "$cache/bzImage" ] && [ -s "$cache/vmlinux" ] && [ -s "$cache/initramfs.cpio.gz" ]; then
+if [ -s "$cache/bzImage" ] && [ -s "$cache/vmlinux" ] && [ -s "$cache/initramfs.cpio.gz" ] && [ -s "$cache/modules/order" ]; then
     exit 0
 fi
 
@@ -84,7 +86,21 @@ EOF
 chmod 0755 "$ir/init"
 (cd "$ir" && find . | LC_ALL=C sort | cpio -o -H newc --quiet --owner 0:0 | gzip -9n) > "$cache/initramfs.cpio.gz.tmp"
 
+# The package's virtio modules, for the slow test that loads them with insmod (Debian builds
+# virtio, virtio_mmio and virtio_blk as modules, without CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES:
+# the devices are found through ACPI). `order` lists them as they must be loaded.
+mkdir -p "$cache/modules"
+drivers=$(echo "$work"/root/lib/modules/*/kernel/drivers)
+: > "$cache/modules/order.tmp"
+# virtio_ring first: it defines virtio_break_device, which virtio needs (loaded the other way
+# round, insmod of virtio fails with "Unknown symbol virtio_break_device").
+for module in virtio/virtio_ring virtio/virtio virtio/virtio_mmio block/virtio_blk char/hw_random/virtio-rng; do
+    cp "$drivers/$module.ko" "$cache/modules/"
+    basename "$module" >> "$cache/modules/order.tmp"
+done
+mv "$cache/modules/order.tmp" "$cache/modules/order"
+
 mv "$work/vmlinux" "$cache/vmlinux"
 mv "$cache/initramfs.cpio.gz.tmp" "$cache/initramfs.cpio.gz"
 mv "$cache/bzImage.tmp" "$cache/bzImage"
-echo "fetch-linux: $image in $cache (bzImage, vmlinux, initramfs.cpio.gz)" >&2
+echo "fetch-linux: $image in $cache (bzImage, vmlinux, initramfs.cpio.gz, modules/)" >&2

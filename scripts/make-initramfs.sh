@@ -4,7 +4,7 @@
 #
 # A busybox initramfs (newc cpio) for the test kernel: /bin/busybox with links for the
 # applets named (default: what scripts/test-kernel/init uses, plus a few for hooks: those of
-# scripts/test-kernel/devices-check among them; "all"
+# scripts/test-kernel/devices-check and load-modules among them; "all"
 # links every applet, ~400 symlinks that cost the kernel seconds to unpack on a KVM that
 # emulates CPL 0), /proc /sys /dev /tmp, and SCRIPT as /init (default scripts/test-kernel/init).
 # --add copies more files in (DEST is a path inside the image; modes are kept), so a test
@@ -18,7 +18,7 @@ out=""
 init=$root/scripts/test-kernel/init
 busybox=$root/.cache/linux-test/busybox
 gzip=0
-applets="sh mount umount cat cut grep ls mkdir sleep reboot poweroff dmesg uname head tail dd sha256sum sync ip ping"
+applets="sh mount umount cat cut grep ls mkdir sleep reboot poweroff dmesg uname head tail dd sha256sum sync ip ping insmod"
 adds=()
 while [ $# -gt 0 ]; do
     case "$1" in

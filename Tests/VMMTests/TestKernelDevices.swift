@@ -35,7 +35,8 @@ final class TestKernelDevices: @unchecked Sendable {
     /// over half a line), then for the echo.
     static let echoListening = "vsock-echo: listening on port 5252, local cid \(guestCID)"
 
-    init(network: Bool) throws {
+    /// `initramfsAdditions`: more `--add SRC:DEST` for the initramfs (a kernel's modules).
+    init(network: Bool, initramfsAdditions: [String] = []) throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("svmm-linux-devices-\(getpid())-\(UInt32.random(in: 0 ... .max))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         self.directory = directory
@@ -62,7 +63,8 @@ final class TestKernelDevices: @unchecked Sendable {
                                      scripts.appendingPathComponent("test-kernel/vsock-echo.c").path])
         try Self.run("/bin/bash", [scripts.appendingPathComponent("make-initramfs.sh").path, "--out", initramfs,
                                    "--add", "\(echo):/bin/vsock-echo",
-                                   "--add", scripts.appendingPathComponent("test-kernel/devices-check").path + ":/etc/init.d/50-devices"])
+                                   "--add", scripts.appendingPathComponent("test-kernel/devices-check").path + ":/etc/init.d/50-devices"]
+                                   + initramfsAdditions.flatMap { ["--add", $0] })
         service = try TestKernelHostService(path: "\(socketPath)_\(servicePort)")
         netns = network ? try TestNetns() : nil
         try netns?.createTap()
