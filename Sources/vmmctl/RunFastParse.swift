@@ -6,16 +6,15 @@ import VMM
 // `vmmctl run` with the options a plain boot uses, parsed without ArgumentParser's
 // machinery. A parse through ArgumentParser builds its argument table by reflecting over
 // `Run` (Mirror, then dynamic casts that each scan the binary's ~5,000 protocol
-// conformance records on first use) and decodes through `Decodable`: measured at ~1.6 ms
-// of CPU, a third of a small guest's whole `vmmctl run`; even `Run()` alone, whose
-// property wrappers build their name sets, cost ~0.4 ms. So the fast parse fills a
-// `RunRequest`, never a `Run`. This parser takes only long
-// options it knows, each once, with values through the same `ExpressibleByArgument`
-// initialisers ArgumentParser would call, and hands everything else (help, an unknown or
-// repeated option, a value it would refuse, the options with their own value syntax) to
-// ArgumentParser, which gives the usage and error messages. Debug builds parse every
-// command line both ways and stop on a difference (`VMMCtl.runFastPath`), so every test
-// that runs `vmmctl run` checks the two agree.
+// conformance records on first use) and decodes through `Decodable`: ~1.6 ms of CPU, a
+// third of a small guest's whole `vmmctl run`; even `Run()` alone, whose property
+// wrappers build their name sets, cost ~0.4 ms. So the fast parse fills a `RunRequest`,
+// never a `Run`. It takes only long options it knows, each once, with values through the
+// same `ExpressibleByArgument` initialisers ArgumentParser would call, and hands everything
+// else (help, an unknown or repeated option, a value it would refuse, the options with
+// their own value syntax) to ArgumentParser, which gives the usage and error messages.
+// Debug builds parse every command line both ways and stop on a difference
+// (`VMMCtl.checkFastParse`), so every test that runs `vmmctl run` checks the two agree.
 extension Run {
     /// The fast parse of `vmmctl run`'s arguments, or nil for ArgumentParser to parse.
     static func fastParse(_ arguments: ArraySlice<String>) -> RunRequest? {
