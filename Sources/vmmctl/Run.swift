@@ -28,7 +28,7 @@ enum SerialTarget: ExpressibleByArgument {
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
-        // Marks `run` as a subcommand even when `VMMCtl.runFastPath` parses it alone: a
+        // Marks `run` as a subcommand even when `VMMCtl.parseRunAlone` parses it alone: a
         // root command first parses its arguments twice more looking for
         // `--generate-completion-script` (which the fast path leaves to the root parse),
         // a third of the parse. In the root parse `run` is not the root, and this is unused.

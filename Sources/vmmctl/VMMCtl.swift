@@ -48,7 +48,7 @@ struct VMMCtl: ParsableCommand {
         let arguments = Array(all.dropFirst())
         let command: any ParsableCommand
         do {
-            command = try runFastPath(arguments) ?? parseAsRoot(ClientOptions.movingLeadingOptions(arguments))
+            command = try parseRunAlone(arguments) ?? parseAsRoot(ClientOptions.movingLeadingOptions(arguments))
         } catch {
             exit(withError: error)
         }
@@ -79,7 +79,7 @@ struct VMMCtl: ParsableCommand {
     /// arguments (for completion scripts and passthrough checks), about a fifth of a small
     /// guest's whole run. Help requests and anything `Run` refuses take the root parse, so
     /// usage and error messages are the root's.
-    static func runFastPath(_ arguments: [String]) -> Run? {
+    static func parseRunAlone(_ arguments: [String]) -> Run? {
         guard arguments.first == "run" else { return nil }
         let rest = Array(arguments.dropFirst())
         guard !rest.contains(where: { $0 == "help" || $0 == "-h" || $0.hasPrefix("--help") || $0.hasPrefix("--generate-completion")
