@@ -18,6 +18,8 @@ final class APIHandler: ChannelInboundHandler {
     let caller: Caller
     let connection: ConnectionToken
     let metrics: DaemonMetrics
+    /// The daemon's `GET /v1/vms` encodings, shared by every connection.
+    let listEncoder: VMListEncoder
     let logger: Logger
     /// This connection's timeouts, told where each request is.
     let deadline: ConnectionDeadline
@@ -37,10 +39,10 @@ final class APIHandler: ChannelInboundHandler {
     /// Most console bytes queued for a slow reader before output is dropped.
     static let maxQueuedConsoleBytes = 1 << 20
 
-    init(service: VMService, caller: Caller, connection: ConnectionToken, metrics: DaemonMetrics, logger: Logger,
-         deadline: ConnectionDeadline) {
+    init(service: VMService, caller: Caller, connection: ConnectionToken, metrics: DaemonMetrics,
+         listEncoder: VMListEncoder, logger: Logger, deadline: ConnectionDeadline) {
         self.service = service; self.caller = caller; self.connection = connection
-        self.metrics = metrics; self.logger = logger; self.deadline = deadline
+        self.metrics = metrics; self.listEncoder = listEncoder; self.logger = logger; self.deadline = deadline
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -113,9 +115,11 @@ final class APIHandler: ChannelInboundHandler {
             return
         }
         let service = self.service, caller = self.caller, connection = self.connection, metrics = self.metrics
+        let listEncoder = self.listEncoder
         let promise = context.eventLoop.makePromise(of: APIResponse.self)
         promise.completeWithTask {
-            await Self.answer(route, body: body, service: service, caller: caller, connection: connection, metrics: metrics)
+            await Self.answer(route, body: body, service: service, caller: caller, connection: connection, metrics: metrics,
+                              listEncoder: listEncoder)
         }
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         promise.futureResult.whenSuccess { response in
@@ -127,13 +131,13 @@ final class APIHandler: ChannelInboundHandler {
 
     /// Maps a route to one service call. Runs off the event loop.
     static func answer(_ route: APIRoute, body: [UInt8], service: VMService, caller: Caller,
-                       connection: ConnectionToken, metrics: DaemonMetrics) async -> APIResponse {
+                       connection: ConnectionToken, metrics: DaemonMetrics, listEncoder: VMListEncoder) async -> APIResponse {
         do {
             switch route {
             case .version: return .json(VersionInfo.current)
             case .capabilities: return .json(service.capabilities())
             case .metrics: return .bytes(await metrics.scrape(service), contentType: "text/plain; version=0.0.4")
-            case .listVMs: return .json(VMList(vms: service.list(caller: caller)))
+            case .listVMs: return listEncoder.response(for: service.list(caller: caller), caller: caller)
             case .createVM:
                 let request = try decodeRequest(CreateVMRequest.self, from: body)
                 return .json(try await service.create(request, caller: caller, connection: connection), status: .created)

@@ -25,6 +25,7 @@ final class APIServer: Service {
     let limits: ConnectionLimits
     private let connections = ConnectionCounter()
     private let open = OpenConnections()
+    private let listEncoder = VMListEncoder()
     /// Runs once both sockets listen (the host probes: start-up does not wait for them).
     let afterListening: @Sendable () -> Void
 
@@ -47,7 +48,7 @@ final class APIServer: Service {
             // isWritable turns false past the high mark: slow console readers lose output
             // instead of growing the daemon (see APIHandler.sendConsole).
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: APIHandler.maxQueuedConsoleBytes))
-            .childChannelInitializer { [connections, open] channel in
+            .childChannelInitializer { [connections, open, listEncoder] channel in
                 open.add(channel)
                 let id = connections.next()
                 return Self.peerCaller(of: channel).flatMap { caller in
@@ -62,8 +63,8 @@ final class APIServer: Service {
                     }
                     return channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMapThrowing {
                         try channel.pipeline.syncOperations.addHandler(
-                            APIHandler(service: service, caller: caller, connection: id, metrics: metrics, logger: logger,
-                                       deadline: deadline))
+                            APIHandler(service: service, caller: caller, connection: id, metrics: metrics,
+                                       listEncoder: listEncoder, logger: logger, deadline: deadline))
                     }
                 }
             }

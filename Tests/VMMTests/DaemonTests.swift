@@ -156,6 +156,40 @@ struct DaemonTests {
         #expect(d.vmNames() == ["mine"])
     }
 
+    /// `GET /v1/vms` reuses each VM's JSON while its VMInfo is unchanged (VMListEncoder):
+    /// the answer must stay what JSONEncoder writes for the whole list, follow every change
+    /// and every caller's view.
+    @Test func listAnswerIsJSONEncodersAndFollowsEveryChange() throws {
+        let d = try DaemonFixture()
+        chmod(d.socket, 0o666)
+        let other: UInt32 = 4242
+        func list(asUID uid: UInt32? = nil) throws -> (body: String, vms: [VMInfo]) {
+            let r = d.api("GET", "/v1/vms", asUID: uid)
+            #expect(r.status == 200)
+            let decoded = try JSONDecoder().decode(VMList.self, from: Data(r.body.utf8))
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            #expect(String(decoding: try encoder.encode(decoded), as: UTF8.self) + "\n" == r.body)
+            return (r.body, decoded.vms)
+        }
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("a", guest: "idle", extra: #","start":false"#)).status == 201)
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("b", guest: "idle")).status == 201)
+        let first = try list()
+        #expect(first.vms.map(\.name) == ["a", "b"] && first.vms[0].state == .created)
+        #expect(try list().body == first.body)
+        #expect(d.api("POST", "/v1/vms/a/actions/start").status == 200)
+        #expect(try list().vms.map(\.state) == [.running, .running])
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("c", guest: "idle"), asUID: other).status == 201)
+        #expect(try list(asUID: other).vms.map(\.name) == ["c"])
+        #expect(try list().vms.map(\.name) == ["a", "b", "c"])
+        #expect(d.api("DELETE", "/v1/vms/b").status == 204)
+        #expect(d.api("POST", "/v1/vms/c/actions/kill", asUID: other).status == 200)
+        let theirs = try list(asUID: other).vms
+        #expect(theirs.map(\.name) == ["c"] && theirs[0].lastExit?.kind == "killed")
+        let all = try list().vms
+        #expect(all.map(\.name) == ["a", "c"] && all[1].state == .stopped)
+    }
+
     @Test(arguments: [
         (#"{"name":"a","kernel":"/k","bogus":1}"#, 400, "unknown_field", "bogus"),
         (#"{"name":"a","kernel":"/k","flags":4}"#, 400, "reserved_nonzero", "flags"),
