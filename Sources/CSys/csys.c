@@ -32,6 +32,9 @@
 #include <net/if.h>
 #include <linux/if_tun.h>
 #include <unistd.h>
+#include <link.h>
+#include <stdint.h>
+#include <sys/mman.h>
 
 #ifndef SO_PEERGROUPS
 #define SO_PEERGROUPS 59
@@ -333,6 +336,47 @@ int csys_settle_heap_shrink(void)
     if (rc != 0)
         return -rc;
     return -pthread_join(thread, NULL);
+}
+
+struct code_segments {
+    long bytes;
+    int error;
+    int seen_main;
+};
+
+static int drop_segments_of_main_program(struct dl_phdr_info *info, size_t size, void *data)
+{
+    struct code_segments *segments = data;
+    long page = sysconf(_SC_PAGESIZE);
+
+    (void)size;
+    /* The first object dl_iterate_phdr reports is the program itself. */
+    if (segments->seen_main)
+        return 1;
+    segments->seen_main = 1;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || (ph->p_flags & PF_W) || !(ph->p_flags & PF_R))
+            continue;
+        uintptr_t start = (info->dlpi_addr + ph->p_vaddr) & ~(uintptr_t)(page - 1);
+        uintptr_t end = (info->dlpi_addr + ph->p_vaddr + ph->p_memsz) & ~(uintptr_t)(page - 1);
+        if (end <= start)
+            continue;
+        if (madvise((void *)start, end - start, MADV_DONTNEED) != 0) {
+            segments->error = errno;
+            return 1;
+        }
+        segments->bytes += (long)(end - start);
+    }
+    return 1;
+}
+
+long csys_drop_code_mappings(void)
+{
+    struct code_segments segments = { 0, 0, 0 };
+
+    dl_iterate_phdr(drop_segments_of_main_program, &segments);
+    return segments.error ? -segments.error : segments.bytes;
 }
 
 int csys_settle_malloc_arenas(void)

@@ -1,4 +1,5 @@
 import Boot
+import CSys
 import Devices
 import GuestMemory
 import KVM
@@ -132,6 +133,27 @@ final class Worker: @unchecked Sendable {
         options.vsock = devices.vsock
         return try Machine.restore(from: chain, options: options, kvm: kvm, memory: memory)
     }
+
+    /// Drops this process's mappings of its own code pages a little after the machine
+    /// is built, once, on a thread of its own (HostThread "code-trim").
+    ///
+    /// Why: start-up runs most of the binary once (the Swift runtime's metadata scans,
+    /// the image loader, the machine's construction, the guest's start), and the kernel
+    /// maps 64 KiB around every page it faults in, so a fresh worker has ~5 MiB of code
+    /// mapped. Those are clean pages of the page cache shared by every worker: counted in
+    /// each one's RSS, though no worker owns them. What an idle VM runs afterwards (the
+    /// vCPU's exit path, the console, the link) faults back in. Later, not at once: the
+    /// daemon's start follows `ready` within a millisecond and would fault its code back,
+    /// and a guest that lives a few milliseconds should not pay the faults at all.
+    static func dropCodeMappingsSoon() {
+        let trim = try? HostThread(name: "code-trim") {
+            usleep(Self.codeTrimDelayMicroseconds)
+            _ = csys_drop_code_mappings()
+        }
+        trim?.detach()
+    }
+
+    static let codeTrimDelayMicroseconds: UInt32 = 200_000
 
     /// Obeys the daemon until the link closes.
     func serve() {

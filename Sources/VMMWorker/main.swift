@@ -74,5 +74,6 @@ do {
     exit(2)
 }
 link.send(WorkerMessage.ready(bootFormat: worker.machine.bootFormat.rawValue).encoded())
+Worker.dropCodeMappingsSoon()
 worker.serve()
 exit(0)

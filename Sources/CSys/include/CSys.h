@@ -116,6 +116,14 @@ int csys_settle_malloc_arenas(void);
    thread's heap shrinks (check_may_shrink_heap): a thread allocates and frees enough
    to trim its arena. Returns 0, or -errno if the thread could not be run. */
 int csys_settle_heap_shrink(void);
+/// madvise(MADV_DONTNEED) over the program's own read-only, non-writable PT_LOAD
+/// segments (its code, Swift metadata and unwind tables), found with dl_iterate_phdr.
+/// Those pages are clean file pages, shared with every process running the binary
+/// through the page cache: dropping this process's mappings of them loses nothing, and
+/// the ones it still runs fault back in. Writable segments (and RELRO, which is a
+/// writable PT_LOAD made read-only) are never touched. Returns the bytes advised, or
+/// -errno.
+long csys_drop_code_mappings(void);
 /// The process's open descriptors numbered `from` or above, from /proc/self/fd (the
 /// directory's own descriptor left out), in `fds`. Returns how many are open (more than
 /// `capacity` means `fds` holds the first `capacity`), or -errno when /proc/self/fd
