@@ -43,6 +43,19 @@ if CommandLine.arguments.dropFirst().first == "--print-policy" {
     exit(0)
 }
 
+// `vmm-worker --print-filter`: the compiled seccomp program and the rules it was compiled
+// from, one per line, for the tests' interpreter (SandboxTests).
+if CommandLine.arguments.dropFirst().first == "--print-filter" {
+    do {
+        let entries = SyscallPolicy.entries(ownPID: getpid())
+        for i in try SeccompFilter.program(entries) { print("insn \(i.code) \(i.jt) \(i.jf) \(i.k)") }
+        for e in entries { print("rule \(UInt32(bitPattern: e.number)) \(SyscallPolicy.machineReadable(e.rule))") }
+        exit(0)
+    } catch {
+        workerFail("compiling the filter: \(error)")
+    }
+}
+
 bindToParent()
 _ = csys_close_from(controlFD + 1)   // nothing but the link may be inherited
 signal(SIGPIPE, SIG_IGN)

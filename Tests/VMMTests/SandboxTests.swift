@@ -242,3 +242,79 @@ struct SandboxTests {
         #expect(readme.contains(line), "README is missing: \(line)")
     }
 }
+
+/// The worker's compiled seccomp program, run by a classic-BPF interpreter here for
+/// every system call number (and the x32 and foreign-architecture cases) with argument
+/// values on both sides of each rule: it must decide exactly what its rules say.
+@Test func seccompProgramDecidesExactlyWhatThePolicySays() throws {
+    let worker = packageRoot.appendingPathComponent(".build/debug/vmm-worker").path
+    let printed = runProcess(worker, ["--print-filter"])
+    try #require(printed.status == 0, "vmm-worker --print-filter: \(printed.output)")
+    var program: [(code: UInt16, jt: Int, jf: Int, k: UInt32)] = []
+    var rules: [UInt32: [String]] = [:]
+    for line in printed.stdout.split(separator: "\n") {
+        let f = line.split(separator: " ").map(String.init)
+        if f.first == "insn", f.count == 5, let code = UInt16(f[1]), let jt = Int(f[2]), let jf = Int(f[3]), let k = UInt32(f[4]) {
+            program.append((code, jt, jf, k))
+        } else if f.first == "rule", f.count >= 3, let nr = UInt32(f[1]) {
+            rules[nr] = Array(f.dropFirst(2))
+        } else {
+            Issue.record("unreadable line: \(line)")
+        }
+    }
+    let kill: UInt32 = 0x8000_0000, allow: UInt32 = 0x7FFF_0000, x86_64: UInt32 = 0xC000_003E
+    func run(nr: UInt32, arch: UInt32, args: [UInt32]) -> UInt32? {
+        var a: UInt32 = 0, pc = 0
+        while pc < program.count {
+            let i = program[pc]
+            switch i.code {
+            case 0x20:   // ld [k]
+                switch i.k {
+                case 0: a = nr
+                case 4: a = arch
+                case let k where k >= 16 && (k - 16) % 8 == 0 && (k - 16) / 8 < 6: a = args[Int((k - 16) / 8)]
+                default: return nil
+                }
+                pc += 1
+            case 0x06: return i.k
+            case 0x05: pc += 1 + Int(i.k)
+            case 0x15: pc += 1 + (a == i.k ? i.jt : i.jf)
+            case 0x35: pc += 1 + (a >= i.k ? i.jt : i.jf)
+            case 0x45: pc += 1 + (a & i.k != 0 ? i.jt : i.jf)
+            default: return nil
+            }
+        }
+        return nil   // ran off the end: the kernel refuses such a program
+    }
+    func expected(nr: UInt32, args: [UInt32]) -> UInt32 {
+        guard let rule = rules[nr], let kind = rule.first else { return kill }
+        let n = rule.dropFirst().compactMap { UInt32($0) }
+        switch kind {
+        case "allow": return allow
+        case "fail": return 0x0005_0000 | (n[0] & 0xFFFF)
+        case "in": return n.dropFirst().contains(args[Int(n[0])]) ? allow : kill
+        case "has": return args[Int(n[0])] & n[1] == n[1] ? allow : kill
+        case "lacks": return args[Int(n[0])] & n[1] == 0 ? allow : kill
+        default: return 0
+        }
+    }
+    // Argument sets: zeros, all ones, and each rule's own values and masks in every slot.
+    var argumentSets: [[UInt32]] = [Array(repeating: 0, count: 6), Array(repeating: .max, count: 6)]
+    for rule in rules.values {
+        for v in rule.dropFirst(2).compactMap({ UInt32($0) }) {
+            argumentSets.append(Array(repeating: v, count: 6))
+            argumentSets.append(Array(repeating: v ^ 1, count: 6))
+        }
+    }
+    var checked = 0
+    for nr in Array(0 ..< 600) + [0x4000_0000, 0x4000_0001, 0xFFFF_FFFF] {
+        for args in argumentSets {
+            let got = run(nr: UInt32(nr), arch: x86_64, args: args)
+            let want = nr >= 0x4000_0000 ? kill : expected(nr: UInt32(nr), args: args)
+            if got != want { Issue.record("nr \(nr) args \(args): program says \(got.map { String($0, radix: 16) } ?? "nothing"), policy \(String(want, radix: 16))") }
+            checked += 1
+        }
+    }
+    #expect(run(nr: 0, arch: 0x4000_0003, args: Array(repeating: 0, count: 6)) == kill)   // i386
+    #expect(rules.count > 40 && checked > 10_000)
+}

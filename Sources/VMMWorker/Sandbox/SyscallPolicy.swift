@@ -36,7 +36,14 @@ enum SyscallPolicy {
         let name: String
         let number: Int32
         let rule: Rule
-        let why: String
+        /// Built only for `--print-policy`: a worker compiles the filter from the other
+        /// fields at every start, and the ioctl entry's text joins ~40 names.
+        private let explanation: () -> String
+        var why: String { explanation() }
+
+        init(name: String, number: Int32, rule: Rule, why: @autoclosure @escaping () -> String) {
+            self.name = name; self.number = number; self.rule = rule; self.explanation = why
+        }
     }
 
     /// The KVM requests a built machine issues: running vCPUs, their state for resets,
@@ -140,6 +147,18 @@ enum SyscallPolicy {
             Entry(name: "exit", number: Int32(SYS_exit), rule: .allow, why: "a thread ends"),
             Entry(name: "exit_group", number: Int32(SYS_exit_group), rule: .allow, why: "the worker ends"),
         ]
+    }
+
+    /// A rule for `--print-filter`: allow | fail ERRNO | in INDEX VALUE... |
+    /// has INDEX MASK | lacks INDEX MASK.
+    static func machineReadable(_ rule: Rule) -> String {
+        switch rule {
+        case .allow: return "allow"
+        case .fail(let e): return "fail \(e)"
+        case .argumentIn(let index, let values): return "in \(index) " + values.map { "\($0)" }.joined(separator: " ")
+        case .argumentHasBits(let index, let mask): return "has \(index) \(mask)"
+        case .argumentLacksBits(let index, let mask): return "lacks \(index) \(mask)"
+        }
     }
 
     /// A rule in words, for the README's table.
