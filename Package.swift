@@ -66,6 +66,8 @@ let package = Package(
         .target(name: "WorkerProtocol", dependencies: ["CSys"]),
         // The HTTP API's models, errors and routes, shared by vmmd and its clients.
         .target(name: "VMMAPI"),
+        // The long-option scanner of the executables' fast parses (vmmctl run, vmmd).
+        .target(name: "LongOptions"),
         // Everything vmmd knows: named VMs, owners, lifetimes, workers, persistence.
         .target(name: "VMMService", dependencies: [
             "VMMAPI", "WorkerProtocol", "CSys", "KVM", "GuestMemory", "Boot", "Snapshot",
@@ -84,7 +86,7 @@ let package = Package(
         .executableTarget(
             name: "vmmd",
             dependencies: [
-                "VMMService", "VMMAPI", "KVM", "CSys", "CUserDB", "WorkerProtocol",
+                "VMMService", "VMMAPI", "KVM", "CSys", "CUserDB", "WorkerProtocol", "LongOptions",
                 // The host probes (HostEmulation, GuestDebugSupport) whose answers the
                 // workers get in their setup.
                 "VMM",
@@ -119,7 +121,7 @@ let package = Package(
         .executableTarget(
             name: "vmmctl",
             dependencies: [
-                "VMM", "KVM", "Boot", "Devices", "VMMAPI", "VMMClient", "Debug", "CSys", "Snapshot",
+                "VMM", "KVM", "Boot", "Devices", "VMMAPI", "VMMClient", "Debug", "CSys", "Snapshot", "LongOptions",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

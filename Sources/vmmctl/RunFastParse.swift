@@ -1,6 +1,7 @@
 import ArgumentParser
 import Boot
 import Devices
+import LongOptions
 import VMM
 
 // `vmmctl run` with the options a plain boot uses, parsed without ArgumentParser's
@@ -19,37 +20,11 @@ extension Run {
     /// The fast parse of `vmmctl run`'s arguments, or nil for ArgumentParser to parse.
     static func fastParse(_ arguments: ArraySlice<String>) -> RunRequest? {
         var run = RunRequest()
-        var seen: [Substring] = []
-        var index = arguments.startIndex
-        while index < arguments.endIndex {
-            let argument = arguments[index]
-            index += 1
-            guard argument.hasPrefix("--") else { return nil }
-            var name = argument.dropFirst(2)
-            var inlineValue: Substring?
-            if let equals = name.firstIndex(of: "=") {
-                inlineValue = name[name.index(after: equals)...]
-                name = name[..<equals]
-            }
-            guard !name.isEmpty, !seen.contains(name) else { return nil }
-            seen.append(name)
-            if run.setFlag(name) {
-                guard inlineValue == nil else { return nil }
-                continue
-            }
-            // A value: after `=`, or the next argument unless that looks like an option
-            // (ArgumentParser reads `--cmdline -x` as a missing value and an option -x).
-            let value: String
-            if let inlineValue {
-                value = String(inlineValue)
-            } else {
-                guard index < arguments.endIndex, !arguments[index].hasPrefix("-") else { return nil }
-                value = arguments[index]
-                index += 1
-            }
-            guard !value.isEmpty, run.set(option: name, to: value) else { return nil }
+        let taken = LongOptions.scan(arguments) { name, value in
+            guard let value else { return run.setFlag(name) }
+            return run.set(option: name, to: value)
         }
-        return run
+        return taken ? run : nil
     }
 }
 

@@ -11,7 +11,8 @@ import VMM
 import VMMService
 import WorkerProtocol
 
-@main
+/// vmmd's command line through ArgumentParser: help, usage and errors, and any line the
+/// fast parse leaves (`VMMDMain`). Its defaults are `DaemonOptions`'.
 struct VMMD: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vmmd",
@@ -23,13 +24,13 @@ struct VMMD: AsyncParsableCommand {
         """)
 
     @Option(help: "The API socket.")
-    var socket: String = "/run/vmm/vmmd.sock"
+    var socket: String = DaemonOptions.defaults.socket
 
     @Option(help: "The socket that hands /dev/kvm descriptors to library users (default: next to --socket, vmmd-handle.sock).")
     var handleSocket: String?
 
     @Option(help: "Where persistent VMs are recorded.")
-    var stateDir: String = "/var/lib/vmm"
+    var stateDir: String = DaemonOptions.defaults.stateDir
 
     @Option(help: "Configuration file (JSON): system VMs and quotas (see the README).")
     var config: String?
@@ -38,79 +39,24 @@ struct VMMD: AsyncParsableCommand {
     var worker: String?
 
     @Option(help: "The KVM device.")
-    var device: String = "/dev/kvm"
+    var device: String = DaemonOptions.defaults.device
 
     @Option(help: "The user workers run as once sandboxed (default when root: vmm-worker if it exists, else nobody).")
     var workerUser: String?
 
     @Flag(help: "Enable test-only hooks (POST /v1/vms/NAME/test/forbidden-syscall). Never in production.")
-    var testHooks = false
+    var testHooks = DaemonOptions.defaults.testHooks
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: String = "info"
+    var logLevel: String = DaemonOptions.defaults.logLevel
 
-    func run() async throws {
-        let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        let logger = Logger(label: "vmmd")
-        let metrics = DaemonMetrics()
-        metrics.bootstrap()
-
-        let daemonConfig: DaemonConfig
-        do {
-            daemonConfig = try config.map(DaemonConfig.load) ?? DaemonConfig()
-        } catch {
-            throw ValidationError("cannot read the configuration \(config ?? ""): \(error)")
-        }
-        let workerPath = worker ?? Self.siblingExecutable("vmm-worker")
-        guard access(workerPath, X_OK) == 0 else { throw ValidationError("no vmm-worker executable at \(workerPath)") }
-        let handles = handleSocket ?? ((socket as NSString).deletingLastPathComponent as NSString).appendingPathComponent("vmmd-handle.sock")
-        // Another vmmd on either socket: refuse before creating anything (socket files,
-        // directories, the state directory), so that the failed start leaves nothing.
-        do {
-            try APIServer.removeStaleSocket(socket)
-            try APIServer.removeStaleSocket(handles)
-        } catch {
-            throw ValidationError("\(error)")
-        }
-        let socketDir = (socket as NSString).deletingLastPathComponent
-        if !socketDir.isEmpty { try? FileManager.default.createDirectory(atPath: socketDir, withIntermediateDirectories: true) }
-
-        let kvm = try KVMSystem(path: device)
-        var serviceConfig = ServiceConfig(stateDirectory: stateDir, workerExecutable: workerPath)
-        serviceConfig.systemVMs = daemonConfig.systemVMs
-        serviceConfig.quotas = daemonConfig.quotas
-        serviceConfig.testHooks = testHooks
-        (serviceConfig.workerUID, serviceConfig.workerGID) = try Self.workerIdentity(workerUser)
-        logger.info("workers run as", metadata: ["uid": "\(serviceConfig.workerUID)", "gid": "\(serviceConfig.workerGID)"])
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let service = try VMService(config: serviceConfig, kvm: kvm, group: group, logger: logger)
-        Self.raiseDescriptorLimit(logger: logger)
-        let facts = serviceConfig.hostFacts
-        let server = APIServer(socketPath: socket, handleSocketPath: handles, service: service, group: group,
-                               metrics: metrics, logger: logger, limits: daemonConfig.connections) {
-            // The probe VMs every worker would otherwise run at its start, once, here.
-            Thread.detachNewThread {
-                guard let found = HostFacts.probe(kvm) else {
-                    logger.warning("host probe incomplete: each worker probes for itself")
-                    return
-                }
-                facts.set(found)
-                logger.info("host probed for the workers", metadata: [
-                    "emulation": "\(HostEmulation(bits: found.emulation))", "cpuid_entries": "\(found.supportedCPUID.count)"])
-            }
-        }
-        let services = ServiceGroup(configuration: .init(
-            services: [.init(service: server)],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger))
-        try await services.run()
-        try await group.shutdownGracefully()
+    /// The parsed options as the plain struct the fast parse also fills.
+    var options: DaemonOptions {
+        DaemonOptions(socket: socket, handleSocket: handleSocket, stateDir: stateDir, config: config, worker: worker,
+                      device: device, workerUser: workerUser, testHooks: testHooks, logLevel: logLevel)
     }
+
+    func run() async throws { try await options.run() }
 
     /// Every connection and every VM costs descriptors: the soft RLIMIT_NOFILE goes up to
     /// the hard one (systemd's default soft limit is 1024).

@@ -156,6 +156,29 @@ struct DaemonTests {
         #expect(d.vmNames() == ["mine"])
     }
 
+    /// vmmd's fast parse (DaemonOptions.fastParse) takes the plain command lines and leaves
+    /// everything else to ArgumentParser; the debug binary parses the fast ones both ways
+    /// and exits 70 on any difference. Each line names a missing worker, so the daemon
+    /// stops with a usage error before it opens anything.
+    @Test func fastParseOfVMMDAgreesWithArgumentParser() throws {
+        let w = ["--worker", "/nonexistent/vmm-worker"]
+        let fast: [[String]] = [
+            w, w + ["--socket", "/nonexistent/a.sock", "--state-dir=/nonexistent/state", "--log-level", "warning"],
+            w + ["--handle-socket", "/nonexistent/h.sock", "--device", "/nonexistent/kvm", "--worker-user", "nobody", "--test-hooks"],
+            ["--config=/nonexistent/config.json"] + w,
+        ]
+        let left: [[String]] = [
+            w + ["--help"], w + ["--bogus"], w + ["--socket", "a", "--socket", "b"], w + ["--test-hooks=1"], w + ["extra"],
+            w + ["--socket"], w + ["--state-dir", ""], w + ["-h"], w + ["--log-level", "-x"],
+        ]
+        for (arguments, expectFast) in fast.map({ ($0, true) }) + left.map({ ($0, false) }) {
+            let r = runProcess(DaemonFixture.vmmd, arguments, environment: ["VMMD_TRACE_PARSE": "1"])
+            #expect(r.status != 70 && !r.output.contains("internal error"), "\(arguments): \(r.output)")
+            #expect(r.output.contains("vmmd: fast parse") == expectFast, "\(arguments): \(r.output)")
+            #expect([0, 64].contains(r.status), "\(arguments): status \(r.status) \(r.output)")
+        }
+    }
+
     /// `GET /v1/vms` reuses each VM's JSON while its VMInfo is unchanged (VMListEncoder):
     /// the answer must stay what JSONEncoder writes for the whole list, follow every change
     /// and every caller's view.

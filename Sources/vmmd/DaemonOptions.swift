@@ -1,0 +1,127 @@
+import ArgumentParser
+import CSys
+import Foundation
+import KVM
+import Logging
+import LongOptions
+import NIOPosix
+import ServiceLifecycle
+import VMM
+import VMMService
+import WorkerProtocol
+
+/// vmmd's options as plain values: what both parsers produce, and what the daemon runs
+/// from. The fast parse (`fastParse`) fills one without ArgumentParser's reflection over
+/// `VMMD` (~2 ms of CPU, an eighth of the daemon's start to a listening socket).
+struct DaemonOptions: Equatable {
+    var socket = "/run/vmm/vmmd.sock"
+    var handleSocket: String?
+    var stateDir = "/var/lib/vmm"
+    var config: String?
+    var worker: String?
+    var device = "/dev/kvm"
+    var workerUser: String?
+    var testHooks = false
+    var logLevel = "info"
+
+    static let defaults = DaemonOptions()
+
+    /// The options of a plain command line, or nil for ArgumentParser to parse
+    /// (`LongOptions.scan`: help, anything unknown or repeated goes there).
+    static func fastParse(_ arguments: ArraySlice<String>) -> DaemonOptions? {
+        var options = DaemonOptions()
+        let taken = LongOptions.scan(arguments) { name, value in
+            guard let value else { return options.setFlag(name) }
+            return options.set(option: name, to: value)
+        }
+        return taken ? options : nil
+    }
+
+    private mutating func setFlag(_ option: Substring) -> Bool {
+        guard option == "test-hooks" else { return false }
+        testHooks = true
+        return true
+    }
+
+    private mutating func set(option: Substring, to value: String) -> Bool {
+        switch option {
+        case "socket": socket = value
+        case "handle-socket": handleSocket = value
+        case "state-dir": stateDir = value
+        case "config": config = value
+        case "worker": worker = value
+        case "device": device = value
+        case "worker-user": workerUser = value
+        case "log-level": logLevel = value
+        default: return false
+        }
+        return true
+    }
+}
+
+extension DaemonOptions {
+    /// Starts the daemon and serves until SIGTERM/SIGINT.
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "vmmd")
+        let metrics = DaemonMetrics()
+        metrics.bootstrap()
+
+        let daemonConfig: DaemonConfig
+        do {
+            daemonConfig = try config.map(DaemonConfig.load) ?? DaemonConfig()
+        } catch {
+            throw ValidationError("cannot read the configuration \(config ?? ""): \(error)")
+        }
+        let workerPath = worker ?? VMMD.siblingExecutable("vmm-worker")
+        guard access(workerPath, X_OK) == 0 else { throw ValidationError("no vmm-worker executable at \(workerPath)") }
+        let handles = handleSocket ?? ((socket as NSString).deletingLastPathComponent as NSString).appendingPathComponent("vmmd-handle.sock")
+        // Another vmmd on either socket: refuse before creating anything (socket files,
+        // directories, the state directory), so that the failed start leaves nothing.
+        do {
+            try APIServer.removeStaleSocket(socket)
+            try APIServer.removeStaleSocket(handles)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        let socketDir = (socket as NSString).deletingLastPathComponent
+        if !socketDir.isEmpty { try? FileManager.default.createDirectory(atPath: socketDir, withIntermediateDirectories: true) }
+
+        let kvm = try KVMSystem(path: device)
+        var serviceConfig = ServiceConfig(stateDirectory: stateDir, workerExecutable: workerPath)
+        serviceConfig.systemVMs = daemonConfig.systemVMs
+        serviceConfig.quotas = daemonConfig.quotas
+        serviceConfig.testHooks = testHooks
+        (serviceConfig.workerUID, serviceConfig.workerGID) = try VMMD.workerIdentity(workerUser)
+        logger.info("workers run as", metadata: ["uid": "\(serviceConfig.workerUID)", "gid": "\(serviceConfig.workerGID)"])
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let service = try VMService(config: serviceConfig, kvm: kvm, group: group, logger: logger)
+        VMMD.raiseDescriptorLimit(logger: logger)
+        let facts = serviceConfig.hostFacts
+        let server = APIServer(socketPath: socket, handleSocketPath: handles, service: service, group: group,
+                               metrics: metrics, logger: logger, limits: daemonConfig.connections) {
+            // The probe VMs every worker would otherwise run at its start, once, here.
+            Thread.detachNewThread {
+                guard let found = HostFacts.probe(kvm) else {
+                    logger.warning("host probe incomplete: each worker probes for itself")
+                    return
+                }
+                facts.set(found)
+                logger.info("host probed for the workers", metadata: [
+                    "emulation": "\(HostEmulation(bits: found.emulation))", "cpuid_entries": "\(found.supportedCPUID.count)"])
+            }
+        }
+        let services = ServiceGroup(configuration: .init(
+            services: [.init(service: server)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        try await services.run()
+        try await group.shutdownGracefully()
+    }
+
+}
