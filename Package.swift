@@ -108,7 +108,8 @@ let package = Package(
         // which keeps its resident size (the per-VM overhead) small.
         .executableTarget(
             name: "VMMWorker",
-            dependencies: ["VMM", "KVM", "GuestMemory", "Devices", "Boot", "WorkerProtocol", "CSys", "Debug", "Snapshot"],
+            dependencies: ["VMM", "KVM", "GuestMemory", "Devices", "Boot", "WorkerProtocol", "CSys", "Debug", "Snapshot",
+                           .product(name: "Logging", package: "swift-log")],
             linkerSettings: [.unsafeFlags(["-static-executable"])]
         ),
         // Example: an unprivileged program that gets a VM handle from vmmd and runs a guest

@@ -111,7 +111,8 @@ final class ManagedVM: Sendable {
     }
 
     /// What the worker needs to build this VM, and whom it runs as once sandboxed.
-    func setup(memory: GuestMemoryFiles, sandboxUID: UInt32, sandboxGID: UInt32, hostFacts: HostFacts?) -> WorkerSetup {
+    func setup(memory: GuestMemoryFiles, sandboxUID: UInt32, sandboxGID: UInt32, hostFacts: HostFacts?,
+               logLevel: String) -> WorkerSetup {
         var setup = WorkerSetup(name: key.name, memoryMiB: request.memoryMiB, cpus: UInt32(request.vcpus),
                     commandLine: request.cmdline, debugExit: request.debugExit, hypercalls: request.hypercalls,
                     rebootOnReset: !request.noReboot, hasInitrd: request.initrd != nil, memory: memory.segments,
@@ -124,6 +125,7 @@ final class ManagedVM: Sendable {
         }
         setup.vsockCID = request.vsock?.cid
         setup.hostFacts = hostFacts
+        setup.logLevel = logLevel
         return setup.withSnapshot(request, layers: restoreLayers)
     }
 

@@ -25,6 +25,8 @@ public struct ServiceConfig: Sendable {
     public var readyTimeoutSeconds = 30
     /// What the daemon's probe VMs found about this host, for the workers' setups.
     public var hostFacts = HostFactsSlot()
+    /// The level workers log at (`WorkerSetup.logLevel`): the daemon's own.
+    public var workerLogLevel = "info"
 
     public init(stateDirectory: String, workerExecutable: String) {
         self.stateDirectory = stateDirectory

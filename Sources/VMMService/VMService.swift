@@ -230,7 +230,7 @@ public final class VMService: Sendable {
             worker = try await WorkerProcess.spawn(
                 executable: config.workerExecutable, spawner: spawner,
                 setup: vm.setup(memory: memory, sandboxUID: config.workerUID, sandboxGID: config.workerGID,
-                               hostFacts: config.hostFacts.value),
+                               hostFacts: config.hostFacts.value, logLevel: config.workerLogLevel),
                 descriptors: [kvm.rawDescriptor] + memory.descriptors + images + (broker.map { [$0.worker] } ?? []), group: group,
                 onMessage: { [weak vm] in vm?.handle($0) },
                 onClose: { [weak vm] why in

@@ -3,6 +3,7 @@ import CSys
 import Devices
 import GuestMemory
 import KVM
+import Logging
 import Snapshot
 import Synchronization
 import VMM
@@ -64,6 +65,7 @@ final class Worker: @unchecked Sendable {
                                        devices: (disks, networks, vsock), console: console)
         } else {
             var config = MachineConfig()
+            config.logger.logLevel = Self.logLevel(setup)
             config.name = setup.name
             config.memoryMiB = setup.memoryMiB
             config.cpus = Int(setup.cpus)
@@ -122,6 +124,7 @@ final class Worker: @unchecked Sendable {
         }
         guard restore.copy == (memory != nil) else { throw WorkerError("a copied restore needs guest memory, a mapped one none") }
         var options = RestoreOptions()
+        options.logger.logLevel = logLevel(setup)
         options.name = setup.name
         options.memory = restore.copy ? .copy : .copyOnWrite
         options.clock = restore.advanceClock ? .advanced : .continued
@@ -132,6 +135,11 @@ final class Worker: @unchecked Sendable {
         options.networks = devices.networks
         options.vsock = devices.vsock
         return try Machine.restore(from: chain, options: options, kvm: kvm, memory: memory)
+    }
+
+    /// The daemon's log level (an unknown name: info, swift-log's default).
+    static func logLevel(_ setup: WorkerSetup) -> Logger.Level {
+        Logger.Level(rawValue: setup.logLevel) ?? .info
     }
 
     /// Drops this process's mappings of its own code pages a little after the machine

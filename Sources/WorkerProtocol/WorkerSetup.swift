@@ -68,6 +68,9 @@ public struct WorkerSetup: Sendable, Equatable {
     public var restore: Restore?
     /// The daemon's probe answers (nil: the worker probes this host itself).
     public var hostFacts: HostFacts?
+    /// The least severe level the worker logs (swift-log's names: trace ... critical):
+    /// the daemon's own `--log-level`, so that one setting quiets both.
+    public var logLevel = "info"
 
     public init(name: String, memoryMiB: UInt64, cpus: UInt32, commandLine: String, debugExit: Bool,
                 hypercalls: Bool, rebootOnReset: Bool, hasInitrd: Bool, memory: [Segment],
@@ -108,6 +111,7 @@ public struct WorkerSetup: Sendable, Equatable {
         w.u32(restore?.layers ?? 0); w.bool(restore?.copy ?? false); w.bool(restore?.advanceClock ?? false)
         w.bool(hostFacts != nil)
         (hostFacts ?? HostFacts()).encode(into: &w)
+        w.string(logLevel)
     }
 
     static func decode(from r: inout WireReader) throws -> WorkerSetup {
@@ -150,6 +154,7 @@ public struct WorkerSetup: Sendable, Equatable {
         }
         let hasFacts = try r.bool(), facts = try HostFacts.decode(from: &r)
         setup.hostFacts = hasFacts ? facts : nil
+        setup.logLevel = try r.string()
         return setup
     }
 }

@@ -97,6 +97,7 @@ extension DaemonOptions {
         serviceConfig.systemVMs = daemonConfig.systemVMs
         serviceConfig.quotas = daemonConfig.quotas
         serviceConfig.testHooks = testHooks
+        serviceConfig.workerLogLevel = level.rawValue
         (serviceConfig.workerUID, serviceConfig.workerGID) = try VMMD.workerIdentity(workerUser)
         logger.info("workers run as", metadata: ["uid": "\(serviceConfig.workerUID)", "gid": "\(serviceConfig.workerGID)"])
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)

@@ -1,7 +1,9 @@
 import CSys
 import Foundation
+import KVM
 import Testing
 import VMMClient
+import VMM
 import VMMAPI
 
 /// vmmd as real processes: the daemon on a temporary socket, curl and vmmctl as clients,
@@ -154,6 +156,20 @@ struct DaemonTests {
         #expect(d.ctl(["destroy", "mine", "--owner", "0"], asUID: other).status == 1)
         #expect(d.ctl(["destroy", "mine"], asUID: other).status == 0)
         #expect(d.vmNames() == ["mine"])
+    }
+
+    /// Workers log at the daemon's `--log-level` (WorkerSetup.logLevel): the emulation
+    /// assist's info line, which every worker on this project's hosts prints, is in the
+    /// log at the default level and not at `warning`.
+    @Test func workersLogAtTheDaemonsLevel() throws {
+        guard HostEmulation.probe(try KVMSystem()).refusesInstructions else { return }   // no assist: no such line
+        for (arguments, expectLine) in [([String](), true), (["--log-level", "warning"], false)] {
+            let d = try DaemonFixture(arguments: arguments)
+            #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("quiet", guest: "hello")).status == 201)
+            #expect(d.eventually { (d.vm("quiet")?["state"] as? String) == "stopped" })
+            #expect(d.stop() == 0)
+            #expect(d.log.contains("emulation assist on") == expectLine, "\(arguments): \(d.log)")
+        }
     }
 
     /// vmmd's fast parse (DaemonOptions.fastParse) takes the plain command lines and leaves

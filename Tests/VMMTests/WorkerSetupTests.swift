@@ -13,6 +13,7 @@ struct WorkerSetupTests {
                             memory: [.init(name: "ram", guestBase: 0, size: 64 << 20)], sandboxUID: 65534, sandboxGID: 65534,
                             cpuTemplate: "emulation-safe", emulationAssist: "auto", disks: [.init(readOnly: true, serial: "s")])
         s.hostFacts = facts
+        s.logLevel = "warning"
         return s
     }
 
