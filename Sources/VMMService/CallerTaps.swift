@@ -1,5 +1,5 @@
 import CSys
-import Foundation
+import FoundationEssentials
 import VMMAPI
 #if canImport(Glibc)
 import Glibc
@@ -38,7 +38,7 @@ enum CallerTaps {
 
     private static func number(_ path: String) -> Int64? {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
-        let t = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let t = text.filter { !$0.isWhitespace }   // sysfs: one number and a newline
         return t.hasPrefix("0x") ? Int64(t.dropFirst(2), radix: 16) : Int64(t)
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VMMAPI
 #if canImport(Glibc)
 import Glibc

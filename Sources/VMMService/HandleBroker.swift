@@ -1,6 +1,6 @@
 import CSys
 import Dispatch
-import Foundation
+import FoundationEssentials
 import KVM
 import Logging
 import Synchronization

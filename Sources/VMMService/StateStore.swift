@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Logging
 import VMMAPI
 #if canImport(Glibc)

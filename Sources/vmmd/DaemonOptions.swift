@@ -1,6 +1,6 @@
 import ArgumentParser
 import CSys
-import Foundation
+import FoundationEssentials
 import KVM
 import Logging
 import LongOptions
@@ -80,7 +80,7 @@ extension DaemonOptions {
         }
         let workerPath = worker ?? VMMD.siblingExecutable("vmm-worker")
         guard access(workerPath, X_OK) == 0 else { throw ValidationError("no vmm-worker executable at \(workerPath)") }
-        let handles = handleSocket ?? ((socket as NSString).deletingLastPathComponent as NSString).appendingPathComponent("vmmd-handle.sock")
+        let handles = handleSocket ?? PathName.join(PathName.directory(of: socket), "vmmd-handle.sock")
         // Another vmmd on either socket: refuse before creating anything (socket files,
         // directories, the state directory), so that the failed start leaves nothing.
         do {
@@ -89,7 +89,7 @@ extension DaemonOptions {
         } catch {
             throw ValidationError("\(error)")
         }
-        let socketDir = (socket as NSString).deletingLastPathComponent
+        let socketDir = PathName.directory(of: socket)
         if !socketDir.isEmpty { try? FileManager.default.createDirectory(atPath: socketDir, withIntermediateDirectories: true) }
 
         let kvm = try KVMSystem(path: device)
@@ -107,7 +107,7 @@ extension DaemonOptions {
         let server = APIServer(socketPath: socket, handleSocketPath: handles, service: service, group: group,
                                metrics: metrics, logger: logger, limits: daemonConfig.connections) {
             // The probe VMs every worker would otherwise run at its start, once, here.
-            Thread.detachNewThread {
+            let probe = try? HostThread(name: "host-probe") {
                 guard let found = HostFacts.probe(kvm) else {
                     logger.warning("host probe incomplete: each worker probes for itself")
                     return
@@ -116,6 +116,7 @@ extension DaemonOptions {
                 logger.info("host probed for the workers", metadata: [
                     "emulation": "\(HostEmulation(bits: found.emulation))", "cpuid_entries": "\(found.supportedCPUID.count)"])
             }
+            if let probe { probe.detach() } else { logger.warning("cannot start the host probe: each worker probes for itself") }
         }
         let services = ServiceGroup(configuration: .init(
             services: [.init(service: server)],

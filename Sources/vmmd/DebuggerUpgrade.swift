@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import NIOCore
 import NIOHTTP1
 import VMMAPI
@@ -14,7 +14,7 @@ extension APIHandler {
 
     func upgradeToDebugger(context: ChannelHandlerContext, head: HTTPRequestHead, name: String, owner: OwnerSelector?) {
         let upgrade = head.headers["upgrade"].flatMap { $0.split(separator: ",") }
-            .map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+            .map { $0.filter { $0 != " " && $0 != "\t" }.lowercased() }
         guard upgrade.contains(Self.debuggerProtocol) else {
             respond(context: context, head: head, .error(APIError(.invalidField,
                 "GET .../gdb switches protocols: send Connection: Upgrade and Upgrade: \(Self.debuggerProtocol)")))

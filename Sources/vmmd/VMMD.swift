@@ -1,7 +1,7 @@
 import ArgumentParser
 import CSys
 import CUserDB
-import Foundation
+import FoundationEssentials
 import KVM
 import Logging
 import NIOPosix
@@ -87,6 +87,6 @@ struct VMMD: AsyncParsableCommand {
     /// `name` in the directory of this executable.
     static func siblingExecutable(_ name: String) -> String {
         let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        return ((me as NSString).deletingLastPathComponent as NSString).appendingPathComponent(name)
+        return PathName.join(PathName.directory(of: me), name)
     }
 }
