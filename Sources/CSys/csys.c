@@ -354,12 +354,25 @@ static int drop_segments_of_main_program(struct dl_phdr_info *info, size_t size,
     if (segments->seen_main)
         return 1;
     segments->seen_main = 1;
+    /* Text relocations make private copies of code pages: dropping them would undo the
+       relocations. A static executable has no dynamic section at all. */
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_DYNAMIC)
+            continue;
+        for (const ElfW(Dyn) *d = (const ElfW(Dyn) *)(info->dlpi_addr + ph->p_vaddr); d->d_tag != DT_NULL; d++) {
+            if (d->d_tag == DT_TEXTREL || (d->d_tag == DT_FLAGS && (d->d_un.d_val & DF_TEXTREL)))
+                return 1;
+        }
+    }
     for (int i = 0; i < info->dlpi_phnum; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
         if (ph->p_type != PT_LOAD || (ph->p_flags & PF_W) || !(ph->p_flags & PF_R))
             continue;
         uintptr_t start = (info->dlpi_addr + ph->p_vaddr) & ~(uintptr_t)(page - 1);
-        uintptr_t end = (info->dlpi_addr + ph->p_vaddr + ph->p_memsz) & ~(uintptr_t)(page - 1);
+        /* Only pages wholly backed by the file: past p_filesz the loader zeroed the rest
+           of the last page in a private copy, which must stay. */
+        uintptr_t end = (info->dlpi_addr + ph->p_vaddr + ph->p_filesz) & ~(uintptr_t)(page - 1);
         if (end <= start)
             continue;
         if (madvise((void *)start, end - start, MADV_DONTNEED) != 0) {

@@ -6,11 +6,12 @@
 /// usage and the error messages: the fast parse never decides an error itself.
 public enum LongOptions {
     /// Scans `arguments`. For each option it calls `take(name, nil)` first: true means a
-    /// flag, taken. Otherwise it reads the option's value (after `=`, or the next argument
-    /// unless that looks like an option, as ArgumentParser reads `--cmdline -x`) and calls
-    /// `take(name, value)`, which returns false for an option or value it leaves to
-    /// ArgumentParser. False when anything was refused: a non-option argument, an empty
-    /// name or value, a repeated option, a flag given a value, a missing value.
+    /// flag, taken (refused when the argument gave it a value). Otherwise it reads the
+    /// option's value (after `=`, or the next argument unless that looks like an option, as
+    /// ArgumentParser reads `--cmdline -x`) and calls `take(name, value)`, which returns
+    /// false for an option or value it leaves to ArgumentParser. False when anything was
+    /// refused: a non-option argument, an empty name or value, a repeated option, a flag
+    /// given a value, a missing value.
     public static func scan(_ arguments: ArraySlice<String>, _ take: (Substring, String?) -> Bool) -> Bool {
         var seen: [Substring] = []
         var index = arguments.startIndex
@@ -26,11 +27,15 @@ public enum LongOptions {
             }
             guard !name.isEmpty, !seen.contains(name) else { return false }
             seen.append(name)
+            // A flag is taken as soon as it is named; one given a value is refused.
+            if take(name, nil) {
+                guard inlineValue == nil else { return false }
+                continue
+            }
             let value: String
             if let inlineValue {
-                value = String(inlineValue)   // a flag's name takes no value: `take` refuses it
+                value = String(inlineValue)
             } else {
-                if take(name, nil) { continue }
                 guard index < arguments.endIndex, !arguments[index].hasPrefix("-") else { return false }
                 value = arguments[index]
                 index += 1

@@ -153,6 +153,8 @@ final class Worker: @unchecked Sendable {
     /// vCPU's exit path, the console, the link) faults back in. Later, not at once: the
     /// daemon's start follows `ready` within a millisecond and would fault its code back,
     /// and a guest that lives a few milliseconds should not pay the faults at all.
+    /// A debugger breakpoint or uprobe set in the worker's code before then lives in a
+    /// private copy of its page and is dropped with it: attach probes after 200 ms.
     static func dropCodeMappingsSoon() {
         let trim = try? HostThread(name: "code-trim") {
             usleep(Self.codeTrimDelayMicroseconds)

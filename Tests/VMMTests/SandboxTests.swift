@@ -298,12 +298,23 @@ struct SandboxTests {
         default: return 0
         }
     }
-    // Argument sets: zeros, all ones, and each rule's own values and masks in every slot.
+    // Argument sets: zeros, all ones, and each rule's values and masks (and each of them
+    // with its low bit flipped) in the rule's own slot with the others empty or full, and
+    // in every other slot only: a program that reads the wrong argument decides wrongly.
     var argumentSets: [[UInt32]] = [Array(repeating: 0, count: 6), Array(repeating: .max, count: 6)]
-    for rule in rules.values {
+    for rule in rules.values where rule.count >= 3 {
+        guard let slot = Int(rule[1]), (0 ..< 6).contains(slot) else { continue }
         for v in rule.dropFirst(2).compactMap({ UInt32($0) }) {
-            argumentSets.append(Array(repeating: v, count: 6))
-            argumentSets.append(Array(repeating: v ^ 1, count: 6))
+            for value in [v, v ^ 1] {
+                for others: UInt32 in [0, .max] {
+                    var args = Array(repeating: others, count: 6)
+                    args[slot] = value
+                    argumentSets.append(args)
+                }
+                var elsewhere = Array(repeating: value, count: 6)
+                elsewhere[slot] = value ^ 1
+                argumentSets.append(elsewhere)
+            }
         }
     }
     var checked = 0

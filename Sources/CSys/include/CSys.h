@@ -121,8 +121,10 @@ int csys_settle_heap_shrink(void);
 /// Those pages are clean file pages, shared with every process running the binary
 /// through the page cache: dropping this process's mappings of them loses nothing, and
 /// the ones it still runs fault back in. Writable segments (and RELRO, which is a
-/// writable PT_LOAD made read-only) are never touched. Returns the bytes advised, or
-/// -errno.
+/// writable PT_LOAD made read-only), a segment's zero-filled tail page and a program with
+/// text relocations are never touched. Breakpoints or uprobes placed in the code before
+/// the call (private copies of its pages) are dropped with it. Returns the bytes advised,
+/// or -errno.
 long csys_drop_code_mappings(void);
 /// The process's open descriptors numbered `from` or above, from /proc/self/fd (the
 /// directory's own descriptor left out), in `fds`. Returns how many are open (more than
