@@ -45,3 +45,27 @@ public enum LongOptions {
         return true
     }
 }
+
+/// A plain value a command line of long options fills: its flags and options by name.
+/// `fastParse` is the whole fast parse of such a command (`vmmctl run`, `vmmd`).
+public protocol LongOptionFillable {
+    init()
+    /// Sets the flag `name`; false when it is not a flag this parser takes.
+    mutating func setFlag(_ name: Substring) -> Bool
+    /// Sets the option `name` from `value`; false for an option left to ArgumentParser or a
+    /// value its type refuses.
+    mutating func set(option name: Substring, to value: String) -> Bool
+}
+
+extension LongOptionFillable {
+    /// The value `arguments` describe, or nil when ArgumentParser must parse them.
+    @inlinable
+    public static func fastParse(_ arguments: ArraySlice<String>) -> Self? {
+        var filled = Self()
+        let taken = LongOptions.scan(arguments) { name, value in
+            guard let value else { return filled.setFlag(name) }
+            return filled.set(option: name, to: value)
+        }
+        return taken ? filled : nil
+    }
+}

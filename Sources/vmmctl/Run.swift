@@ -127,7 +127,7 @@ struct Run: ParsableCommand {
 }
 
 /// What `vmmctl run` was asked to do: `Run`'s options as plain values (their defaults
-/// are these), so that `Run.fastParse` can fill them without ArgumentParser.
+/// are these), so that `RunRequest.fastParse` can fill them without ArgumentParser.
 struct RunRequest {
     static let defaults = RunRequest()
 

@@ -16,21 +16,9 @@ import VMM
 // their own value syntax) to ArgumentParser, which gives the usage and error messages.
 // Debug builds parse every command line both ways and stop on a difference
 // (`VMMCtl.checkFastParse`), so every test that runs `vmmctl run` checks the two agree.
-extension Run {
-    /// The fast parse of `vmmctl run`'s arguments, or nil for ArgumentParser to parse.
-    static func fastParse(_ arguments: ArraySlice<String>) -> RunRequest? {
-        var run = RunRequest()
-        let taken = LongOptions.scan(arguments) { name, value in
-            guard let value else { return run.setFlag(name) }
-            return run.set(option: name, to: value)
-        }
-        return taken ? run : nil
-    }
-}
-
-extension RunRequest {
+extension RunRequest: LongOptionFillable {
     /// Sets the flag `option`; false when it is not one of the flags this parser takes.
-    fileprivate mutating func setFlag(_ option: Substring) -> Bool {
+    mutating func setFlag(_ option: Substring) -> Bool {
         switch option {
         case "debug-exit": debugExit = true
         case "no-reboot": noReboot = true
@@ -46,7 +34,7 @@ extension RunRequest {
 
     /// Sets the option `option` from `value`; false for an option this parser leaves to
     /// ArgumentParser or a value the option's type refuses.
-    fileprivate mutating func set(option: Substring, to value: String) -> Bool {
+    mutating func set(option: Substring, to value: String) -> Bool {
         switch option {
         case "kernel": kernel = value
         case "initrd": initrd = value

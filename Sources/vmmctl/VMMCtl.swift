@@ -38,7 +38,7 @@ struct VMMCtl: ParsableCommand {
     static func main() {
         unblockTerminatingSignals()
         let all = CommandLine.arguments
-        if all.count > 1, all[1] == "run", let request = Run.fastParse(all[2...]) {
+        if all.count > 1, all[1] == "run", let request = RunRequest.fastParse(all[2...]) {
             #if DEBUG
             checkFastParse(request, Array(all[2...]))
             #endif
@@ -74,7 +74,7 @@ struct VMMCtl: ParsableCommand {
         exit(withError: error)
     }
 
-    /// `vmmctl run ...` that `Run.fastParse` left to ArgumentParser, parsed with `Run` as
+    /// `vmmctl run ...` that `RunRequest.fastParse` left to ArgumentParser, parsed with `Run` as
     /// the root command: the root parse would also reflect over every other subcommand's
     /// arguments (for completion scripts and passthrough checks), about a fifth of a small
     /// guest's whole run. Help requests and anything `Run` refuses take the root parse, so
@@ -88,7 +88,7 @@ struct VMMCtl: ParsableCommand {
     }
 
     #if DEBUG
-    /// Debug builds (the tests' binary) parse every command line `Run.fastParse` takes
+    /// Debug builds (the tests' binary) parse every command line `RunRequest.fastParse` takes
     /// through ArgumentParser too, and end with status 70 (EX_SOFTWARE) when the two
     /// requests differ in any field, so that every test running `vmmctl run` checks the
     /// fast parse. `VMMCTL_TRACE_PARSE=1` says which parser took the command line.

@@ -10,11 +10,17 @@ struct APIResponse: Sendable {
     /// Headers beyond Content-Type and Content-Length (`Allow` on a 405).
     var headers: [(String, String)] = []
 
-    static func json<T: Encodable>(_ value: T, status: HTTPResponseStatus = .ok) -> APIResponse {
+    /// The encoder of every JSON answer (sorted keys, no whitespace): `VMListEncoder`
+    /// joins pieces it encoded and must write the same bytes.
+    static func jsonEncoder() -> JSONEncoder {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }
+
+    static func json<T: Encodable>(_ value: T, status: HTTPResponseStatus = .ok) -> APIResponse {
         do {
-            var body = [UInt8](try encoder.encode(value))
+            var body = [UInt8](try jsonEncoder().encode(value))
             body.append(0x0A)
             return APIResponse(status: status, contentType: "application/json", body: body)
         } catch {

@@ -148,9 +148,12 @@ final class ConnectionCounter: Sendable {
     func next() -> ConnectionToken { ConnectionToken(ConnectionID(counter.wrappingAdd(1, ordering: .relaxed).newValue)) }
 }
 
-/// ServiceLifecycle names each service with `"\(service)"` for its logs: without this, that
-/// interpolation reflects over the server with Mirror, whose first use of each type it
-/// meets scans the binary's protocol conformances (~0.5 ms of vmmd's start-up CPU).
-extension APIServer: CustomStringConvertible {
-    var description: String { "APIServer(\(socketPath))" }
+/// ServiceLifecycle names each service with `"\(service)"` for its logs. String
+/// interpolation of a value first asks whether it is TextOutputStreamable, then
+/// CustomStringConvertible, then reflects over it; each answer is a dynamic cast that, on
+/// a type's first use, scans the binary's protocol conformance records. Answering the
+/// first takes it from ~0.9 to ~0.6 ms of vmmd's start-up CPU (perf over 30 starts; the
+/// CustomStringConvertible conformance this replaces had saved nothing measurable).
+extension APIServer: TextOutputStreamable {
+    func write<Target: TextOutputStream>(to target: inout Target) { target.write("APIServer(\(socketPath))") }
 }

@@ -13,7 +13,7 @@ import WorkerProtocol
 /// vmmd's options as plain values: what both parsers produce, and what the daemon runs
 /// from. The fast parse (`fastParse`) fills one without ArgumentParser's reflection over
 /// `VMMD` (~2 ms of CPU, an eighth of the daemon's start to a listening socket).
-struct DaemonOptions: Equatable {
+struct DaemonOptions: Equatable, LongOptionFillable {
     var socket = "/run/vmm/vmmd.sock"
     var handleSocket: String?
     var stateDir = "/var/lib/vmm"
@@ -26,24 +26,15 @@ struct DaemonOptions: Equatable {
 
     static let defaults = DaemonOptions()
 
-    /// The options of a plain command line, or nil for ArgumentParser to parse
-    /// (`LongOptions.scan`: help, anything unknown or repeated goes there).
-    static func fastParse(_ arguments: ArraySlice<String>) -> DaemonOptions? {
-        var options = DaemonOptions()
-        let taken = LongOptions.scan(arguments) { name, value in
-            guard let value else { return options.setFlag(name) }
-            return options.set(option: name, to: value)
-        }
-        return taken ? options : nil
-    }
-
-    private mutating func setFlag(_ option: Substring) -> Bool {
+    /// The fast parse (`fastParse`, `LongOptions.scan`) takes the plain command lines;
+    /// help, anything unknown or repeated goes to ArgumentParser.
+    mutating func setFlag(_ option: Substring) -> Bool {
         guard option == "test-hooks" else { return false }
         testHooks = true
         return true
     }
 
-    private mutating func set(option: Substring, to value: String) -> Bool {
+    mutating func set(option: Substring, to value: String) -> Bool {
         switch option {
         case "socket": socket = value
         case "handle-socket": handleSocket = value

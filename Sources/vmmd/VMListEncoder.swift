@@ -10,7 +10,8 @@ import VMMService
 /// keys), so a list of 1,000 idle VMs cost ~35 ms of daemon CPU per request, while
 /// comparing an unchanged VMInfo with the one last encoded costs well under a
 /// microsecond. The answer is byte for byte what `APIResponse.json(VMList(...))` gives:
-/// JSONEncoder writes no whitespace, and `vms` is VMList's only key.
+/// the same encoder (`APIResponse.jsonEncoder`) writes no whitespace, and `vms` is
+/// VMList's only key.
 final class VMListEncoder: Sendable {
     private struct Key: Hashable {
         var ownerUID: UInt32?
@@ -34,8 +35,7 @@ final class VMListEncoder: Sendable {
         var current: [Key: Entry] = [:]
         current.reserveCapacity(infos.count)
         var body = Array(#"{"vms":["#.utf8)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        let encoder = APIResponse.jsonEncoder()
         for (index, info) in infos.enumerated() {
             let key = Key(ownerUID: info.ownerUID, name: info.name)
             let entry: Entry
