@@ -48,8 +48,9 @@ let package = Package(
         .target(name: "KVM", dependencies: ["CKVM"]),
         // Atomic compare-exchange on guest memory (8 and 16 bytes), for GuestMemory only.
         .target(name: "CGuestAtomics"),
-        // Guest physical memory: memfd-backed segments with guard regions; the page walk.
-        .target(name: "GuestMemory", dependencies: ["CKVM", "CGuestAtomics"]),
+        // Guest physical memory: memfd-backed segments with guard regions; the page walk;
+        // file I/O straight into guest memory, one call at a time or batched on an io_uring.
+        .target(name: "GuestMemory", dependencies: ["CKVM", "CGuestAtomics", "CSys"]),
         // The snapshot file format (state file, sections, manifest), pure and fuzzable.
         .target(name: "Snapshot", dependencies: ["CKVM"]),
         // Port-I/O and MMIO buses and the device models.

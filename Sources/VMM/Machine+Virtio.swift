@@ -10,7 +10,7 @@ extension Machine {
     static func buildVirtioDevices(_ config: MachineConfig, vm: KVMVM, memory: GuestMemory,
                                    bus: MMIOBus, interrupts: InterruptWiring) throws -> (DeviceLayout, [VirtioDeviceHost]) {
         var devices: [(any VirtioDevice, [Int32])] = config.disks.map {
-            (BlockDevice(backend: $0.backend, readOnly: $0.readOnly, serial: $0.serial), [$0.backend.fd])
+            (BlockDevice(backend: $0.backend, readOnly: $0.readOnly, serial: $0.serial), $0.backend.descriptors)
         }
         if config.rng { devices.append((EntropyDevice(), [])) }
         for network in config.networks {

@@ -1,4 +1,5 @@
 import GuestMemory
+import Synchronization
 
 /// A virtio block device (5.2 "Block Device") over a `BlockBackend`: reads, writes,
 /// FLUSH (fdatasync), GET_ID (the serial), DISCARD and WRITE_ZEROES (holes), with
@@ -9,6 +10,9 @@ public final class BlockDevice: VirtioRequestDevice {
     /// What GET_ID answers (at most 20 bytes; not NUL-terminated when it is 20).
     public let serial: [UInt8]
     public let statistics = VirtioStatistics()
+    /// Requests the backend's io_uring served (in batches of two or more); the rest
+    /// were their own pread/pwrite or not a plain read or write.
+    public let ringRequests = Atomic<UInt64>(0)
 
     public static let sectorSize: UInt64 = 512
     public static let queueSize: UInt16 = 256
@@ -69,6 +73,10 @@ public final class BlockDevice: VirtioRequestDevice {
 
     public func reset() {}
 
+    public var counters: [(name: String, value: UInt64)] {
+        statistics.snapshot + [("ring_requests", ringRequests.load(ordering: .relaxed))]
+    }
+
     /// Called under the lock of the device's one queue: the per-request counters are
     /// changed by one thread at a time (`addSerialized`).
     public func handle(_ chain: DescriptorChain, queue: Int, memory: GuestMemory) -> UInt32 {
@@ -80,6 +88,12 @@ public final class BlockDevice: VirtioRequestDevice {
             return 0
         }
         let (status, written) = serve(chain, memory: memory)
+        return answer(status, written: written, statusAt: statusAddress, memory: memory)
+    }
+
+    /// Writes a request's status byte and returns its used length (the data bytes
+    /// written into the chain, plus the status byte); 0 when the status cannot be written.
+    func answer(_ status: UInt8, written: UInt64, statusAt statusAddress: GuestAddress, memory: GuestMemory) -> UInt32 {
         if status != Self.statusOK { VirtioStatistics.add(statistics.errors) }
         do {
             try memory.writeInteger(status, at: statusAddress)
@@ -146,7 +160,7 @@ public final class BlockDevice: VirtioRequestDevice {
     /// The data buffer of a request in the shape Linux sends for one segment: header
     /// (16 bytes), one data buffer, status byte. Nil for any other shape, which takes
     /// the scatter-gather path; this one saves its arrays (a third of a 4 KiB read).
-    private func singleDataBuffer(_ chain: DescriptorChain, writable: Bool) -> GuestRange? {
+    func singleDataBuffer(_ chain: DescriptorChain, writable: Bool) -> GuestRange? {
         let d = chain.descriptors
         guard d.count == 3, !d[0].writable, UInt64(d[0].length) == Self.headerSize, d[1].writable == writable,
               d[2].writable, d[2].length == 1, d[1].length > 0 else { return nil }
@@ -169,7 +183,7 @@ public final class BlockDevice: VirtioRequestDevice {
 
     /// The byte offset of `sector` when `[sector, sector + length)` is whole sectors
     /// inside the disk; nil otherwise (including arithmetic that would wrap).
-    private func span(_ sector: UInt64, _ length: UInt64) -> UInt64? {
+    func span(_ sector: UInt64, _ length: UInt64) -> UInt64? {
         guard length % Self.sectorSize == 0, sector <= capacity else { return nil }
         let sectors = length / Self.sectorSize
         guard sectors <= capacity - sector else { return nil }

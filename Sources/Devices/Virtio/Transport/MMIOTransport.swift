@@ -284,10 +284,7 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
                 served = true
                 // One used-index store for the batch, also when a broken chain ends it.
                 defer { try? q.publishUsed(memory: memory) }
-                while let chain = try q.pop(memory: memory) {
-                    let written = requestDevice.handle(chain, queue: index, memory: memory)
-                    try q.putUsed(head: chain.head, length: written, memory: memory, publish: false)
-                }
+                try requestDevice.serve(&q, queue: index, memory: memory)
             }
         }
         if served {

@@ -51,6 +51,29 @@ public protocol VirtioRequestDevice: VirtioDevice {
     /// chain's writable buffers (the used length). Errors in the request are answered
     /// in the request (a status byte), not thrown.
     func handle(_ chain: DescriptorChain, queue: Int, memory: GuestMemory) -> UInt32
+    /// Serves every chain queue `queue` has available, putting each on the used ring
+    /// (the caller publishes the used index once, after). The default pops them one at a
+    /// time and has `handle` answer each; a device that batches its backend's work
+    /// (virtio-blk on an io_uring) takes them itself. A thrown error means the driver
+    /// broke the ring's rules; every chain taken before it must still be answered.
+    func serve(_ q: inout VirtQueue, queue: Int, memory: GuestMemory) throws
+}
+
+extension VirtioRequestDevice {
+    public func serve(_ q: inout VirtQueue, queue: Int, memory: GuestMemory) throws {
+        try q.serveEach(self, queue: queue, memory: memory)
+    }
+}
+
+extension VirtQueue {
+    /// Pops every available chain and puts it on the used ring with what `device`'s
+    /// `handle` wrote (unpublished: see `VirtioRequestDevice.serve`).
+    public mutating func serveEach(_ device: some VirtioRequestDevice, queue: Int, memory: GuestMemory) throws {
+        while let chain = try pop(memory: memory) {
+            let written = device.handle(chain, queue: queue, memory: memory)
+            try putUsed(head: chain.head, length: written, memory: memory, publish: false)
+        }
+    }
 }
 
 /// A device whose work is asynchronous on both sides (virtio-vsock, virtio-net): it
