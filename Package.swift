@@ -155,7 +155,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "VMMBench",
-            dependencies: ["VMM", "KVM", "Boot", "Devices", "Hypercalls", "GuestMemory", "KVMRef", "VMMAPI", "VMMClient", "Snapshot", "CSys",
+            dependencies: ["VMM", "KVM", "CKVM", "Boot", "Devices", "Hypercalls", "GuestMemory", "KVMRef", "VMMAPI", "VMMClient", "Snapshot", "CSys",
                            .product(name: "NIOHTTP1", package: "swift-nio"),
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             // Linked as vmmd is (Swift and Foundation in the binary): the restore figure runs

@@ -1,4 +1,4 @@
-// An io_uring restricted to positioned reads and writes of registered files: the
+// An io_uring restricted to positioned reads (and writes) of registered files: the
 // block devices' batch path (CSys.h, "File rings"). Raw system calls, no liburing.
 #include "CSys.h"
 
@@ -51,7 +51,7 @@ static void ring_free(struct csys_ring *r)
     free(r);
 }
 
-struct csys_ring *csys_ring_open(unsigned entries, const int *files, unsigned count, int *error)
+struct csys_ring *csys_ring_open(unsigned entries, const int *files, unsigned count, int writes, int *error)
 {
     struct csys_ring *r = calloc(1, sizeof *r);
     if (!r) { *error = ENOMEM; return NULL; }
@@ -89,20 +89,23 @@ struct csys_ring *csys_ring_open(unsigned entries, const int *files, unsigned co
     r->cqes = (struct io_uring_cqe *)(base + p.cq_off.cqes);
 
     if (ring_register(r->fd, IORING_REGISTER_FILES, files, count) < 0) goto fail;
-    // What the ring may ever do: IORING_OP_READ and IORING_OP_WRITE, on registered
-    // files only (IOSQE_FIXED_FILE required, no other SQE flag), and no registration
-    // after it is enabled: it can reach no descriptor but `files`.
+    // What the ring may ever do: IORING_OP_READ (and IORING_OP_WRITE when `writes`),
+    // on registered files only (IOSQE_FIXED_FILE required, no other SQE flag), and no
+    // registration after it is enabled: it can reach no descriptor but `files`.
     struct io_uring_restriction rules[4];
     memset(rules, 0, sizeof rules);
-    rules[0].opcode = IORING_RESTRICTION_SQE_OP;
-    rules[0].sqe_op = IORING_OP_READ;
-    rules[1].opcode = IORING_RESTRICTION_SQE_OP;
-    rules[1].sqe_op = IORING_OP_WRITE;
-    rules[2].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
-    rules[2].sqe_flags = IOSQE_FIXED_FILE;
-    rules[3].opcode = IORING_RESTRICTION_SQE_FLAGS_REQUIRED;
-    rules[3].sqe_flags = IOSQE_FIXED_FILE;
-    if (ring_register(r->fd, IORING_REGISTER_RESTRICTIONS, rules, 4) < 0) goto fail;
+    unsigned n = 0;
+    rules[n].opcode = IORING_RESTRICTION_SQE_OP;
+    rules[n++].sqe_op = IORING_OP_READ;
+    if (writes) {
+        rules[n].opcode = IORING_RESTRICTION_SQE_OP;
+        rules[n++].sqe_op = IORING_OP_WRITE;
+    }
+    rules[n].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
+    rules[n++].sqe_flags = IOSQE_FIXED_FILE;
+    rules[n].opcode = IORING_RESTRICTION_SQE_FLAGS_REQUIRED;
+    rules[n++].sqe_flags = IOSQE_FIXED_FILE;
+    if (ring_register(r->fd, IORING_REGISTER_RESTRICTIONS, rules, n) < 0) goto fail;
     if (ring_register(r->fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0) goto fail;
     return r;
 fail:
@@ -120,8 +123,8 @@ int csys_ring_fd(const struct csys_ring *r) { return r->fd; }
 
 unsigned csys_ring_capacity(const struct csys_ring *r) { return r->entries; }
 
-int csys_ring_queue(struct csys_ring *r, int write, unsigned file, void *buffer, unsigned length,
-                    uint64_t offset, uint64_t tag)
+int csys_ring_queue(struct csys_ring *r, int write, unsigned file, void *buffer, unsigned length, uint64_t offset,
+                    uint64_t tag)
 {
     if (r->queued >= r->entries) return -ENOSPC;
     unsigned index = r->sq_tail & r->sq_mask;

@@ -193,8 +193,8 @@ int csys_tap_set_offload(int fd, unsigned int offloads);
 
 // --- File rings (ring.c): an io_uring for the block devices' batches ---
 
-/// An io_uring that can do nothing but IORING_OP_READ and IORING_OP_WRITE on the files
-/// registered when it was made (IORING_REGISTER_RESTRICTIONS, applied before the ring
+/// An io_uring that can do nothing but IORING_OP_READ (and IORING_OP_WRITE, when made
+/// with `writes`) on the files registered when it was made (IORING_REGISTER_RESTRICTIONS, applied before the ring
 /// is enabled): a sandboxed process that holds one can reach no other descriptor
 /// through it. Used by one thread at a time.
 struct csys_ring;
@@ -202,17 +202,18 @@ struct csys_ring;
 /// io_uring_setup(2) with IORING_SETUP_R_DISABLED, IORING_REGISTER_FILES of `files`,
 /// the restrictions, IORING_REGISTER_ENABLE_RINGS. NULL with `*error` set (ENOSYS,
 /// EPERM where the host forbids io_uring) on failure.
-struct csys_ring *csys_ring_open(unsigned entries, const int *files, unsigned count, int *error);
+struct csys_ring *csys_ring_open(unsigned entries, const int *files, unsigned count, int writes, int *error);
 /// Unmaps and closes the ring (the registered files are released with it).
 void csys_ring_close(struct csys_ring *ring);
 /// The ring's descriptor (a sandbox that closes stray descriptors keeps it).
 int csys_ring_fd(const struct csys_ring *ring);
 /// Operations one batch can hold (the submission queue's size).
 unsigned csys_ring_capacity(const struct csys_ring *ring);
-/// Queues a read (`write` 0) or write of `length` bytes at `buffer`, on registered file
-/// number `file` at byte `offset`, completed with `tag`. 0, or -ENOSPC when the batch is full.
-int csys_ring_queue(struct csys_ring *ring, int write, unsigned file, void *buffer, unsigned length,
-                    uint64_t offset, uint64_t tag);
+/// Queues a read (`write` 0) or a write of `length` bytes at `buffer`, on registered file
+/// number `file` at byte `offset`, completed with `tag`. 0, or -ENOSPC when the batch is
+/// full. (A write on a ring made without `writes` completes with -EACCES.)
+int csys_ring_queue(struct csys_ring *ring, int write, unsigned file, void *buffer, unsigned length, uint64_t offset,
+                    uint64_t tag);
 /// Submits the queued operations and waits until every submitted one has completed,
 /// normally with one io_uring_enter(2). Returns how many were submitted (the rest were
 /// withdrawn and never run), or -errno.

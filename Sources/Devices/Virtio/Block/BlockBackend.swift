@@ -13,10 +13,11 @@ public final class BlockBackend: Sendable {
     public let size: UInt64
     /// Whether the descriptor was opened with O_DIRECT (no host page cache).
     public let direct: Bool
-    /// The io_uring a block device batches its reads and writes on (the file is its
-    /// registered file 0); nil when the caller asked for none or the host refuses
-    /// io_uring, and then every request is its own pread/pwrite. Made here, before a
-    /// worker's sandbox, which allows io_uring_enter but not io_uring_setup.
+    /// The io_uring a block device batches its reads on, and its writes when the file is
+    /// open for writing with O_DIRECT (the file is its registered file 0); nil when the
+    /// caller asked for none or the host refuses io_uring, and then every request is its
+    /// own pread/pwrite. Made here, before a worker's sandbox, which allows
+    /// io_uring_enter but not io_uring_setup. (Buffered writes stay pwrite: see `FileRing`.)
     public let ring: FileRing?
     /// Why there is no ring although one was asked for (for logs): the host's refusal.
     public let ringUnavailable: String?
@@ -41,7 +42,10 @@ public final class BlockBackend: Sendable {
         var ring: FileRing?
         var unavailable: String?
         if useRing {
-            do { ring = try FileRing(files: [fd], entries: Self.ringEntries) } catch { unavailable = "\(error)" }
+            let writable = flags >= 0 && flags & O_ACCMODE != O_RDONLY
+            do { ring = try FileRing(files: [fd], entries: Self.ringEntries, writes: writable && direct) } catch {
+                unavailable = "\(error)"
+            }
         }
         self.ring = ring
         ringUnavailable = unavailable

@@ -1,11 +1,13 @@
 import GuestMemory
 
-/// virtio-blk's batch path: the reads and writes one notification makes available go to
-/// the backend's io_uring together, one io_uring_enter for all of them, instead of one
-/// pread/pwrite each (vmm-bench: 64 4 KiB reads from the page cache cost ~0.75 of
-/// 64 preads on this host). Requests are still answered in the order they were taken,
-/// and nothing is in flight once `serve` returns, so a snapshot (which freezes the
-/// queues) and a FLUSH after writes see them all done.
+/// virtio-blk's batch path: the plain reads one notification makes available (and the
+/// writes, on an O_DIRECT disk) go to the backend's io_uring together, one io_uring_enter
+/// for all of them, and run concurrently in the kernel instead of one pread/pwrite after
+/// another. That is what a disk that is really read needs (vmm-bench's O_DIRECT figure:
+/// the ring's 64 4 KiB reads take a fraction of 64 preads); reads the page cache answers
+/// cost about the same either way. Requests are still answered in the order they were
+/// taken, and nothing is in flight once `serve` returns, so a snapshot (which freezes
+/// the queues) and a FLUSH after writes see them all done.
 extension BlockDevice {
     /// A read or write of one guest buffer at a checked byte offset of the image: the
     /// shape Linux sends for a one-segment request (header, data buffer, status byte),
@@ -26,7 +28,7 @@ extension BlockDevice {
         var batch: [Transfer] = []
         do {
             while let chain = try q.pop(memory: memory) {
-                if let transfer = transfer(chain, memory: memory) {
+                if let transfer = transfer(chain, ringWrites: ring.allowsWrites, memory: memory) {
                     batch.append(transfer)
                     if batch.count == ring.capacity { try run(&batch, on: ring, &q, memory: memory) }
                     continue
@@ -45,26 +47,27 @@ extension BlockDevice {
     }
 
     /// `chain` as a `Transfer`, or nil when it is anything else (including a request
-    /// that must fail: `handle` gives it its error status).
-    func transfer(_ chain: DescriptorChain, memory: GuestMemory) -> Transfer? {
+    /// that must fail, which `handle` answers with its error status, and a write when
+    /// the ring does not write).
+    func transfer(_ chain: DescriptorChain, ringWrites: Bool, memory: GuestMemory) -> Transfer? {
         let d = chain.descriptors
         guard d.count == 3, !d[0].writable, UInt64(d[0].length) == Self.headerSize,
               let (typeAndReserved, sector) = try? memory.readWordPair(at: d[0].address) else { return nil }
         let write: Bool
         switch UInt32(truncatingIfNeeded: typeAndReserved) {
         case RequestType.read.rawValue: write = false
-        case RequestType.write.rawValue where !readOnly: write = true
+        case RequestType.write.rawValue where ringWrites && !readOnly: write = true
         default: return nil
         }
         guard let data = singleDataBuffer(chain, writable: !write), let offset = span(sector, data.length) else { return nil }
         return Transfer(head: chain.head, status: d[2].address, data: data, offset: offset, write: write)
     }
 
-    /// Runs `batch` (on the ring when it holds more than one request: a lone request is
-    /// cheaper as its own system call, ~1.05x here), answers every request in order and
-    /// empties it. A request the ring did not finish whole (not queued, a short
-    /// transfer, an error, O_DIRECT's EINVAL) is done again synchronously, which resumes,
-    /// falls back or reports the error as `handle` would.
+    /// Runs `batch` (on the ring when it holds more than one request: a lone request
+    /// gains nothing from it), answers every request in order and empties it. A request
+    /// the ring did not finish whole (not queued, a short transfer, an error, O_DIRECT's
+    /// EINVAL for an unaligned buffer) is done again synchronously, which resumes, falls
+    /// back or reports the error as `handle` would.
     private func run(_ batch: inout [Transfer], on ring: FileRing, _ q: inout VirtQueue, memory: GuestMemory) throws {
         guard !batch.isEmpty else { return }
         defer { batch.removeAll(keepingCapacity: true) }
