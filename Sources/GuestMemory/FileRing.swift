@@ -6,11 +6,11 @@ import Glibc
 /// Positioned reads and writes between files and guest memory, a batch per system call:
 /// an io_uring (io_uring_setup(2), IORING_OP_READ / IORING_OP_WRITE) whose whole batch is
 /// submitted and waited for with one io_uring_enter(2), the operations running
-/// concurrently in the kernel. Measured here (C, 64 random requests a batch): I/O that
-/// reaches the disk gains most (O_DIRECT 4 KiB reads 0.22 of the time of one `pread`
-/// after another, writes 0.24; 64 KiB 0.40 and 0.35); reads the page cache answers cost
-/// about what `pread` does; buffered writes on ext4 cannot complete inline, go to a kernel
-/// worker thread and cost 1.84x `pwrite`, so block devices put only O_DIRECT writes here.
+/// concurrently in the kernel. Measured here (64 random requests a batch): I/O that
+/// reaches the disk gains (O_DIRECT 4 KiB reads and writes ~0.25 of the time of one
+/// `pread`/`pwrite` after another); reads the page cache answers cost ~5% more than
+/// `pread`; buffered writes on ext4 cannot complete inline, go to a kernel worker thread
+/// and cost 1.84x `pwrite`. Block devices therefore use it for O_DIRECT disks.
 ///
 /// The ring can do nothing else: it is made disabled, `files` are registered, and
 /// IORING_REGISTER_RESTRICTIONS allows only IORING_OP_READ (and IORING_OP_WRITE when made

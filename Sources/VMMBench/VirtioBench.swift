@@ -32,9 +32,9 @@ enum BenchDriver {
 }
 
 struct BlockBenchResult {
-    /// The device as a VM has it (reads batched on the disk's io_uring where the host has one).
+    /// The device as a VM has it (an O_DIRECT disk batching on its io_uring where the host has one).
     var deviceNs: [Double] = []
-    /// The same device with every request its own system call (BlockBackend(ring: false)).
+    /// O_DIRECT only: the same device with every request its own system call (BlockBackend(ring: false)).
     var synchronousNs: [Double] = []
     var plainNs: [Double] = []
     /// Whether `deviceNs` had a ring.
@@ -94,14 +94,15 @@ struct BenchDisk {
 
 /// `pairs` interleaved rounds of `perBatch` requests of `size` bytes at random aligned
 /// offsets of a 64 MiB file in the page cache: through the virtio-blk model as a VM has
-/// it (chains parsed, reads batched on the disk's io_uring, used ring, interrupt check),
-/// through the same model with one system call per request, and as plain pread/pwrite
-/// into a host buffer. Each side has its own offsets: with shared ones the later sides
-/// of a round read what the first just pulled into the CPU's caches (paired medians
-/// swung 1.1-1.4 between runs). Returns ns per request for each.
+/// it (requests parsed from the ring, pread/pwrite into guest memory, used ring,
+/// interrupt check) and as plain pread/pwrite into a host buffer. Each side has its own
+/// offsets: with shared ones the later side of a round reads what the first just pulled
+/// into the CPU's caches (paired medians swung 1.1-1.4 between runs). Returns ns per
+/// request for each.
 ///
 /// With `direct` every side opens the file with O_DIRECT, so each request reaches the
-/// disk: there the plain side reads and writes page-aligned memory (a `GuestMemory`,
+/// disk: the device batches on its io_uring, the same model without a ring runs beside
+/// it, and the plain side reads and writes page-aligned memory (a `GuestMemory`,
 /// through `readFile`/`writeFile`, a bounds check more than a bare pread).
 func blockBenchmark(work: String, size: Int, write: Bool, pairs: Int, perBatch: Int = 64, direct: Bool = false) throws -> BlockBenchResult {
     let path = work + "/blk-bench.img"
@@ -110,7 +111,9 @@ func blockBenchmark(work: String, size: Int, write: Bool, pairs: Int, perBatch: 
     _ = FileManager.default.createFile(atPath: path, contents: Data(fill))
     defer { try? FileManager.default.removeItem(atPath: path) }
     var device = try BenchDisk(path: path, ring: true, direct: direct)
-    var synchronous = try BenchDisk(path: path, ring: false, direct: direct)
+    // Only an O_DIRECT disk has a ring (BlockBackend.ring): there the same model without
+    // one runs beside it.
+    var synchronous = direct ? try BenchDisk(path: path, ring: false, direct: direct) : nil
     let plainFD = open(path, O_RDWR | O_CLOEXEC | (direct ? CKVM_O_DIRECT : 0))
     guard plainFD >= 0 else { die("cannot open \(path)") }
     defer { close(plainFD) }
@@ -124,7 +127,7 @@ func blockBenchmark(work: String, size: Int, write: Bool, pairs: Int, perBatch: 
     func randomOffsets() -> [UInt64] { (0 ..< perBatch).map { _ in UInt64.random(in: 0 ..< UInt64(fileSize / size)) * UInt64(size) } }
     for round in 0 ... pairs {   // round 0 warms up (page cache, first touch of guest pages)
         try device.prepare(randomOffsets(), size: size, write: write)
-        try synchronous.prepare(randomOffsets(), size: size, write: write)
+        try synchronous?.prepare(randomOffsets(), size: size, write: write)
         let plainOffsets = randomOffsets()
         func plain() throws -> Double {
             let t0 = now()
@@ -152,13 +155,13 @@ func blockBenchmark(work: String, size: Int, write: Bool, pairs: Int, perBatch: 
         for side in orders[round % orders.count] {
             switch side {
             case 0: times[0] = try device.serve(perBatch)
-            case 1: times[1] = try synchronous.serve(perBatch)
+            case 1: times[1] = try synchronous?.serve(perBatch) ?? 0
             default: times[2] = try plain()
             }
         }
         if round > 0 {
             result.deviceNs.append(times[0] / Double(perBatch))
-            result.synchronousNs.append(times[1] / Double(perBatch))
+            if synchronous != nil { result.synchronousNs.append(times[1] / Double(perBatch)) }
             result.plainNs.append(times[2] / Double(perBatch))
         }
     }
@@ -243,10 +246,6 @@ func virtioBenchmarks(work: String, pairs: Int, iterations: UInt32, rounds: Int)
             print(String(format: "  %@ %2d KiB: plain %@ %.0f ns/request, virtio-blk model %.0f ns/request, ratio %.3f (of sums %.3f, paired median %.3f) (target <= %.2f) %@",
                          write ? "write" : "read ", size >> 10, write ? "pwrite" : "pread ", median(r.plainNs), median(r.deviceNs),
                          ratio, sums, paired, target, ratio <= target ? "MET" : "MISSED"))
-            if !write {
-                print(String(format: "           reads batched on the io_uring: %@; one system call per request instead: %.0f ns/request, ratio %.3f",
-                             r.ring ? "yes" : "no (the host refuses io_uring)", median(r.synchronousNs), median(r.synchronousNs) / median(r.plainNs)))
-            }
         }
         // The same model against a disk it really reads: O_DIRECT, so every request reaches
         // the device under the file system, and the ring's batch runs concurrently.

@@ -104,7 +104,7 @@ enum SyscallPolicy {
             Entry(name: "preadv", number: Int32(SYS_preadv), rule: .allow, why: "virtio-blk reads from the disk image into guest memory"),
             Entry(name: "pwritev", number: Int32(SYS_pwritev), rule: .allow, why: "virtio-blk writes from guest memory to the disk image; a snapshot's memory file"),
             Entry(name: "pwrite64", number: Int32(SYS_pwrite64), rule: .allow, why: "virtio-blk writes from one guest buffer, and WRITE_ZEROES where the file system cannot zero a range; a snapshot's state file and manifest"),
-            Entry(name: "io_uring_enter", number: Int32(SYS_io_uring_enter), rule: .allow, why: "virtio-blk: a batch of reads (and an O_DIRECT disk's writes) on the disk's io_uring, made before the sandbox and restricted to IORING_OP_READ/WRITE of that disk image alone (io_uring_setup and io_uring_register stay forbidden)"),
+            Entry(name: "io_uring_enter", number: Int32(SYS_io_uring_enter), rule: .allow, why: "virtio-blk on an O_DIRECT disk: a batch of reads and writes on the disk's io_uring, made before the sandbox and restricted to IORING_OP_READ/WRITE of that disk image alone (io_uring_setup and io_uring_register stay forbidden)"),
             Entry(name: "fdatasync", number: Int32(SYS_fdatasync), rule: .allow, why: "virtio-blk FLUSH: the guest's writes reach stable storage; a snapshot's files before it counts as written"),
             Entry(name: "fallocate", number: Int32(SYS_fallocate), rule: .allow, why: "virtio-blk DISCARD and WRITE_ZEROES (punching holes, zeroing ranges)"),
             Entry(name: "fcntl", number: Int32(SYS_fcntl), rule: .argumentIn(index: 1, values: [UInt32(F_GETFL), UInt32(F_SETFL)]),

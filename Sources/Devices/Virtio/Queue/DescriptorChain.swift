@@ -101,7 +101,7 @@ public struct DescriptorChain: Sendable, Equatable {
         descriptors.append(d)
     }
 
-    private static func readDescriptor(_ table: GuestAddress, index: UInt16, memory: GuestMemory) throws
+    static func readDescriptor(_ table: GuestAddress, index: UInt16, memory: GuestMemory) throws
         -> (GuestAddress, UInt32, UInt16, UInt16) {
         // The table was checked to lie in RAM when the queue was made ready (or above,
         // for an indirect one), so index * 16 stays inside it; a failure here is still

@@ -70,6 +70,41 @@ public struct VirtQueue: Sendable {
 
     /// The next chain the driver made available, or nil when there is none.
     public mutating func pop(memory: GuestMemory) throws -> DescriptorChain? {
+        guard let head = try popHead(memory: memory) else { return nil }
+        return try chain(head: head, memory: memory)
+    }
+
+    /// The chain that starts at `head` (taken with `popHead`), walked with every check.
+    public mutating func chain(head: UInt16, memory: GuestMemory) throws -> DescriptorChain {
+        try DescriptorChain.walk(head: head, table: GuestAddress(state.descriptorTable), size: state.size,
+                                 indirect: indirect, memory: memory, buffer: &chainBuffer)
+    }
+
+    /// The three descriptors of the chain at `head` when it is exactly three direct ones
+    /// (head → next → next, the last without NEXT), read straight from the table: the
+    /// shape of Linux's one-segment block request, which a device can serve without
+    /// building a `DescriptorChain`. Nil for any other shape (or a descriptor that cannot
+    /// be read), which `chain(head:memory:)` then walks with its full checks.
+    public func threeDescriptors(head: UInt16, memory: GuestMemory) -> (Descriptor, Descriptor, Descriptor)? {
+        let table = GuestAddress(state.descriptorTable), size = state.size
+        let link = Descriptor.next | Descriptor.indirect
+        // A loop cannot hide in three steps: the third descriptor must lack NEXT, so it is
+        // neither of the first two.
+        guard head < size, let (a0, l0, f0, n0) = try? DescriptorChain.readDescriptor(table, index: head, memory: memory),
+              f0 & link == Descriptor.next, n0 < size,
+              let (a1, l1, f1, n1) = try? DescriptorChain.readDescriptor(table, index: n0, memory: memory),
+              f1 & link == Descriptor.next, n1 < size,
+              let (a2, l2, f2, _) = try? DescriptorChain.readDescriptor(table, index: n1, memory: memory),
+              f2 & link == 0 else { return nil }
+        func descriptor(_ a: GuestAddress, _ l: UInt32, _ f: UInt16) -> Descriptor {
+            Descriptor(address: a, length: l, writable: f & Descriptor.write != 0)
+        }
+        return (descriptor(a0, l0, f0), descriptor(a1, l1, f1), descriptor(a2, l2, f2))
+    }
+
+    /// Takes the next head the driver made available off the ring, or nil when there is
+    /// none; the caller walks its chain (`chain(head:memory:)`).
+    public mutating func popHead(memory: GuestMemory) throws -> UInt16? {
         var available = try read(UInt16.self, state.availableRing, 2, memory)
         if available == state.nextAvailable {
             guard eventIndex else { return nil }
@@ -92,10 +127,8 @@ public struct VirtQueue: Sendable {
         atomicMemoryFence(ordering: .acquiring)
         let slot = UInt64(state.nextAvailable & (state.size - 1))
         let head = try read(UInt16.self, state.availableRing, 4 + 2 * slot, memory)
-        let chain = try DescriptorChain.walk(head: head, table: GuestAddress(state.descriptorTable), size: state.size,
-                                             indirect: indirect, memory: memory, buffer: &chainBuffer)
         state.nextAvailable &+= 1
-        return chain
+        return head
     }
 
     /// Returns `head` to the driver on the used ring with `length` bytes written.
