@@ -14,6 +14,9 @@ public enum APIRoute: Sendable, Equatable {
     case listVMs
     case createVM
     case info(name: String, owner: OwnerSelector?)
+    /// `GET /v1/vms/{name}?wait_for=STATE[&timeout_ms=N]`: the VM's info once it is in
+    /// `state`, or when `timeoutMilliseconds` have passed (whatever its state then).
+    case waitFor(name: String, state: VMState, timeoutMilliseconds: Int, owner: OwnerSelector?)
     case destroy(name: String, owner: OwnerSelector?)
     case action(name: String, VMAction, owner: OwnerSelector?)
     /// `GET .../console`: the output so far, or (`follow`) a stream that goes on.
@@ -72,6 +75,20 @@ public enum APIRoute: Sendable, Equatable {
         }
         switch rest {
         case []:
+            if method == "GET", query["timeout_ms"] != nil, query["wait_for"] == nil {
+                // A bound on no wait: checked, then the VM as it is.
+                _ = try milliseconds(query["timeout_ms"], default: 0)
+                return try expect(["GET"], .info(name: name, owner: owner), params: ["owner", "timeout_ms"])
+            }
+            if method == "GET", query["wait_for"] != nil {
+                guard let text = query["wait_for"], let state = VMState(rawValue: text) else {
+                    throw APIError(.invalidField, "wait_for must be one of \(VMState.allCases.map(\.rawValue).joined(separator: ", "))",
+                                   field: "wait_for")
+                }
+                let timeout = try milliseconds(query["timeout_ms"], default: Self.defaultWaitMilliseconds)
+                return try expect(["GET"], .waitFor(name: name, state: state, timeoutMilliseconds: timeout, owner: owner),
+                                  params: ["owner", "wait_for", "timeout_ms"])
+            }
             return try expect(["GET", "DELETE"], method == "DELETE" ? .destroy(name: name, owner: owner) : .info(name: name, owner: owner),
                               params: ["owner"])
         case ["console"]:
@@ -112,6 +129,20 @@ public enum APIRoute: Sendable, Equatable {
             throw APIError(.invalidField, "owner must be a uid (0 to 4294967295, in decimal) or 'system'", field: "owner")
         }
         return .uid(uid)
+    }
+
+    /// How long `wait_for` waits when `timeout_ms` is not given, and the most it may ask.
+    public static let defaultWaitMilliseconds = 10_000
+    public static let maxWaitMilliseconds = 60_000
+
+    /// `timeout_ms`: 0 to `maxWaitMilliseconds`, canonical decimal.
+    static func milliseconds(_ value: String?, default fallback: Int) throws(APIError) -> Int {
+        guard let value else { return fallback }
+        guard value.utf8.count <= 5, value.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), !(value.count > 1 && value.hasPrefix("0")),
+              let n = Int(value), n <= maxWaitMilliseconds else {
+            throw APIError(.invalidField, "timeout_ms must be 0 to \(maxWaitMilliseconds), in decimal", field: "timeout_ms")
+        }
+        return n
     }
 
     /// A boolean query parameter: `true` or `false`, as the contract has it.

@@ -69,6 +69,8 @@ final class ManagedVM: Sendable {
         var generation: UInt64 = 0
         var nextWaiterID: UInt64 = 0
         var changeWaiters: [(id: UInt64, after: UInt64, CheckedContinuation<VMState?, Never>)] = []
+        /// `release()` ran: no change will come, a new waiter returns at once.
+        var released = false
         var statsWaiters: [UInt32: CheckedContinuation<[StatisticLine], Error>] = [:]
         var nextStatsID: UInt32 = 0
         var exitWaiters: [CheckedContinuation<Void, Never>] = []
@@ -330,18 +332,19 @@ final class ManagedVM: Sendable {
 
     var generation: UInt64 { state.withLock { $0.generation } }
 
-    /// Waits for the next phase change after `generation`, at most `seconds`; nil when
-    /// none came in time.
-    func waitForChange(after generation: UInt64, seconds: Int = 10) async -> VMState? {
+    /// Waits for the next phase change after `generation`, at most `milliseconds`; nil
+    /// when none came in time.
+    func waitForChange(after generation: UInt64, milliseconds: Int = 10_000) async -> VMState? {
         let id = state.withLock { s -> UInt64 in s.nextWaiterID += 1; return s.nextWaiterID }
         let timeout = Task { [weak self] in
-            try await Task.sleep(nanoseconds: UInt64(seconds) * 1_000_000_000)
+            try await Task.sleep(nanoseconds: UInt64(max(0, milliseconds)) * 1_000_000)
             self?.expireChangeWaiter(id)
         }
         defer { timeout.cancel() }
         return await withCheckedContinuation { (c: CheckedContinuation<VMState?, Never>) in
-            let now = state.withLock { s -> VMState? in
-                if s.generation > generation { return s.phase }
+            let now = state.withLock { s -> VMState?? in
+                if s.generation > generation { return .some(s.phase) }
+                if s.released { return .some(nil) }
                 s.changeWaiters.append((id, generation, c))
                 return nil
             }
@@ -421,6 +424,12 @@ final class ManagedVM: Sendable {
         if let pidfd = state.withLock({ s -> Int32? in defer { s.creatorPidfd = nil }; return s.creatorPidfd }) {
             close(pidfd)
         }
+        // Whoever waits for a change (`wait_for`) hears now that there will be none.
+        let waiters = state.withLock { s -> [CheckedContinuation<VMState?, Never>] in
+            defer { s.changeWaiters = []; s.released = true }
+            return s.changeWaiters.map(\.2)
+        }
+        for w in waiters { w.resume(returning: nil) }
     }
 }
 

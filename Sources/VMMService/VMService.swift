@@ -82,6 +82,26 @@ public final class VMService: Sendable {
         try lookup(name, owner: owner, caller: caller).info()
     }
 
+    /// `GET /v1/vms/{name}?wait_for=STATE`: the VM's info as soon as it is in `state`, or
+    /// after `milliseconds` in whatever state it is then; not found once it is destroyed.
+    /// A client that follows a VM (a guest that runs to its end) asks once instead of
+    /// polling.
+    public func waitFor(_ name: String, state wanted: VMState, milliseconds: Int, owner: OwnerSelector?,
+                        caller: Caller) async throws(APIError) -> VMInfo {
+        let deadline = ContinuousClock.now + .milliseconds(milliseconds)
+        while true {
+            let vm = try lookup(name, owner: owner, caller: caller)
+            guard !vm.isDestroying else { throw APIError(.notFound, "no VM named '\(name)'") }
+            // The generation before the state is read: a change in between ends the wait.
+            let generation = vm.generation
+            let info = vm.info()
+            let left = deadline - ContinuousClock.now
+            guard info.state != wanted, left > .zero else { return info }
+            let (seconds, attoseconds) = left.components
+            _ = await vm.waitForChange(after: generation, milliseconds: Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000) + 1)
+        }
+    }
+
     /// How many VMs are in each state (for /metrics).
     public func stateCounts() -> [VMState: Int] {
         var counts: [VMState: Int] = [:]

@@ -21,7 +21,7 @@ struct VMMCtl: ParsableCommand {
         refuses a request (the message names the error code) and 2 when vmmd cannot be reached.
         """,
         subcommands: [Run.self, Demo.self, Caps.self, CPUTemplates.self, FoldSnapshot.self,
-                      Create.self, List.self, Info.self, Start.self, Pause.self, Resume.self, Reset.self,
+                      Create.self, List.self, Info.self, Wait.self, Start.self, Pause.self, Resume.self, Reset.self,
                       PowerOff.self, Kill.self, Destroy.self, Console.self, Stats.self, SnapshotVM.self, GDB.self]
     )
 

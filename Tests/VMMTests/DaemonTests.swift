@@ -267,6 +267,62 @@ struct DaemonTests {
         #expect(d.vmNames().isEmpty, "a refused request left a VM behind")
     }
 
+    /// `GET /v1/vms/{name}?wait_for=STATE` answers when the VM gets there (at once if it
+    /// is there), after `timeout_ms` otherwise, 404 once it is destroyed; its query is
+    /// checked as strictly as the rest. `vmmctl wait` is the same request.
+    @Test func waitForAnswersWhenTheStateComes() throws {
+        let d = try DaemonFixture()
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("w", guest: "idle", extra: #","start":false"#)).status == 201)
+        func state(_ r: (status: Int, body: String)) -> String? {
+            (try? JSONSerialization.jsonObject(with: Data(r.body.utf8)) as? [String: Any])?["state"] as? String
+        }
+        #expect(state(d.api("GET", "/v1/vms/w?wait_for=created")) == "created")
+        #expect(state(d.api("GET", "/v1/vms/w?timeout_ms=5000")) == "created", "a bound on no wait answers at once")
+        var t0 = Date()
+        #expect(state(d.api("GET", "/v1/vms/w?wait_for=running&timeout_ms=300")) == "created")
+        #expect(Date().timeIntervalSince(t0) >= 0.3, "answered before its timeout")
+        // A waiter in the background, then the change it waits for.
+        final class Answer: @unchecked Sendable {
+            let lock = NSLock()
+            var value: (status: Int, body: String) = (0, "")
+        }
+        func waiter(_ query: String) -> (DispatchSemaphore, () -> (status: Int, body: String)) {
+            let done = DispatchSemaphore(value: 0)
+            let answer = Answer()
+            DispatchQueue.global().async {
+                let r = d.api("GET", "/v1/vms/w?" + query)
+                answer.lock.lock(); answer.value = r; answer.lock.unlock()
+                done.signal()
+            }
+            return (done, { answer.lock.lock(); defer { answer.lock.unlock() }; return answer.value })
+        }
+        var (done, answer) = waiter("wait_for=running&timeout_ms=20000")
+        usleep(200_000)
+        #expect(done.wait(timeout: .now()) == .timedOut, "answered before the VM ran")
+        t0 = Date()
+        #expect(d.api("POST", "/v1/vms/w/actions/start").status == 200)
+        #expect(done.wait(timeout: .now() + 10) == .success && state(answer()) == "running")
+        #expect(Date().timeIntervalSince(t0) < 5)
+        (done, answer) = waiter("wait_for=stopped")
+        #expect(d.api("POST", "/v1/vms/w/actions/kill").status == 200)
+        #expect(done.wait(timeout: .now() + 10) == .success && state(answer()) == "stopped")
+        let r = runProcess(DaemonFixture.vmmctl, ["wait", "--socket", d.socket, "w", "stopped", "--timeout", "1"])
+        #expect(r.status == 0 && r.output.contains("stopped"), "\(r.output)")
+        let late = runProcess(DaemonFixture.vmmctl, ["wait", "--socket", d.socket, "w", "paused", "--timeout", "0.2"])
+        #expect(late.status == 1, "vmmctl wait past its timeout: \(late.output)")
+        (done, answer) = waiter("wait_for=paused&timeout_ms=20000")
+        usleep(100_000)
+        t0 = Date()
+        #expect(d.api("DELETE", "/v1/vms/w").status == 204)
+        #expect(done.wait(timeout: .now() + 25) == .success && answer().status == 404, "\(answer())")
+        #expect(Date().timeIntervalSince(t0) < 5, "the destroyed VM's waiter waited out its timeout")
+        for bad in ["wait_for=flying", "wait_for=", "timeout_ms=60001", "wait_for=running&timeout_ms=60001",
+                    "wait_for=running&timeout_ms=-1", "wait_for=running&timeout_ms=007", "wait_for=running&colour=red"] {
+            #expect(d.api("GET", "/v1/vms/w?" + bad).status == 400, "\(bad)")
+        }
+        #expect(d.api("DELETE", "/v1/vms/w?wait_for=stopped").status == 400)
+    }
+
     @Test func badPathsMethodsAndQueries() throws {
         let d = try Self.shared()
         #expect(d.api("GET", "/v2/vms").status == 404)
@@ -441,6 +497,8 @@ struct DaemonTests {
             #","start":false,"vsock":{"cid":3,"socket":"\#(vsock)"}"#), record: "/v1/vms")
         d.api("GET", "/v1/vms", record: "/v1/vms")
         d.api("GET", "/v1/vms/c1", record: "/v1/vms/{name}")
+        d.api("GET", "/v1/vms/c1?wait_for=created&timeout_ms=0", record: "/v1/vms/{name}")
+        d.api("GET", "/v1/vms/c1?wait_for=sleeping", record: "/v1/vms/{name}")
         d.api("GET", "/v1/vms/nope", record: "/v1/vms/{name}")
         for action in ["start", "pause", "resume", "reset", "kill", "kill"] {
             d.api("POST", "/v1/vms/c1/actions/\(action)", record: "/v1/vms/{name}/actions/{action}")
