@@ -35,6 +35,9 @@ func restoreChild(_ args: [String]) -> Never {
         let reason = try machine.waitForStop()
         let first = monotonic()
         print("start_ns=\(started) restore_ns=\(restored - started) first_ns=\(first - started) at_first=\(first) status=\(reason.exitStatus)")
+        // The machine lives until here: released after its last use, its teardown (KVM's
+        // VM release, unmapping guest memory) would run before `first` was read.
+        withExtendedLifetime(machine) {}
     } catch {
         die("restore: \(error)")
     }
