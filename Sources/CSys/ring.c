@@ -155,25 +155,30 @@ int csys_ring_submit_and_wait(struct csys_ring *r)
     if (want == 0) return 0;
     // The SQEs must be visible before the tail that publishes them.
     atomic_store_explicit(r->sq_tail_shared, r->sq_tail, memory_order_release);
+    // The completion queue is empty when a batch starts (the caller takes every
+    // completion before the next one) and every SQE the kernel consumes posts exactly
+    // one completion: `min_complete`, which counts completions already in the queue,
+    // is the total expected so far, never what is left.
     unsigned submitted = 0;
-    int failure = 0;
     while (submitted < want) {
         // Submit and wait in one call: a batch normally costs exactly one system call.
-        int n = ring_enter(r->fd, want - submitted, want - submitted, IORING_ENTER_GETEVENTS);
+        int n = ring_enter(r->fd, want - submitted, want, IORING_ENTER_GETEVENTS);
         if (n < 0) {
-            if (errno == EINTR) continue;
-            if ((errno == EAGAIN || errno == EBUSY) && ready_completions(r) + submitted > 0) {
-                // Out of kernel resources for now: let what is in flight finish first.
-                if (ring_enter(r->fd, 0, 1, IORING_ENTER_GETEVENTS) < 0 && errno != EINTR && errno != EAGAIN) {
-                    failure = errno;
+            if (errno == EINTR) continue;   // nothing was consumed (else n is the count)
+            if (errno == EAGAIN || errno == EBUSY) {
+                // Out of kernel resources for now: let what is in flight finish first,
+                // or, with nothing in flight, leave the rest to the caller.
+                unsigned ready = ready_completions(r);
+                if (ready >= submitted) break;
+                if (ring_enter(r->fd, 0, ready + 1, IORING_ENTER_GETEVENTS) < 0 && errno != EINTR && errno != EAGAIN
+                    && errno != EBUSY) {
                     break;
                 }
                 continue;
             }
-            failure = errno;
-            break;
+            break;   // what is left is withdrawn; the caller does it itself
         }
-        if (n == 0) { failure = EIO; break; }
+        if (n == 0) break;
         submitted += (unsigned)n;
     }
     if (submitted < want) {
@@ -182,14 +187,16 @@ int csys_ring_submit_and_wait(struct csys_ring *r)
         atomic_store_explicit(r->sq_tail_shared, r->sq_tail, memory_order_release);
     }
     // The call above returns once the batch is submitted, even when its wait was
-    // interrupted: wait until every submitted operation has completed.
+    // interrupted: wait until every submitted operation has completed. Returning with
+    // one in flight would let it land in guest memory (or on the disk) after the caller
+    // has answered the request otherwise, so only an error that says the ring itself is
+    // gone ends this early.
     while (ready_completions(r) < submitted) {
-        if (ring_enter(r->fd, 0, submitted - ready_completions(r), IORING_ENTER_GETEVENTS) < 0 && errno != EINTR
-            && errno != EAGAIN) {
+        if (ring_enter(r->fd, 0, submitted, IORING_ENTER_GETEVENTS) < 0 && errno != EINTR && errno != EAGAIN
+            && errno != EBUSY) {
             return -errno;
         }
     }
-    if (submitted == 0 && failure) return -failure;
     return (int)submitted;
 }
 

@@ -32,8 +32,9 @@ public final class FileRing: @unchecked Sendable {
     public let allowsWrites: Bool
     /// Operations one batch holds.
     public let capacity: Int
-    /// Set when waiting for a submitted batch failed: operations may still complete
-    /// later, so the ring takes no more (callers use their synchronous path).
+    /// Set when waiting for a submitted batch failed: its operations may still complete
+    /// later, so the ring takes no more, and a caller must not redo or reuse what the
+    /// unfinished ones were given (a block device fails those requests).
     public private(set) var isBroken = false
 
     /// A ring of `entries` operations on `files` (referred to by their index in it) that
@@ -83,7 +84,8 @@ public final class FileRing: @unchecked Sendable {
     }
 
     /// Submits what is queued and waits for all of it. Returns how many operations were
-    /// submitted: the rest never ran and have no completion.
+    /// submitted: the rest never ran and have no completion. Throws (and the ring is
+    /// broken) when waiting failed: the operations without a completion may be in flight.
     public func submitAndWait() throws(GuestMemoryError) -> Int {
         let n = csys_ring_submit_and_wait(ring)
         guard n >= 0 else {

@@ -12,6 +12,11 @@ extension Machine {
         var devices: [(any VirtioDevice, [Int32])] = config.disks.map {
             (BlockDevice(backend: $0.backend, readOnly: $0.readOnly, serial: $0.serial), $0.backend.descriptors)
         }
+        for (i, disk) in config.disks.enumerated() where disk.backend.direct {
+            if let why = disk.backend.ringUnavailable {
+                config.logger.notice("blk\(i): no io_uring on this host (\(why)): one system call per request")
+            }
+        }
         if config.rng { devices.append((EntropyDevice(), [])) }
         for network in config.networks {
             let device = try NetDevice(tap: network.tap, mac: network.mac)

@@ -71,6 +71,9 @@ final class ManagedVM: Sendable {
         var changeWaiters: [(id: UInt64, after: UInt64, CheckedContinuation<VMState?, Never>)] = []
         /// `release()` ran: no change will come, a new waiter returns at once.
         var released = false
+        /// Waiters whose timer runs but who are not in `changeWaiters` yet, and whether
+        /// their timer already fired (then they return at once instead of waiting).
+        var arrivingWaiters: [UInt64: Bool] = [:]
         var statsWaiters: [UInt32: CheckedContinuation<[StatisticLine], Error>] = [:]
         var nextStatsID: UInt32 = 0
         var exitWaiters: [CheckedContinuation<Void, Never>] = []
@@ -335,7 +338,11 @@ final class ManagedVM: Sendable {
     /// Waits for the next phase change after `generation`, at most `milliseconds`; nil
     /// when none came in time.
     func waitForChange(after generation: UInt64, milliseconds: Int = 10_000) async -> VMState? {
-        let id = state.withLock { s -> UInt64 in s.nextWaiterID += 1; return s.nextWaiterID }
+        let id = state.withLock { s -> UInt64 in
+            s.nextWaiterID += 1
+            s.arrivingWaiters[s.nextWaiterID] = false
+            return s.nextWaiterID
+        }
         let timeout = Task { [weak self] in
             try await Task.sleep(nanoseconds: UInt64(max(0, milliseconds)) * 1_000_000)
             self?.expireChangeWaiter(id)
@@ -343,8 +350,9 @@ final class ManagedVM: Sendable {
         defer { timeout.cancel() }
         return await withCheckedContinuation { (c: CheckedContinuation<VMState?, Never>) in
             let now = state.withLock { s -> VMState?? in
+                let timedOut = s.arrivingWaiters.removeValue(forKey: id) ?? false
                 if s.generation > generation { return .some(s.phase) }
-                if s.released { return .some(nil) }
+                if s.released || timedOut { return .some(nil) }
                 s.changeWaiters.append((id, generation, c))
                 return nil
             }
@@ -354,6 +362,12 @@ final class ManagedVM: Sendable {
 
     private func expireChangeWaiter(_ id: UInt64) {
         let expired = state.withLock { s -> CheckedContinuation<VMState?, Never>? in
+            // A timer can fire before its waiter is in the list (a short timeout on a
+            // loaded machine): the waiter then sees it when it arrives.
+            if s.arrivingWaiters[id] != nil {
+                s.arrivingWaiters[id] = true
+                return nil
+            }
             guard let i = s.changeWaiters.firstIndex(where: { $0.id == id }) else { return nil }
             return s.changeWaiters.remove(at: i).2
         }

@@ -191,7 +191,7 @@ struct Wait: AsyncParsableCommand {
         discussion: "One request (GET /v1/vms/NAME?wait_for=STATE), no polling. Exits 0 once the VM is in STATE, 1 when --timeout passes first.")
     @OptionGroup var options: ClientOptions
     @Argument var name: String
-    @Argument(help: "creating, created, running, paused, stopped, crashed or external.") var state: String
+    @Argument(help: "creating, created, running, paused, stopped, crashed, external or failed.") var state: String
     @Option(help: "Seconds to wait at most (up to 60).") var timeout: Double = 10
 
     func validate() throws {

@@ -281,6 +281,10 @@ struct DaemonTests {
         var t0 = Date()
         #expect(state(d.api("GET", "/v1/vms/w?wait_for=running&timeout_ms=300")) == "created")
         #expect(Date().timeIntervalSince(t0) >= 0.3, "answered before its timeout")
+        // Timeouts shorter than the time it takes to start waiting still end the wait.
+        t0 = Date()
+        for _ in 0 ..< 20 { #expect(state(d.api("GET", "/v1/vms/w?wait_for=running&timeout_ms=1")) == "created") }
+        #expect(Date().timeIntervalSince(t0) < 10)
         // A waiter in the background, then the change it waits for.
         final class Answer: @unchecked Sendable {
             let lock = NSLock()

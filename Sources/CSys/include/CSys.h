@@ -216,7 +216,8 @@ int csys_ring_queue(struct csys_ring *ring, int write, unsigned file, void *buff
                     uint64_t tag);
 /// Submits the queued operations and waits until every submitted one has completed,
 /// normally with one io_uring_enter(2). Returns how many were submitted (the rest were
-/// withdrawn and never run), or -errno.
+/// withdrawn and never run, and have no completion), or -errno when waiting failed:
+/// then submitted operations may still be in flight and the ring must not be used again.
 int csys_ring_submit_and_wait(struct csys_ring *ring);
 /// Takes one completion: 1 with its tag and result (bytes done or -errno), 0 when none is left.
 int csys_ring_complete(struct csys_ring *ring, uint64_t *tag, int32_t *result);

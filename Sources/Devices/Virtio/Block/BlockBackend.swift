@@ -23,7 +23,8 @@ public final class BlockBackend: Sendable {
     /// but not io_uring_setup; nil too when the caller asked for none or the host refuses
     /// io_uring.
     public let ring: FileRing?
-    /// Why there is no ring although one was asked for (for logs): the host's refusal.
+    /// Why an O_DIRECT disk has no ring although one was asked for: the host's refusal
+    /// (the machine logs it).
     public let ringUnavailable: String?
 
     /// Operations one ring batch holds: a virtio-blk queue's worth.

@@ -9,7 +9,8 @@ import GuestMemory
 /// cache each request is its own pread/pwrite, which is cheaper there (see
 /// `BlockBackend.ring`). Requests are still answered in the order they were taken, and
 /// nothing is in flight once `serve` returns, so a snapshot (which freezes the queues)
-/// and a FLUSH after writes see them all done.
+/// and a FLUSH after writes see them all done (if waiting for a batch ever fails, its
+/// unfinished requests are failed, not redone, and the device stops using the ring).
 extension BlockDevice {
     /// A read or write of one guest buffer at a checked byte offset of the image: the
     /// shape Linux sends for a one-segment request (header, data buffer, status byte),
@@ -22,6 +23,10 @@ extension BlockDevice {
         let write: Bool
         /// What the ring did: bytes transferred, -errno, or `notRun`.
         var result: Int32 = Transfer.notRun
+        /// Given to the ring.
+        var queued = false
+        /// Given to the ring, which failed before it completed: it may still be in flight.
+        var lost = false
         static let notRun = Int32.min
     }
 
@@ -83,15 +88,22 @@ extension BlockDevice {
         defer { batch.removeAll(keepingCapacity: true) }
         if let ring, batch.count > 1 {
             var queued = false
-            for (i, t) in batch.enumerated() {
+            for i in batch.indices {
+                let t = batch[i]
                 let ok = t.write ? try? ring.queueWrite(file: 0, offset: t.offset, from: t.data, memory: memory, tag: i)
                                  : try? ring.queueRead(file: 0, offset: t.offset, into: t.data, memory: memory, tag: i)
+                batch[i].queued = ok == true
                 queued = queued || ok == true
             }
             if queued {
-                _ = try? ring.submitAndWait()
+                let waited = (try? ring.submitAndWait()) != nil
                 while let c = ring.nextCompletion() {
                     if c.tag >= 0 && c.tag < batch.count { batch[c.tag].result = c.result }
+                }
+                // A failed wait (the ring is gone): what has no completion may still be in
+                // flight, so it is failed, never done again beside it.
+                if !waited {
+                    for i in batch.indices where batch[i].queued && batch[i].result == Transfer.notRun { batch[i].lost = true }
                 }
             }
         }
@@ -100,8 +112,8 @@ extension BlockDevice {
             let length = t.data.length
             var done = t.result >= 0 ? UInt64(t.result) : nil
             if done == length {
-                if t.result >= 0 { VirtioStatistics.addSerialized(ringRequests) }
-            } else {
+                VirtioStatistics.addSerialized(ringRequests)
+            } else if !t.lost {
                 done = synchronous(t, memory: memory)
             }
             let ok = done == length
