@@ -14,9 +14,10 @@ public enum APIRoute: Sendable, Equatable {
     case listVMs
     case createVM
     case info(name: String, owner: OwnerSelector?)
-    /// `GET /v1/vms/{name}?wait_for=STATE[&timeout_ms=N]`: the VM's info once it is in
-    /// `state`, or when `timeoutMilliseconds` have passed (whatever its state then).
-    case waitFor(name: String, state: VMState, timeoutMilliseconds: Int, owner: OwnerSelector?)
+    /// `GET /v1/vms/{name}?wait_for=STATE[,STATE...][&timeout_ms=N]`: the VM's info once
+    /// it is in one of `states`, or when `timeoutMilliseconds` have passed (whatever its
+    /// state then).
+    case waitFor(name: String, states: [VMState], timeoutMilliseconds: Int, owner: OwnerSelector?)
     case destroy(name: String, owner: OwnerSelector?)
     case action(name: String, VMAction, owner: OwnerSelector?)
     /// `GET .../console`: the output so far, or (`follow`) a stream that goes on.
@@ -81,12 +82,9 @@ public enum APIRoute: Sendable, Equatable {
                 return try expect(["GET"], .info(name: name, owner: owner), params: ["owner", "timeout_ms"])
             }
             if method == "GET", query["wait_for"] != nil {
-                guard let text = query["wait_for"], let state = VMState(rawValue: text) else {
-                    throw APIError(.invalidField, "wait_for must be one of \(VMState.allCases.map(\.rawValue).joined(separator: ", "))",
-                                   field: "wait_for")
-                }
+                let states = try waitStates(query["wait_for"] ?? "")
                 let timeout = try milliseconds(query["timeout_ms"], default: Self.defaultWaitMilliseconds)
-                return try expect(["GET"], .waitFor(name: name, state: state, timeoutMilliseconds: timeout, owner: owner),
+                return try expect(["GET"], .waitFor(name: name, states: states, timeoutMilliseconds: timeout, owner: owner),
                                   params: ["owner", "wait_for", "timeout_ms"])
             }
             return try expect(["GET", "DELETE"], method == "DELETE" ? .destroy(name: name, owner: owner) : .info(name: name, owner: owner),
@@ -134,6 +132,19 @@ public enum APIRoute: Sendable, Equatable {
     /// How long `wait_for` waits when `timeout_ms` is not given, and the most it may ask.
     public static let defaultWaitMilliseconds = 10_000
     public static let maxWaitMilliseconds = 60_000
+
+    /// `wait_for`: one state or several, comma-separated, each once.
+    static func waitStates(_ text: String) throws(APIError) -> [VMState] {
+        var states: [VMState] = []
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            guard let state = VMState(rawValue: String(part)), !states.contains(state) else {
+                throw APIError(.invalidField, "wait_for must be states from \(VMState.allCases.map(\.rawValue).joined(separator: ", ")), "
+                               + "comma-separated, each once", field: "wait_for")
+            }
+            states.append(state)
+        }
+        return states
+    }
 
     /// `timeout_ms`: 0 to `maxWaitMilliseconds`, canonical decimal.
     static func milliseconds(_ value: String?, default fallback: Int) throws(APIError) -> Int {

@@ -168,9 +168,9 @@ struct DaemonBenchmark {
         let created = try await c.request(.POST, "/v1/vms", body: body)
         guard created.status == 201 else { die("create \(name): \(created.status) \(created.text)") }
         let t1 = Date()
-        // One request that answers when the guest has stopped (no polling).
+        // One request that answers when the guest has ended either way (no polling).
         while true {
-            let info = try await c.call(.GET, "/v1/vms/\(name)?wait_for=stopped", as: VMInfo.self)
+            let info = try await c.call(.GET, "/v1/vms/\(name)?wait_for=stopped,crashed", as: VMInfo.self)
             if info.state == .stopped { break }
             guard info.state == .running else { die("\(name) is \(info.state)") }
         }

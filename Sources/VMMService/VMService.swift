@@ -82,11 +82,11 @@ public final class VMService: Sendable {
         try lookup(name, owner: owner, caller: caller).info()
     }
 
-    /// `GET /v1/vms/{name}?wait_for=STATE`: the VM's info as soon as it is in `state`, or
-    /// after `milliseconds` in whatever state it is then; not found once it is destroyed.
-    /// A client that follows a VM (a guest that runs to its end) asks once instead of
-    /// polling.
-    public func waitFor(_ name: String, state wanted: VMState, milliseconds: Int, owner: OwnerSelector?,
+    /// `GET /v1/vms/{name}?wait_for=STATE[,STATE...]`: the VM's info as soon as it is in
+    /// one of `states`, or after `milliseconds` in whatever state it is then; not found
+    /// once it is destroyed. A client that follows a VM (a guest that runs to its end:
+    /// `stopped,crashed`) asks once instead of polling.
+    public func waitFor(_ name: String, states wanted: [VMState], milliseconds: Int, owner: OwnerSelector?,
                         caller: Caller) async throws(APIError) -> VMInfo {
         let deadline = ContinuousClock.now + .milliseconds(milliseconds)
         while true {
@@ -96,7 +96,7 @@ public final class VMService: Sendable {
             let generation = vm.generation
             let info = vm.info()
             let left = deadline - ContinuousClock.now
-            guard info.state != wanted, left > .zero else { return info }
+            guard !wanted.contains(info.state), left > .zero else { return info }
             let (seconds, attoseconds) = left.components
             _ = await vm.waitForChange(after: generation, milliseconds: Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000) + 1)
         }

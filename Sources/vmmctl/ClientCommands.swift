@@ -188,14 +188,16 @@ struct Info: AsyncParsableCommand {
 struct Wait: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wait", abstract: "Wait until a VM is in a state (e.g. stopped), then show it.",
-        discussion: "One request (GET /v1/vms/NAME?wait_for=STATE), no polling. Exits 0 once the VM is in STATE, 1 when --timeout passes first.")
+        discussion: "One request (GET /v1/vms/NAME?wait_for=STATE,...), no polling. Exits 0 once the VM is in one of the STATEs, 1 when --timeout passes first.")
     @OptionGroup var options: ClientOptions
     @Argument var name: String
-    @Argument(help: "creating, created, running, paused, stopped, crashed, external or failed.") var state: String
+    @Argument(help: "creating, created, running, paused, stopped, crashed, external or failed (several: any of them).")
+    var states: [String]
     @Option(help: "Seconds to wait at most (up to 60).") var timeout: Double = 10
 
     func validate() throws {
-        guard VMState(rawValue: state) != nil else {
+        guard !states.isEmpty else { throw ValidationError("name at least one state") }
+        for state in states where VMState(rawValue: state) == nil {
             throw ValidationError("no state '\(state)': one of \(VMState.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         guard timeout >= 0, timeout <= Double(APIRoute.maxWaitMilliseconds) / 1000 else {
@@ -205,10 +207,12 @@ struct Wait: AsyncParsableCommand {
 
     func run() async throws {
         let connection = try await options.connect()
-        let query = (options.query.isEmpty ? "?" : options.query + "&") + "wait_for=\(state)&timeout_ms=\(Int(timeout * 1000))"
+        let wanted = states.reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        let query = (options.query.isEmpty ? "?" : options.query + "&")
+            + "wait_for=\(wanted.joined(separator: ","))&timeout_ms=\(Int(timeout * 1000))"
         let (info, result) = await perform(connection, .GET, "/v1/vms/\(name)" + query, as: VMInfo.self)
         if options.json { printJSON(result.body) } else { printVMs([info]) }
-        if info.state.rawValue != state { throw ExitCode(1) }
+        if !wanted.contains(info.state.rawValue) { throw ExitCode(1) }
     }
 }
 

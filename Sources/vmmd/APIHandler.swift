@@ -142,8 +142,8 @@ final class APIHandler: ChannelInboundHandler {
                 let request = try decodeRequest(CreateVMRequest.self, from: body)
                 return .json(try await service.create(request, caller: caller, connection: connection), status: .created)
             case .info(let name, let owner): return .json(try service.info(name, owner: owner, caller: caller))
-            case .waitFor(let name, let state, let milliseconds, let owner):
-                return .json(try await service.waitFor(name, state: state, milliseconds: milliseconds, owner: owner, caller: caller))
+            case .waitFor(let name, let states, let milliseconds, let owner):
+                return .json(try await service.waitFor(name, states: states, milliseconds: milliseconds, owner: owner, caller: caller))
             case .destroy(let name, let owner):
                 try await service.destroy(name, owner: owner, caller: caller)
                 return .noContent
