@@ -14,14 +14,15 @@ struct SilentLine: InterruptLine {
     func set(_ level: Bool) {}
 }
 
-/// The driver side of the benchmark: negotiates VERSION_1 and sets up queue 0 with the
-/// transport's own registers, at fixed guest addresses.
+/// The driver side of the benchmark: negotiates VERSION_1 and INDIRECT_DESC, as Linux
+/// does, and sets up queue 0 with the transport's own registers, at fixed guest addresses.
 enum BenchDriver {
     static let table: UInt64 = 0x10_0000, avail: UInt64 = 0x11_0000, used: UInt64 = 0x12_0000
 
     static func activate(_ t: VirtioMMIOTransport, queueSize: UInt32) {
         func set(_ offset: UInt64, _ value: UInt32) { t.write(offset: offset, size: 4, value: UInt64(value)) }
         set(0x70, 0); set(0x70, 1); set(0x70, 3)
+        set(0x24, 0); set(0x20, 1 << 28)                // VIRTIO_RING_F_INDIRECT_DESC
         set(0x24, 1); set(0x20, 1)                      // VERSION_1
         set(0x70, 11)
         set(0x30, 0); set(0x38, queueSize)
@@ -42,14 +43,16 @@ struct BlockBenchResult {
 }
 
 /// One virtio-blk device model over the benchmark's file, on guest memory of its own,
-/// and the requests of a batch written as Linux writes them (header, one data buffer,
-/// status byte: three descriptors each).
+/// and the requests of a batch written as Linux writes them: one indirect descriptor
+/// each, to a table of three (header, one data buffer, status byte). Linux puts every
+/// request of more than one buffer in an indirect table once INDIRECT_DESC is offered.
 struct BenchDisk {
     let memory: GuestMemory
     let transport: VirtioMMIOTransport
     let backend: BlockBackend
     var availIndex: UInt16 = 0
-    static let headers: UInt64 = 0x20_0000, statuses: UInt64 = 0x21_0000, data: UInt64 = 0x100_0000
+    static let headers: UInt64 = 0x20_0000, statuses: UInt64 = 0x21_0000, indirectTables: UInt64 = 0x22_0000
+    static let data: UInt64 = 0x100_0000
 
     init(path: String, ring: Bool, direct: Bool) throws {
         memory = try GuestMemory.create(ramSize: 128 << 20)
@@ -60,21 +63,23 @@ struct BenchDisk {
 
     /// Makes `offsets.count` requests of `size` bytes available (not yet notified).
     mutating func prepare(_ offsets: [UInt64], size: Int, write: Bool) throws {
+        func descriptor(_ at: UInt64, _ address: UInt64, _ length: UInt32, _ flags: UInt16, next: UInt16) throws {
+            try memory.writeInteger(address, at: GuestAddress(at))
+            try memory.writeInteger(length, at: GuestAddress(at + 8))
+            try memory.writeInteger(flags, at: GuestAddress(at + 12))
+            try memory.writeInteger(next, at: GuestAddress(at + 14))
+        }
         for (i, offset) in offsets.enumerated() {
-            let d = UInt64(3 * i), h = Self.headers + 16 * UInt64(i), s = Self.statuses + UInt64(i)
+            let h = Self.headers + 16 * UInt64(i), s = Self.statuses + UInt64(i), table = Self.indirectTables + 48 * UInt64(i)
             let buffer = Self.data + UInt64(i * size)
             try memory.writeInteger(UInt32(write ? 1 : 0), at: GuestAddress(h))
             try memory.writeInteger(UInt32(0), at: GuestAddress(h + 4))
             try memory.writeInteger(offset / 512, at: GuestAddress(h + 8))
-            let entries: [(UInt64, UInt32, UInt16)] = [(h, 16, 1), (buffer, UInt32(size), write ? 1 : 3), (s, 1, 2)]
-            for (j, e) in entries.enumerated() {
-                let at = BenchDriver.table + 16 * (d + UInt64(j))
-                try memory.writeInteger(e.0, at: GuestAddress(at))
-                try memory.writeInteger(e.1, at: GuestAddress(at + 8))
-                try memory.writeInteger(e.2, at: GuestAddress(at + 12))
-                try memory.writeInteger(UInt16(d) + UInt16(j) + 1, at: GuestAddress(at + 14))
-            }
-            try memory.writeInteger(UInt16(d), at: GuestAddress(BenchDriver.avail + 4 + 2 * UInt64(availIndex % 256)))
+            try descriptor(table, h, 16, 1, next: 1)
+            try descriptor(table + 16, buffer, UInt32(size), write ? 1 : 3, next: 2)
+            try descriptor(table + 32, s, 1, 2, next: 0)
+            try descriptor(BenchDriver.table + 16 * UInt64(i), table, 48, 4, next: 0)
+            try memory.writeInteger(UInt16(i), at: GuestAddress(BenchDriver.avail + 4 + 2 * UInt64(availIndex % 256)))
             availIndex &+= 1
         }
         try memory.writeInteger(availIndex, at: GuestAddress(BenchDriver.avail + 2))

@@ -307,24 +307,27 @@ struct VirtioBlockTests {
 
 /// Many requests made available before one notification, as Linux queues them.
 struct VirtioBlockBatchTests {
-    static let headers: UInt64 = 0x30000, statuses: UInt64 = 0x31000, data: UInt64 = 0x40000
+    static let headers: UInt64 = 0x30000, statuses: UInt64 = 0x31000, tables: UInt64 = 0x38000, data: UInt64 = 0x40000
     static func pattern(_ i: Int) -> [UInt8] { (0 ..< 4096).map { UInt8(truncatingIfNeeded: $0 * (i + 3) + i) } }
 
-    /// Request `i` of a batch: header, an optional data buffer, status; made available,
-    /// not notified.
-    func add(_ d: inout TestDriver, _ i: Int, type: UInt32, sector: UInt64, data: UInt64?, deviceWrites: Bool) throws {
+    /// Request `i` of a batch: header, an optional data buffer, status (in an indirect
+    /// table when `indirect`, as Linux sends them); made available, not notified.
+    func add(_ d: inout TestDriver, _ i: Int, type: UInt32, sector: UInt64, data: UInt64?, deviceWrites: Bool,
+             indirect: Bool = false) throws {
         let header = Self.headers + 16 * UInt64(i), status = Self.statuses + UInt64(i)
         try d.memory.writeInteger(type, at: GuestAddress(header))
         try d.memory.writeInteger(UInt32(0), at: GuestAddress(header + 4))
         try d.memory.writeInteger(sector, at: GuestAddress(header + 8))
         try d.memory.writeInteger(UInt8(0xEE), at: GuestAddress(status))
         let first = UInt16(3 * i)
-        var next = first
-        try d.descriptor(next, header, 16, flags: 1, next: next + 1); next += 1
+        let table = indirect ? Self.tables + 48 * UInt64(i) : TestDriver.table
+        var next = indirect ? 0 : first
+        try d.descriptor(next, header, 16, flags: 1, next: next + 1, table: table); next += 1
         if let data {
-            try d.descriptor(next, data, 4096, flags: deviceWrites ? 3 : 1, next: next + 1); next += 1
+            try d.descriptor(next, data, 4096, flags: deviceWrites ? 3 : 1, next: next + 1, table: table); next += 1
         }
-        try d.descriptor(next, status, 1, flags: 2)
+        try d.descriptor(next, status, 1, flags: 2, table: table)
+        if indirect { try d.descriptor(first, table, UInt32(16 * (next + 1)), flags: 4) }
         try d.memory.writeInteger(first, at: GuestAddress(TestDriver.avail + 4 + 2 * UInt64(d.availIndex % d.size)))
         d.availIndex &+= 1
     }
@@ -342,8 +345,8 @@ struct VirtioBlockBatchTests {
     /// together; FLUSH, an unsupported type, a write past the end and a buffer outside
     /// RAM are answered in their place; the guest sees the same statuses, used lengths
     /// and data with the ring as without it, and on a disk without O_DIRECT.
-    @Test(arguments: [(true, false), (false, false), (true, true)])
-    func batchedRequestsAnswerAsOneAtATime(ring: Bool, direct: Bool) throws {
+    @Test(arguments: [(true, false, false), (false, false, false), (true, true, false), (true, true, true), (false, false, true)])
+    func batchedRequestsAnswerAsOneAtATime(ring: Bool, direct: Bool, indirect: Bool) throws {
         let file = try ScratchImage(size: 256 << 10)
         guard let backend = try? BlockBackend.open(path: file.path, readOnly: false, direct: direct, ring: ring) else {
             try #require(direct, "the scratch image does not open")
@@ -352,17 +355,17 @@ struct VirtioBlockBatchTests {
         if ring && direct && backend.ring == nil { print("no io_uring here (\(backend.ringUnavailable ?? "?")): the synchronous path only") }
         let device = BlockDevice(backend: backend, readOnly: false)
         var d = try TestDriver(device: device)
-        #expect(d.negotiate(low: 1 << 9))
+        #expect(d.negotiate(low: 1 << 9 | 1 << 28))
         d.size = 64
         d.setupQueue(size: 64)
         d.driverOK()
         for i in 0 ..< 6 {
             try d.memory.write(Self.pattern(i), at: GuestAddress(Self.data + 4096 * UInt64(i)))
-            try add(&d, i, type: 1, sector: 16 * UInt64(i), data: Self.data + 4096 * UInt64(i), deviceWrites: false)
+            try add(&d, i, type: 1, sector: 16 * UInt64(i), data: Self.data + 4096 * UInt64(i), deviceWrites: false, indirect: indirect)
         }
-        try add(&d, 6, type: 4, sector: 0, data: nil, deviceWrites: false)                            // FLUSH
-        try add(&d, 7, type: 99, sector: 0, data: Self.data, deviceWrites: true)                        // unsupported
-        try add(&d, 8, type: 1, sector: 511, data: Self.data, deviceWrites: false)                      // past the end
+        try add(&d, 6, type: 4, sector: 0, data: nil, deviceWrites: false, indirect: indirect)                            // FLUSH
+        try add(&d, 7, type: 99, sector: 0, data: Self.data, deviceWrites: true, indirect: indirect)                        // unsupported
+        try add(&d, 8, type: 1, sector: 511, data: Self.data, deviceWrites: false, indirect: indirect)                      // past the end
         try notify(d)
         #expect(d.usedIndex == 9 && d.line.edges.load(ordering: .relaxed) == 1)
         #expect(try statuses(d, 9) == [0, 0, 0, 0, 0, 0, 0, 2, 1])
@@ -372,9 +375,9 @@ struct VirtioBlockBatchTests {
 
         try d.memory.fill(0, at: GuestAddress(Self.data), count: 6 * 4096)
         for i in 0 ..< 6 {
-            try add(&d, i, type: 0, sector: 16 * UInt64(i), data: Self.data + 4096 * UInt64(i), deviceWrites: true)
+            try add(&d, i, type: 0, sector: 16 * UInt64(i), data: Self.data + 4096 * UInt64(i), deviceWrites: true, indirect: indirect)
         }
-        try add(&d, 6, type: 0, sector: 0, data: 0xFFFF_F000, deviceWrites: true)                     // outside RAM
+        try add(&d, 6, type: 0, sector: 0, data: 0xFFFF_F000, deviceWrites: true, indirect: indirect)                     // outside RAM
         try notify(d)
         #expect(d.usedIndex == 16)
         #expect(try statuses(d, 7) == [0, 0, 0, 0, 0, 0, 1])

@@ -36,19 +36,29 @@ extension BlockDevice {
         var batch: [Transfer] = []
         do {
             while let head = try q.popHead(memory: memory) {
-                // Linux's usual request is read straight from the descriptor table; every
-                // other shape is walked into a chain with all the checks.
-                if let (header, data, status) = q.threeDescriptors(head: head, memory: memory),
-                   let transfer = transfer(head: head, header, data, status, memory: memory) {
-                    batch.append(transfer)
-                    if batch.count == capacity { try run(&batch, on: ring, &q, memory: memory) }
-                    continue
+                // Linux's usual request is read straight from the descriptor tables; every
+                // other shape is walked into a chain with all the checks (and, when it
+                // turns out three buffers long after all, still batched).
+                var chain: DescriptorChain?
+                if let (header, data, status) = q.threeDescriptors(head: head, memory: memory) {
+                    if let transfer = transfer(head: head, header, data, status, memory: memory) {
+                        try append(transfer, &batch, capacity: capacity, ring: ring, &q, memory: memory)
+                        continue
+                    }
+                } else {
+                    let walked = try q.chain(head: head, memory: memory)
+                    let d = walked.descriptors
+                    if d.count == 3, let transfer = transfer(head: head, d[0], d[1], d[2], memory: memory) {
+                        try append(transfer, &batch, capacity: capacity, ring: ring, &q, memory: memory)
+                        continue
+                    }
+                    chain = walked
                 }
                 // What was taken before is answered first: a FLUSH syncs the writes ahead of it.
                 try run(&batch, on: ring, &q, memory: memory)
-                let chain = try q.chain(head: head, memory: memory)
-                let written = handle(chain, queue: queue, memory: memory)
-                try q.putUsed(head: chain.head, length: written, memory: memory, publish: false)
+                let request = try chain ?? q.chain(head: head, memory: memory)
+                let written = handle(request, queue: queue, memory: memory)
+                try q.putUsed(head: head, length: written, memory: memory, publish: false)
             }
         } catch {
             // The driver broke the ring: the requests already taken are still answered.
@@ -56,6 +66,12 @@ extension BlockDevice {
             throw error
         }
         try run(&batch, on: ring, &q, memory: memory)
+    }
+
+    private func append(_ transfer: Transfer, _ batch: inout [Transfer], capacity: Int, ring: FileRing?,
+                        _ q: inout VirtQueue, memory: GuestMemory) throws {
+        batch.append(transfer)
+        if batch.count == capacity { try run(&batch, on: ring, &q, memory: memory) }
     }
 
     /// The request of three descriptors at `head` as a `Transfer`, or nil when it is

@@ -110,12 +110,6 @@ public final class BlockDevice: VirtioRequestDevice {
         guard let type = RequestType(rawValue: rawType) else { return (Self.statusUnsupported, 0) }
         switch type {
         case .read:
-            if let data = singleDataBuffer(chain, writable: true) {
-                guard let offset = span(sector, data.length), let n = try? backend.read(into: data, at: offset, memory: memory),
-                      n == data.length else { return (Self.statusIOError, 0) }
-                VirtioStatistics.addSerialized(statistics.bytesRead, n)
-                return (Self.statusOK, n)
-            }
             guard let ranges = DescriptorChain.ranges(chain.writable, dropLast: 1) else { return (Self.statusIOError, 0) }
             let length = ranges.reduce(0) { $0 + $1.length }
             guard let offset = span(sector, length), let n = try? backend.read(into: ranges, at: offset, memory: memory), n == length else {
@@ -124,12 +118,6 @@ public final class BlockDevice: VirtioRequestDevice {
             VirtioStatistics.add(statistics.bytesRead, n)
             return (Self.statusOK, n)
         case .write:
-            if let data = singleDataBuffer(chain, writable: false) {
-                guard !readOnly, let offset = span(sector, data.length),
-                      let n = try? backend.write(from: data, at: offset, memory: memory) else { return (Self.statusIOError, 0) }
-                VirtioStatistics.addSerialized(statistics.bytesWritten, n)
-                return (Self.statusOK, 0)
-            }
             guard !readOnly, let ranges = DescriptorChain.ranges(chain.readable, dropFirst: Self.headerSize),
                   let offset = span(sector, ranges.reduce(0) { $0 + $1.length }),
                   let n = try? backend.write(from: ranges, at: offset, memory: memory) else { return (Self.statusIOError, 0) }
@@ -155,16 +143,6 @@ public final class BlockDevice: VirtioRequestDevice {
             guard !readOnly else { return (Self.statusIOError, 0) }
             return (zero(chain, unmapAlways: type == .discard, memory: memory), 0)
         }
-    }
-
-    /// The data buffer of a request in the shape Linux sends for one segment: header
-    /// (16 bytes), one data buffer, status byte. Nil for any other shape, which takes
-    /// the scatter-gather path; this one saves its arrays (a third of a 4 KiB read).
-    func singleDataBuffer(_ chain: DescriptorChain, writable: Bool) -> GuestRange? {
-        let d = chain.descriptors
-        guard d.count == 3, !d[0].writable, UInt64(d[0].length) == Self.headerSize, d[1].writable == writable,
-              d[2].writable, d[2].length == 1, d[1].length > 0 else { return nil }
-        return GuestRange(start: d[1].address, length: UInt64(d[1].length))
     }
 
     /// The request header (type u32, reserved u32, sector u64), which the driver may

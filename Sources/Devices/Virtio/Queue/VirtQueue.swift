@@ -80,17 +80,34 @@ public struct VirtQueue: Sendable {
                                  indirect: indirect, memory: memory, buffer: &chainBuffer)
     }
 
-    /// The three descriptors of the chain at `head` when it is exactly three direct ones
-    /// (head → next → next, the last without NEXT), read straight from the table: the
-    /// shape of Linux's one-segment block request, which a device can serve without
-    /// building a `DescriptorChain`. Nil for any other shape (or a descriptor that cannot
-    /// be read), which `chain(head:memory:)` then walks with its full checks.
+    /// The three descriptors of the chain at `head` when it is exactly three, read
+    /// straight from the table: directly (head → next → next, the last without NEXT), or
+    /// through one indirect descriptor whose table holds exactly that chain (what Linux
+    /// sends once VIRTIO_F_INDIRECT_DESC is negotiated: it puts every request of more
+    /// than one buffer in an indirect table). The shape of Linux's one-segment block
+    /// request, which a device can serve without building a `DescriptorChain`. Nil for
+    /// any other shape (or a descriptor that cannot be read), which `chain(head:memory:)`
+    /// then walks with its full checks and errors.
     public func threeDescriptors(head: UInt16, memory: GuestMemory) -> (Descriptor, Descriptor, Descriptor)? {
-        let table = GuestAddress(state.descriptorTable), size = state.size
+        let table = GuestAddress(state.descriptorTable)
+        guard head < state.size, let (address, length, flags, _) = try? DescriptorChain.readDescriptor(table, index: head, memory: memory)
+        else { return nil }
+        if flags & Descriptor.indirect != 0 {
+            // 2.7.5.3: an indirect table of `length / 16` entries, chained from entry 0.
+            guard indirect, flags & Descriptor.next == 0, length == 3 * UInt32(Descriptor.size) else { return nil }
+            return Self.threeDescriptors(table: address, size: 3, first: 0, memory: memory)
+        }
+        return Self.threeDescriptors(table: table, size: state.size, first: head, memory: memory)
+    }
+
+    /// `first` → next → next in the `size` entries at `table`, the last without NEXT and
+    /// none INDIRECT. A loop cannot hide in three steps: the third must lack NEXT, so it
+    /// is neither of the first two (the values are copies, whatever the guest writes
+    /// into the table meanwhile).
+    private static func threeDescriptors(table: GuestAddress, size: UInt16, first: UInt16,
+                                         memory: GuestMemory) -> (Descriptor, Descriptor, Descriptor)? {
         let link = Descriptor.next | Descriptor.indirect
-        // A loop cannot hide in three steps: the third descriptor must lack NEXT, so it is
-        // neither of the first two.
-        guard head < size, let (a0, l0, f0, n0) = try? DescriptorChain.readDescriptor(table, index: head, memory: memory),
+        guard first < size, let (a0, l0, f0, n0) = try? DescriptorChain.readDescriptor(table, index: first, memory: memory),
               f0 & link == Descriptor.next, n0 < size,
               let (a1, l1, f1, n1) = try? DescriptorChain.readDescriptor(table, index: n0, memory: memory),
               f1 & link == Descriptor.next, n1 < size,
