@@ -17,9 +17,11 @@ public final class WriteLog: Sendable {
 
     public var isEnabled: Bool { enabled.load(ordering: .acquiring) }
 
-    /// Starts logging (from an empty log).
+    /// Starts logging (from an empty log). A segment's bitmap is allocated at its first
+    /// write: a restored machine enables the log at once, and 1 GiB's bitmap is 32 KiB to
+    /// zero. Until then it is empty, which readers of the log take as no page written.
     public func enable() {
-        bitmaps.withLock { maps in maps = pageCounts.map { [UInt64](repeating: 0, count: ($0 + 63) / 64) } }
+        bitmaps.withLock { maps in maps = pageCounts.map { _ in [] } }
         enabled.store(true, ordering: .releasing)
     }
 
@@ -30,6 +32,7 @@ public final class WriteLog: Sendable {
         let first = offset / Int(MemorySegment.pageSize), last = (offset + length - 1) / Int(MemorySegment.pageSize)
         bitmaps.withLock { maps in
             guard index < maps.count else { return }
+            if maps[index].isEmpty { maps[index] = [UInt64](repeating: 0, count: (pageCounts[index] + 63) / 64) }
             for page in first ... last where page / 64 < maps[index].count {
                 maps[index][page / 64] |= 1 << UInt64(page % 64)
             }
@@ -37,10 +40,11 @@ public final class WriteLog: Sendable {
     }
 
     /// The pages written since the last call (or since `enable()`), one bitmap per segment
-    /// in `GuestMemory.segments` order, and a fresh, empty log.
+    /// in `GuestMemory.segments` order (empty or shorter than the segment: no page
+    /// written past its end), and a fresh, empty log.
     public func take() -> [[UInt64]] {
         bitmaps.withLock { maps in
-            defer { maps = pageCounts.map { [UInt64](repeating: 0, count: ($0 + 63) / 64) } }
+            defer { maps = pageCounts.map { _ in [] } }
             return maps
         }
     }

@@ -90,19 +90,24 @@ public struct MemoryDescription: Sendable, Equatable {
         guard fileSize % Self.pageSize == 0, fileSize <= MachineDescription.maxMemoryMiB << 20 else {
             throw d.malformed("a memory file of \(fileSize) bytes")
         }
-        var files: [(UInt64, UInt64)] = [], guests: [(UInt64, UInt64)] = []
         for s in segments {
             guard s.size > 0, s.size % Self.pageSize == 0, s.fileOffset % Self.pageSize == 0, s.guestBase % Self.pageSize == 0 else {
                 throw d.malformed("segment \(s.name) is not page aligned")
             }
             let (fileEnd, o1) = s.fileOffset.addingReportingOverflow(s.size)
-            let (guestEnd, o2) = s.guestBase.addingReportingOverflow(s.size)
+            let (_, o2) = s.guestBase.addingReportingOverflow(s.size)
             guard !o1, !o2, fileEnd <= fileSize else { throw d.malformed("segment \(s.name) lies outside the memory file") }
-            files.append((s.fileOffset, fileEnd)); guests.append((s.guestBase, guestEnd))
         }
-        for list in [files, guests] {
-            let sorted = list.sorted { $0.0 < $1.0 }
-            for (a, b) in zip(sorted, sorted.dropFirst()) where b.0 < a.1 { throw d.malformed("memory segments overlap") }
+        // Pairwise, on the segments themselves (a machine has one or two; the decoder caps
+        // the count): no sorted copies, whose generic types cost a fresh process's restore
+        // more than the comparisons.
+        for i in segments.indices {
+            for j in segments.indices where j > i {
+                let a = segments[i], b = segments[j]
+                let filesOverlap = a.fileOffset < b.fileOffset + b.size && b.fileOffset < a.fileOffset + a.size
+                let guestsOverlap = a.guestBase < b.guestBase + b.size && b.guestBase < a.guestBase + a.size
+                if filesOverlap || guestsOverlap { throw d.malformed("memory segments overlap") }
+            }
         }
     }
 }

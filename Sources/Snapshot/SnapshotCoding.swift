@@ -42,8 +42,9 @@ public struct SnapshotDecoder: Sendable {
     /// A malformed-section error for this section.
     public func malformed(_ why: String) -> SnapshotError { .malformed(section: section, why) }
 
-    private mutating func take(_ n: Int, _ what: String) throws(SnapshotError) -> Range<Int> {
-        guard n >= 0, n <= remaining else { throw malformed("\(what) needs \(n) bytes, \(remaining) are left") }
+    /// `what` is made only for the error: a restore reads thousands of fields.
+    private mutating func take(_ n: Int, _ what: @autoclosure () -> String) throws(SnapshotError) -> Range<Int> {
+        guard n >= 0, n <= remaining else { throw malformed("\(what()) needs \(n) bytes, \(remaining) are left") }
         defer { position += n }
         return position ..< position + n
     }

@@ -31,8 +31,10 @@ public struct SnapshotID: Hashable, Sendable, CustomStringConvertible {
     /// A new random identity (the system's CSPRNG).
     public static func random() -> SnapshotID {
         var g = SystemRandomNumberGenerator()
+        // Two draws of 64 bits (a getrandom(2) each), not sixteen of a byte.
+        let words = [g.next(), g.next()]
         // Sixteen bytes always make an ID.
-        return SnapshotID(bytes: (0 ..< 16).map { _ in UInt8.random(in: 0 ... 255, using: &g) }) ?? SnapshotID.zero
+        return SnapshotID(bytes: words.flatMap { w in (0 ..< 8).map { UInt8(truncatingIfNeeded: w >> (8 * $0)) } }) ?? SnapshotID.zero
     }
 
     static let zero = SnapshotID(uncheckedBytes: [UInt8](repeating: 0, count: 16))
@@ -79,6 +81,20 @@ public struct StateFile: Sendable, Equatable {
     public func require(_ name: String) throws(SnapshotError) -> SnapshotSection {
         guard let s = section(name) else { throw .missingSection(name) }
         return s
+    }
+
+    /// `value` in lowercase hex without leading zeros, as section names carry device
+    /// addresses (`port.uart@3f8`). Not `String(_:radix:)`: its generic first use costs a
+    /// fresh process ~40 µs of conformance lookups, on every restore.
+    public static func hex(_ value: UInt64) -> String {
+        let digits = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "a", "b", "c", "d", "e", "f"]
+        var text = ""
+        var shift = max(0, (63 - value.leadingZeroBitCount) / 4 * 4)
+        while shift >= 0 {
+            text += digits[Int((value >> UInt64(shift)) & 0xF)]
+            shift -= 4
+        }
+        return text
     }
 
     /// Whether `name` is a section name: 1-63 of [a-z0-9._@-].

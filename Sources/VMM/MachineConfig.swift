@@ -73,7 +73,7 @@ public struct MachineConfig: Sendable {
     /// when `hypercalls` is on.
     public var hypercallRegistry: HypercallRegistry = HypercallRegistry()
     /// Where the VMM logs (guest `log` hypercalls land here, with the VM's name).
-    public var logger = Logger(label: "swift-vmm")
+    public var logger = DeferredLogHandler.logger(label: "swift-vmm")
 
     /// Upper bounds a request is checked against.
     public static let maxMemoryMiB: UInt64 = 1 << 20   // 1 TiB

@@ -35,6 +35,21 @@ struct KVMHandleTests {
         }
     }
 
+    /// The clock vmm-bench splits a restore with: it counts the time of KVM's ioctls
+    /// (other tests' too, so only a lower bound is checked), and a failing ioctl made
+    /// through it still reports its own errno.
+    @Test func ioctlClockCountsKVMsTimeAndKeepsErrno() throws {
+        IoctlClock.start()
+        defer { IoctlClock.stop() }
+        let vm = try KVMSystem().createVM()
+        #expect(IoctlClock.spent.kvm > 0)
+        #expect {
+            try vm.setMemoryRegion(slot: 0, guestAddress: 0x123, size: 0x1000, hostAddress: 0)
+        } throws: { error in
+            "\(error)" == "KVM_SET_USER_MEMORY_REGION failed: Invalid argument"
+        }
+    }
+
     @Test func batchRegistersAndResetState() throws {
         let vm = try KVMSystem().createVM()
         try vm.createIRQChip()

@@ -56,6 +56,15 @@ func sampleStateFile() -> StateFile {
         #expect(CRC32C.checksum(Array(data[20...]), continuing: CRC32C.checksum(Array(data[..<20]))) == CRC32C.checksum(data))
     }
 
+    /// Section names carry device addresses in hex: the hand-written formatter must spell
+    /// them as `String(_:radix:)` did, or older snapshots' sections stop matching.
+    @Test func sectionHexMatchesRadix16() {
+        for v: UInt64 in [0, 1, 0xF, 0x10, 0x3F8, 0x8000_0000, 0xFEC0_0000, 0xD000_0000_1000, .max] {
+            #expect(StateFile.hex(v) == String(v, radix: 16))
+        }
+        #expect(SnapshotID.random() != SnapshotID.random())
+    }
+
     /// A version-1 machine section (written before the irqchip was recorded) still reads,
     /// as KVM's irqchip, the only one there was; a version-2 one keeps what it says.
     @Test func aVersionOneMachineSectionReadsAsKVMsIRQChip() throws {
@@ -190,6 +199,12 @@ func sampleStateFile() -> StateFile {
         var overlap = ok
         overlap.segments[1].fileOffset = 4096
         #expect(refused(overlap))
+        var guestOverlap = ok
+        guestOverlap.segments[1].guestBase = 1 << 19   // inside ram-low, files apart
+        #expect(refused(guestOverlap))
+        var adjacent = ok
+        adjacent.segments[1].guestBase = 1 << 20       // touching is not overlapping
+        #expect(!refused(adjacent))
         var outside = ok
         outside.fileSize = 1 << 20
         #expect(refused(outside))

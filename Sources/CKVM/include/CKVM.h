@@ -1,7 +1,8 @@
 // CKVM: the C surface swift-vmm needs from Linux, and nothing else.
-// Only re-exports: <linux/kvm.h>, ioctl request numbers as constants (Swift cannot
-// import the function-like _IO/_IOW macros), and non-variadic wrappers for the few
-// variadic or GNU-only libc calls. No logic lives here.
+// Re-exports: <linux/kvm.h>, ioctl request numbers as constants (Swift cannot import
+// the function-like _IO/_IOW macros), and non-variadic wrappers for the few variadic or
+// GNU-only libc calls. The only logic is the ioctl clock (CKVM.c), which a benchmark
+// switches on.
 #ifndef CKVM_H
 #define CKVM_H
 
@@ -84,13 +85,31 @@ static const unsigned long CKVM_GET_XSAVE2 = KVM_GET_XSAVE2;
 static const unsigned long CKVM_SET_XSAVE = KVM_SET_XSAVE;
 static const unsigned long CKVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
 
+/// The ioctl clock: while `ckvm_ioctl_clock_on` is set (ckvm_ioctl_clock_start), every
+/// ioctl below adds the nanoseconds it spent in the kernel to `ckvm_ioctl_clock_ns[0]`,
+/// or to `[1]` for KVM_RUN. For benchmarks that split a restore into the kernel's part
+/// and the VMM's; off, it costs one relaxed load per ioctl.
+extern int ckvm_ioctl_clock_on;
+extern unsigned long long ckvm_ioctl_clock_ns[2];
+void ckvm_ioctl_clock_start(void);
+void ckvm_ioctl_clock_stop(void);
+/// Nanoseconds counted since the start: `which` 0 for every ioctl but KVM_RUN, 1 for KVM_RUN.
+unsigned long long ckvm_ioctl_clock_read(int which);
+int ckvm_ioctl_timed(int fd, unsigned long request, unsigned long arg);
+
 /// ioctl(2) with a pointer argument, non-variadic so Swift can call it.
 static inline int ckvm_ioctl(int fd, unsigned long request, void *arg) {
+    if (__builtin_expect(__atomic_load_n(&ckvm_ioctl_clock_on, __ATOMIC_RELAXED), 0)) {
+        return ckvm_ioctl_timed(fd, request, (unsigned long)arg);
+    }
     return ioctl(fd, request, arg);
 }
 
 /// ioctl(2) with an integer argument (KVM_CREATE_VM's type, KVM_CREATE_VCPU's id, ...).
 static inline int ckvm_ioctl_int(int fd, unsigned long request, unsigned long arg) {
+    if (__builtin_expect(__atomic_load_n(&ckvm_ioctl_clock_on, __ATOMIC_RELAXED), 0)) {
+        return ckvm_ioctl_timed(fd, request, arg);
+    }
     return ioctl(fd, request, arg);
 }
 

@@ -33,7 +33,7 @@ public struct RestoreOptions: Sendable {
     /// The restored VM's name (a clone's own); the snapshot's when nil.
     public var name: String?
     public var serialOutput: any SerialOutput = NullOutput()
-    public var logger = Logger(label: "swift-vmm")
+    public var logger = DeferredLogHandler.logger(label: "swift-vmm")
     /// The host ends of the devices, in the snapshot's order — disk images, taps, the
     /// vsock listener — as the caller opened them (a clone needs its own tap and socket);
     /// each nil reopens what the snapshot recorded.
@@ -140,7 +140,9 @@ extension Machine {
                                     progress: options.progress)
         }
         guard !copy else { return (memory, nil) }
-        var since = layout.map { [UInt64](repeating: 0, count: (Int($0.size / GuestMemory.pageSize) + 63) / 64) }
+        // Empty until a diff marks pages: readers of these bitmaps take a short one as
+        // the pages past its end not changed, and most restores have no diff.
+        var since: [[UInt64]] = layout.map { _ in [] }
         for (_, ranges) in diffs {
             for (i, place) in layout.enumerated() {
                 let local = ranges.compactMap { r -> Range<UInt64>? in

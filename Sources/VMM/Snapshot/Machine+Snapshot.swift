@@ -155,13 +155,13 @@ extension Machine {
             guard let s = device.snapshotState else {
                 throw .unsupportedDevice("the \(type(of: device)) at port 0x\(String(base, radix: 16))")
             }
-            list.append(("port.\(s.snapshotKind)@\(String(base, radix: 16))", s))
+            list.append(("port.\(s.snapshotKind)@\(StateFile.hex(UInt64(base)))", s))
         }
         for (base, _, device) in mmio.registeredDevices {
             guard let s = device.snapshotState else {
                 throw .unsupportedDevice("the \(type(of: device)) at 0x\(String(base, radix: 16))")
             }
-            list.append(("mmio.\(s.snapshotKind)@\(String(base, radix: 16))", s))
+            list.append(("mmio.\(s.snapshotKind)@\(StateFile.hex(base))", s))
         }
         return list
     }
