@@ -37,9 +37,10 @@ extension Machine {
 }
 
 extension Machine {
-    /// Reads the boot vCPU's CPUID back and logs the hidden features KVM kept.
-    static func checkTemplate(_ config: MachineConfig, on vcpu: KVMVCPU) throws -> [CPUFeature] {
-        let kept = config.cpuTemplate.featuresStillVisible(in: try vcpu.cpuid())
+    /// The features the template hides that `cpuid` (the boot vCPU's, as KVM kept it)
+    /// still shows, logged.
+    static func checkTemplate(_ config: MachineConfig, cpuid: [CPUIDEntry]) -> [CPUFeature] {
+        let kept = config.cpuTemplate.featuresStillVisible(in: cpuid)
         if !kept.isEmpty {
             let names = kept.map(\.name).joined(separator: " ")
             config.logger.warning("CPU template \(config.cpuTemplate.name): this KVM still shows the guest \(names) (KVM_SET_CPUID2 could not hide them)")

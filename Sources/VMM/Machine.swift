@@ -158,7 +158,9 @@ public final class Machine: @unchecked Sendable {
         debugger = MachineDebugger(runners: runners, memory: memory, kvm: self.kvm, cpuid: cpuid,
                                    assist: emulationAssist, fail: { relay.stop(.vmmError($0)) })
         handler.debug.target = debugger
-        featuresTemplateCouldNotHide = try Self.checkTemplate(config, on: runners[0].vcpu)
+        // A restore asks the CPUID the snapshot read back from KVM, which it just set
+        // again; a boot reads back what KVM kept of the template's.
+        featuresTemplateCouldNotHide = try Self.checkTemplate(config, cpuid: plan?.vcpus.first?.cpuid ?? runners[0].vcpu.cpuid())
         commandLine = Self.withVirtioParameters(Self.commandLine(config, templateCouldNotHide: featuresTemplateCouldNotHide),
                                                 config, layout: deviceLayout)
         vcpuStatistics = stats

@@ -175,7 +175,7 @@ extension Machine {
             let state = try runner.onOwnThread { vcpu in
                 try VCPUState.capture(vcpu, hasIRQChip: irqchip, msrIndices: indices, xsave: xsave)
             }
-            return try state.section(index: i)
+            return state.section(index: i)
         }
         for (name, component) in try stateComponents(clock: KVMClock(vm: vm)) {
             sections.append(try component.snapshotSection(named: name))
