@@ -312,17 +312,17 @@ static void *shrink_a_thread_heap(void *unused)
     /* Below the mmap threshold (128 KiB), so they come from this thread's arena; freed,
        they coalesce into its top chunk, and the free of a chunk past 64 KiB trims the
        heap (heap_trim -> shrink_heap -> check_may_shrink_heap) once the top exceeds the
-       trim threshold (128 KiB). */
+       trim threshold (128 KiB). Only the chunks' sizes matter, not their contents: left
+       unwritten, the blocks cost the worker 8 page faults instead of 200 (strace shows
+       the same read of /proc/sys/vm/overcommit_memory either way). Volatile, or clang
+       removes the unused malloc/free pairs and the read never happens. */
     enum { count = 8, size = 100 << 10 };
-    void *blocks[count];
+    void *volatile blocks[count];
     int i;
 
     (void)unused;
-    for (i = 0; i < count; i++) {
+    for (i = 0; i < count; i++)
         blocks[i] = malloc(size);
-        if (blocks[i])
-            memset(blocks[i], 1, size);
-    }
     for (i = count - 1; i >= 0; i--)
         free(blocks[i]);
     return NULL;

@@ -48,28 +48,20 @@ struct DaemonBenchmark {
         guard up else { die("vmmd did not start") }
 
         let hello = work + "/hello.elf"
-        // Warm-up: page cache for the worker binary and the guest.
-        _ = try await lifecycle(socket: socket, name: "warm", kernel: hello)
         // One client at a time first: the create call's own latency.
+        // The clients are PlainClients on threads: they share the two cores with vmmd.
+        @Sendable func body(_ name: String) -> String {
+            #"{"name":"\#(name)","kernel":"\#(hello)","memory_mib":32,"lifetime":"connection"}"#
+        }
+        // Warm-up: page cache for the worker binary and the guest.
+        _ = try Self.plainLifecycle(socket: socket, name: "warm", body: body("warm"))
         var solo: [Double] = []
-        for i in 0 ..< 30 { solo.append(try await lifecycle(socket: socket, name: "solo-\(i)", kernel: hello).1) }
+        for i in 0 ..< 30 { solo.append(try Self.plainLifecycle(socket: socket, name: "solo-\(i)", body: body("solo-\(i)")).1) }
         solo.sort()
 
-        let next = Counter()
         let t0 = Date()
-        let results = try await withThrowingTaskGroup(of: [(Double, Double)].self) { group in
-            for _ in 0 ..< concurrency {
-                group.addTask {
-                    var mine: [(Double, Double)] = []
-                    while let i = next.take(below: vms) {
-                        mine.append(try await lifecycle(socket: socket, name: "bench-\(i)", kernel: hello))
-                    }
-                    return mine
-                }
-            }
-            var all: [(Double, Double)] = []
-            for try await part in group { all += part }
-            return all
+        let results = try onThreads(concurrency, count: vms) { i in
+            try Self.plainLifecycle(socket: socket, name: "bench-\(i)", body: body("bench-\(i)"))
         }
         let wall = Date().timeIntervalSince(t0)
         let totals = results.map(\.0).sorted(), creates = results.map(\.1).sorted()
@@ -140,44 +132,6 @@ struct DaemonBenchmark {
             try await group.waitForAll()
         }
         return Date().timeIntervalSince(t0) * 1000
-    }
-
-    /// One managed VM's life; returns (ms create → destroyed, ms for the create call).
-    func lifecycle(socket: String, name: String, kernel: String) async throws -> (Double, Double) {
-        try await Self.lifecycle(socket: socket, name: name,
-                                 body: #"{"name":"\#(name)","kernel":"\#(kernel)","memory_mib":32,"lifetime":"connection"}"#)
-    }
-
-    /// One managed VM's life from the create request `body`: created (and started),
-    /// followed until its guest stopped, destroyed.
-    static func lifecycle(socket: String, name: String, body text: String) async throws -> (Double, Double) {
-        let c = try await APIConnection.connect(socketPath: socket)
-        do {
-            let times = try await lifecycle(on: c, name: name, body: text)
-            await c.close()   // here, not in a task that may outlive the event loops
-            return times
-        } catch {
-            await c.close()
-            throw error
-        }
-    }
-
-    private static func lifecycle(on c: APIConnection, name: String, body text: String) async throws -> (Double, Double) {
-        let body = Array(text.utf8)
-        let t0 = Date()
-        let created = try await c.request(.POST, "/v1/vms", body: body)
-        guard created.status == 201 else { die("create \(name): \(created.status) \(created.text)") }
-        let t1 = Date()
-        // One request that answers when the guest has ended either way (no polling).
-        while true {
-            let info = try await c.call(.GET, "/v1/vms/\(name)?wait_for=stopped,crashed", as: VMInfo.self)
-            if info.state == .stopped { break }
-            guard info.state == .running else { die("\(name) is \(info.state)") }
-        }
-        let destroyed = try await c.request(.DELETE, "/v1/vms/\(name)")
-        guard destroyed.status == 204 else { die("destroy \(name): \(destroyed.status)") }
-        let t2 = Date()
-        return (t2.timeIntervalSince(t0) * 1000, t1.timeIntervalSince(t0) * 1000)
     }
 
     /// RSS beyond guest memory (memfd pages) of an idle VM's worker, from smaps, with

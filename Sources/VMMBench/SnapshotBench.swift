@@ -213,24 +213,12 @@ func clonesPerSecond(snapshot: String, work: String, clones: Int, concurrency: I
     defer { daemon.terminate(); daemon.waitUntilExit() }
     for _ in 0 ..< 200 where !FileManager.default.fileExists(atPath: socket) { usleep(20_000) }
     usleep(100_000)
-    func body(_ name: String) -> String { #"{"name":"\#(name)","restore_from":{"path":"\#(snapshot)"},"lifetime":"connection"}"# }
+    @Sendable func body(_ name: String) -> String { #"{"name":"\#(name)","restore_from":{"path":"\#(snapshot)"},"lifetime":"connection"}"# }
     do {
-        _ = try await DaemonBenchmark.lifecycle(socket: socket, name: "warm", body: body("warm"))
-        let next = Counter()
+        _ = try DaemonBenchmark.plainLifecycle(socket: socket, name: "warm", body: body("warm"))
         let t0 = Date()
-        let results = try await withThrowingTaskGroup(of: [Double].self) { group in
-            for _ in 0 ..< concurrency {
-                group.addTask {
-                    var mine: [Double] = []
-                    while let i = next.take(below: clones) {
-                        mine.append(try await DaemonBenchmark.lifecycle(socket: socket, name: "clone-\(i)", body: body("clone-\(i)")).0)
-                    }
-                    return mine
-                }
-            }
-            var all: [Double] = []
-            for try await part in group { all += part }
-            return all
+        let results = try onThreads(concurrency, count: clones) { i in
+            try DaemonBenchmark.plainLifecycle(socket: socket, name: "clone-\(i)", body: body("clone-\(i)")).0
         }
         return (Double(results.count) / Date().timeIntervalSince(t0), median(results))
     } catch {
