@@ -98,14 +98,16 @@ extension DaemonOptions {
         let server = APIServer(socketPath: socket, handleSocketPath: handles, service: service, group: group,
                                metrics: metrics, logger: logger, limits: daemonConfig.connections) {
             // The probe VMs every worker would otherwise run at its start, once, here.
+            let cache = HostFacts.daemonCache(device: device)
             let probe = try? HostThread(name: "host-probe") {
-                guard let found = HostFacts.probe(kvm) else {
+                guard let (found, cached) = HostFacts.probe(kvm, cache: cache) else {
                     logger.warning("host probe incomplete: each worker probes for itself")
                     return
                 }
                 facts.set(found)
                 logger.info("host probed for the workers", metadata: [
-                    "emulation": "\(HostEmulation(bits: found.emulation))", "cpuid_entries": "\(found.supportedCPUID.count)"])
+                    "emulation": "\(HostEmulation(bits: found.emulation))", "cpuid_entries": "\(found.supportedCPUID.count)",
+                    "from": cached ? "this boot's earlier vmmd (\(cache?.path ?? ""))" : "probe VMs"])
             }
             if let probe { probe.detach() } else { logger.warning("cannot start the host probe: each worker probes for itself") }
         }

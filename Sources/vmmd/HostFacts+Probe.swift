@@ -6,12 +6,27 @@ extension HostFacts {
     /// Runs the VMM's probe VMs here (`HostEmulation.probe`, `GuestDebugSupport.probe`)
     /// and asks KVM_GET_SUPPORTED_CPUID, and returns the answers for the workers; nil
     /// when any of them could not finish, so that each worker asks for itself as before.
-    static func probe(_ kvm: KVMSystem) -> HostFacts? {
+    ///
+    /// `cache`, when given, holds an earlier vmmd's emulation answer and CPUID for this
+    /// boot, kernel and KVM modules (`HostEmulationCache`): where `vmcall` hangs, the
+    /// emulation probe keeps a core busy for its whole 200 ms wait, at every daemon start.
+    static func probe(_ kvm: KVMSystem, cache: HostEmulationCache?) -> (facts: HostFacts, cached: Bool)? {
+        let known = cache?.load()
         // Every worker takes this answer: a vmcall counts as hanging only after 200 ms (not
         // the 10 ms a worker's own probe allows), so that a probe thread descheduled while
         // system VMs start does not hide the PV features from every guest.
-        let emulation = HostEmulation.probe(kvm, hangTimeoutMS: 200), debug = GuestDebugSupport.probe(kvm)
-        guard emulation.probeError == nil, debug.probeError == nil, let cpuid = try? kvm.supportedCPUID() else { return nil }
-        return HostFacts(emulation: emulation.bits, debug: debug.bits, supportedCPUID: cpuid.map(\.words))
+        let emulation = known?.emulation ?? HostEmulation.probe(kvm, hangTimeoutMS: 200)
+        let debug = GuestDebugSupport.probe(kvm)
+        let storedCPUID = known.map(\.supportedCPUID).flatMap { $0.isEmpty ? nil : $0 }
+        guard emulation.probeError == nil, debug.probeError == nil,
+              let cpuid = storedCPUID ?? (try? kvm.supportedCPUID()) else { return nil }
+        if known == nil { cache?.store(.init(emulation: emulation, supportedCPUID: cpuid)) }
+        return (HostFacts(emulation: emulation.bits, debug: debug.bits, supportedCPUID: cpuid.map(\.words)), known != nil)
+    }
+
+    /// vmmd's own probe cache, for the default device only (another device may be
+    /// another KVM, which the host key does not name).
+    static func daemonCache(device: String) -> HostEmulationCache? {
+        device == "/dev/kvm" ? HostEmulationCache.standard(name: "vmmd-host-emulation") : nil
     }
 }

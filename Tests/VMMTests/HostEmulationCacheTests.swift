@@ -76,4 +76,16 @@ import VMM
         #expect(key == HostEmulationCache.hostKey())
         #expect(key?.split(separator: "\n", omittingEmptySubsequences: false).count == 4)
     }
+
+    /// vmmd keeps its answer apart from vmmctl's (its probe waits 200 ms for a vmcall,
+    /// vmmctl's 10 ms), in the same private directory.
+    @Test func vmmdsCacheIsItsOwnFile() throws {
+        guard let ours = HostEmulationCache.standard(), let daemons = HostEmulationCache.standard(name: "vmmd-host-emulation") else {
+            return   // neither root nor XDG_RUNTIME_DIR: no standard cache at all
+        }
+        #expect(ours.path != daemons.path)
+        func directory(_ path: String) -> Substring { path[..<(path.lastIndex(of: "/") ?? path.endIndex)] }
+        #expect(directory(ours.path) == directory(daemons.path))
+        #expect(daemons.path.hasSuffix("vmmd-host-emulation") && ours.key == daemons.key)
+    }
 }

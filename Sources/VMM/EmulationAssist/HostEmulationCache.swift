@@ -43,19 +43,21 @@ public struct HostEmulationCache: Sendable {
         self.key = key
     }
 
-    /// The caller's cache, with this host's key: `/run/swift-vmm/host-emulation` for
-    /// root, `$XDG_RUNTIME_DIR/swift-vmm-host-emulation` for others; nil without either.
-    public static func standard() -> HostEmulationCache? {
+    /// The caller's cache, with this host's key: `/run/swift-vmm/NAME` for root,
+    /// `$XDG_RUNTIME_DIR/swift-vmm-NAME` for others; nil without either. NAME is
+    /// `host-emulation` for `vmmctl run`; vmmd keeps its own (`vmmd-host-emulation`),
+    /// whose probe waits longer before it calls a `vmcall` hung.
+    public static func standard(name: String = "host-emulation") -> HostEmulationCache? {
         guard let key = hostKey() else { return nil }
         if getuid() == 0 {
             let dir = "/run/swift-vmm"
             if mkdir(dir, 0o700) != 0 && errno != EEXIST { return nil }
             guard privateDirectory(dir) else { return nil }
-            return HostEmulationCache(path: dir + "/host-emulation", key: key)
+            return HostEmulationCache(path: dir + "/" + name, key: key)
         }
         guard let runtime = getenv("XDG_RUNTIME_DIR").map({ String(cString: $0) }), runtime.hasPrefix("/"),
               privateDirectory(runtime) else { return nil }
-        return HostEmulationCache(path: runtime + "/swift-vmm-host-emulation", key: key)
+        return HostEmulationCache(path: runtime + "/swift-vmm-" + name, key: key)
     }
 
     /// The stored entry, if it is this host's, well formed, and the file is the caller's alone.
