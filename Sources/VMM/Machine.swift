@@ -158,9 +158,9 @@ public final class Machine: @unchecked Sendable {
         debugger = MachineDebugger(runners: runners, memory: memory, kvm: self.kvm, cpuid: cpuid,
                                    assist: emulationAssist, fail: { relay.stop(.vmmError($0)) })
         handler.debug.target = debugger
-        // A restore asks the CPUID the snapshot read back from KVM, which it just set
-        // again; a boot reads back what KVM kept of the template's.
-        featuresTemplateCouldNotHide = try Self.checkTemplate(config, cpuid: plan?.vcpus.first?.cpuid ?? runners[0].vcpu.cpuid())
+        // Read back from this host's KVM, a restore's too: another host's KVM (the
+        // snapshot's) may have hidden what this one passes through.
+        featuresTemplateCouldNotHide = Self.checkTemplate(config, cpuid: try runners[0].vcpu.cpuid())
         commandLine = Self.withVirtioParameters(Self.commandLine(config, templateCouldNotHide: featuresTemplateCouldNotHide),
                                                 config, layout: deviceLayout)
         vcpuStatistics = stats

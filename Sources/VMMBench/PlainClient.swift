@@ -52,9 +52,10 @@ final class PlainClient {
         for line in lines.dropFirst() {
             let parts = line.split(separator: ":", maxSplits: 1)
             if parts.count == 2, parts[0].lowercased() == "content-length" {
-                length = Int(parts[1].trimmingCharacters(in: .whitespaces)) ?? 0
+                length = Int(parts[1].trimmingCharacters(in: .whitespaces)) ?? -1
             }
         }
+        guard (0 ... 64 << 20).contains(length) else { throw Failure(description: "an answer of Content-Length \(length)") }
         while buffered.count < length { try receive() }
         let answer = Array(buffered[..<length])
         buffered.removeFirst(length)
@@ -62,11 +63,13 @@ final class PlainClient {
     }
 
     private func send(_ bytes: [UInt8]) throws {
-        var sent = 0
-        while sent < bytes.count {
-            let n = csys_send_from(fd, bytes, sent, bytes.count - sent)
-            guard n > 0 else { throw Failure(description: "vmmd closed the connection while a request was sent") }
-            sent += n
+        var rest = bytes[...]
+        while !rest.isEmpty {
+            let chunk = Array(rest)
+            let n = Glibc.send(fd, chunk, chunk.count, Int32(MSG_NOSIGNAL))
+            if n < 0, errno == EINTR { continue }
+            guard n > 0 else { throw Failure(description: "sending a request: \(String(cString: strerror(errno)))") }
+            rest = rest.dropFirst(n)
         }
     }
 
@@ -86,24 +89,37 @@ final class PlainClient {
         }
     }
 
+    /// Reads at least one byte more into `buffered`.
     private func receive() throws {
         var chunk = [UInt8](repeating: 0, count: 4096)
-        let n = read(fd, &chunk, chunk.count)
-        if n < 0, errno == EINTR { return }
-        guard n > 0 else { throw Failure(description: "vmmd closed the connection before answering") }
-        buffered += chunk[..<n]
+        while true {
+            let n = read(fd, &chunk, chunk.count)
+            if n < 0, errno == EINTR { continue }
+            guard n > 0 else { throw Failure(description: "vmmd closed the connection before answering") }
+            buffered += chunk[..<n]
+            return
+        }
     }
 }
 
 /// `body(i)` for every i below `count`, on `threads` threads; returns what each call gave.
+/// It blocks its caller until all are done (the benchmark's async code calls it and
+/// waits, as it would for a child process).
 func onThreads<T: Sendable>(_ threads: Int, count: Int, _ body: @escaping @Sendable (Int) throws -> T) throws -> [T] {
     let next = Counter()
     let results = ThreadResults<T>()
-    let workers = try (0 ..< threads).map { n in
-        try HostThread(name: "client-\(n)") {
-            while !results.failed, let i = next.take(below: count) {
-                do { results.append(try body(i)) } catch { results.fail(error) }
-            }
+    var workers: [HostThread] = []
+    defer { for w in workers { w.join() } }
+    for n in 0 ..< threads {
+        do {
+            workers.append(try HostThread(name: "client-\(n)") {
+                while !results.failed, let i = next.take(below: count) {
+                    do { results.append(try body(i)) } catch { results.fail(error) }
+                }
+            })
+        } catch {
+            results.fail(error)   // the threads already running stop after their current call
+            break
         }
     }
     for w in workers { w.join() }

@@ -108,6 +108,7 @@ extension DaemonOptions {
                 logger.info("host probed for the workers", metadata: [
                     "emulation": "\(HostEmulation(bits: found.emulation))", "cpuid_entries": "\(found.supportedCPUID.count)",
                     "from": cached ? "this boot's earlier vmmd (\(cache?.path ?? ""))" : "probe VMs"])
+                if !cached, let cache { found.remember(in: cache, kvm: kvm) }
             }
             if let probe { probe.detach() } else { logger.warning("cannot start the host probe: each worker probes for itself") }
         }

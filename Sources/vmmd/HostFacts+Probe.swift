@@ -20,8 +20,18 @@ extension HostFacts {
         let storedCPUID = known.map(\.supportedCPUID).flatMap { $0.isEmpty ? nil : $0 }
         guard emulation.probeError == nil, debug.probeError == nil,
               let cpuid = storedCPUID ?? (try? kvm.supportedCPUID()) else { return nil }
-        if known == nil { cache?.store(.init(emulation: emulation, supportedCPUID: cpuid)) }
         return (HostFacts(emulation: emulation.bits, debug: debug.bits, supportedCPUID: cpuid.map(\.words)), known != nil)
+    }
+
+    /// Stores these facts in `cache` for the rest of the boot: at once, or, when the probe
+    /// found that a vmcall hangs, only if a second probe agrees. A "hangs" from a probe
+    /// thread descheduled for 200 ms would otherwise hide the PV features from every
+    /// guest until the host reboots (a daemon restart used to mend it). Run after the
+    /// facts are handed out: the second probe waits its 200 ms once per boot.
+    func remember(in cache: HostEmulationCache, kvm: KVMSystem) {
+        let emulation = HostEmulation(bits: self.emulation)
+        guard !emulation.hypercallsHang || HostEmulation.probeAgain(kvm, hangTimeoutMS: 200).bits == self.emulation else { return }
+        cache.store(.init(emulation: emulation, supportedCPUID: supportedCPUID.compactMap(CPUIDEntry.init(words:))))
     }
 
     /// vmmd's own probe cache, for the default device only (another device may be
