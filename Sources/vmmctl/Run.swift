@@ -122,7 +122,7 @@ struct Run: ParsableCommand {
                    cpuTemplate: cpuTemplate, debugExit: debugExit, serial: serial, noReboot: noReboot,
                    rebootOnTripleFault: rebootOnTripleFault, hypercalls: hypercalls, name: name, gdb: gdb, gdbWait: gdbWait,
                    emulationAssist: emulationAssist, disk: disk, rng: rng, net: net, vsock: vsock, virtioNotify: virtioNotify,
-                   virtioCmdline: virtioCmdline, irqchip: irqchip, verbose: verbose, snapshot: snapshot)
+                   virtioCmdline: virtioCmdline, irqchip: irqchip, verbose: verbose, snapshot: snapshot.request)
     }
 }
 
@@ -156,7 +156,7 @@ struct RunRequest {
     var irqchip = IRQChipMode.split
     var verbose = false
     /// nil: no snapshot option given (as ArgumentParser's group with every default).
-    var snapshot: RunSnapshotOptions?
+    var snapshot: RunSnapshotRequest?
 
     func run() throws {
         var config = MachineConfig()
@@ -213,7 +213,7 @@ extension EmulationAssistSetting: ExpressibleByArgument {}
 /// the exit status.
 func runMachine(_ base: MachineConfig, serial: SerialTarget, verbose: Bool = false,
                 gdb: (GDBEndpoint, wait: Bool)? = nil,
-                snapshot: RunSnapshotOptions? = nil, restoredName: String? = nil) -> Int32 {
+                snapshot: RunSnapshotRequest? = nil, restoredName: String? = nil) -> Int32 {
     VMMCtl.bootstrapLogging
     var config = base
     config.logger = Logger(label: "vmmctl")

@@ -27,9 +27,22 @@ extension RunRequest: LongOptionFillable {
         case "rng": rng = true
         case "virtio-cmdline": virtioCmdline = true
         case "verbose": verbose = true
+        case "paused": snapshotRequest { $0.paused = true }
+        case "restore-copy": snapshotRequest { $0.restoreCopy = true }
+        case "snapshot-diff": snapshotRequest { $0.snapshotDiff = true }
+        case "stop-after-snapshot": snapshotRequest { $0.stopAfterSnapshot = true }
+        case "track-dirty-pages": snapshotRequest { $0.trackDirtyPages = true }
         default: return false
         }
         return true
+    }
+
+    /// Changes the snapshot options (made when the first of them is given, as
+    /// `RunSnapshotOptions.request` is nil until one has a value of its own).
+    private mutating func snapshotRequest(_ change: (inout RunSnapshotRequest) -> Void) {
+        var s = snapshot ?? RunSnapshotRequest()
+        change(&s)
+        snapshot = s == RunSnapshotRequest() ? nil : s
     }
 
     /// Sets the option `option` from `value`; false for an option this parser leaves to
@@ -58,6 +71,9 @@ extension RunRequest: LongOptionFillable {
         case "irqchip":
             guard let parsed = IRQChipMode(argument: value) else { return false }
             irqchip = parsed
+        case "restore": snapshotRequest { $0.restore = value }
+        case "clock": snapshotRequest { $0.clock = value }
+        case "snapshot-to": snapshotRequest { $0.snapshotTo = value }
         default: return false
         }
         return true

@@ -9,7 +9,8 @@ import Glibc
 #endif
 
 /// `vmmctl run`'s snapshot options: restore instead of booting, and write snapshots of
-/// the running guest on SIGUSR2.
+/// the running guest on SIGUSR2. ArgumentParser's side; `request` is what the command
+/// uses, nil when every option has its default.
 struct RunSnapshotOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Restore the snapshot in DIR (and the ones it was taken on top of) instead of booting --kernel.", valueName: "DIR"))
     var restore: String?
@@ -21,7 +22,7 @@ struct RunSnapshotOptions: ParsableArguments {
     var restoreCopy = false
 
     @Option(help: "With --restore: continue (the guest's clocks go on where they stopped) or advance (by the wall time since the snapshot).")
-    var clock: String = "continue"
+    var clock: String = RunSnapshotRequest.defaultClock
 
     @Option(help: ArgumentHelp("On SIGUSR2 (kill -USR2 PID): pause the guest, write a snapshot into DIR (new or empty), then resume it. A %n in DIR is the snapshot's number (1, 2, ...), so that every signal writes another.", valueName: "DIR"))
     var snapshotTo: String?
@@ -33,6 +34,30 @@ struct RunSnapshotOptions: ParsableArguments {
     var stopAfterSnapshot = false
 
     @Flag(help: "Log the pages that change, so that a later snapshot can be a diff (--snapshot-diff).")
+    var trackDirtyPages = false
+
+    /// The options as plain values; nil when none was given a value of its own.
+    var request: RunSnapshotRequest? {
+        let r = RunSnapshotRequest(restore: restore, paused: paused, restoreCopy: restoreCopy, clock: clock,
+                                   snapshotTo: snapshotTo, snapshotDiff: snapshotDiff, stopAfterSnapshot: stopAfterSnapshot,
+                                   trackDirtyPages: trackDirtyPages)
+        return r == RunSnapshotRequest() ? nil : r
+    }
+}
+
+/// `RunSnapshotOptions` as plain values, which `RunRequest.fastParse` fills without
+/// ArgumentParser: a `vmmctl run --restore` is the command whose start-up time a
+/// restore's user sees, and ArgumentParser's parse of `Run` costs it ~1.6 ms of CPU.
+struct RunSnapshotRequest: Equatable {
+    static let defaultClock = "continue"
+
+    var restore: String?
+    var paused = false
+    var restoreCopy = false
+    var clock = defaultClock
+    var snapshotTo: String?
+    var snapshotDiff = false
+    var stopAfterSnapshot = false
     var trackDirtyPages = false
 
     /// The restore options, or a clean failure.

@@ -96,12 +96,7 @@ struct VMMCtl: ParsableCommand {
         if getenv("VMMCTL_TRACE_PARSE") != nil { printError("vmmctl: fast parse") }
         let fast = String(describing: request)
         var expected = "a refusal"
-        if var parsed = (try? Run.parse(arguments))?.request {
-            // ArgumentParser's snapshot group with every default is the fast parse's nil.
-            if let group = parsed.snapshot, let none = try? RunSnapshotOptions.parse([]),
-               String(describing: group) == String(describing: none) {
-                parsed.snapshot = nil
-            }
+        if let parsed = (try? Run.parse(arguments))?.request {
             expected = String(describing: parsed)
         }
         guard fast != expected else { return }

@@ -37,13 +37,18 @@ struct VMMCtlTests {
             ["--kernel", k, "--name", "n1", "--emulation-assist", "off", "--irqchip", "kernel", "--virtio-notify", "bus",
              "--cpu-template", "emulation-safe", "--initrd", "/nonexistent/initrd"],
             ["--kernel", k, "--memory", "+64"], ["--kernel", k, "--cpus", "0"], ["--kernel", k, "--cpus=-1"], ["--kernel", k, "--cpu-template", "no-such-template"],
+            // The snapshot options (a restore's start-up is what its user waits for).
+            ["--restore", "/nonexistent/snapshot"], ["--kernel", k, "--restore", "/nonexistent/snapshot"],
+            ["--restore", "/nonexistent/snapshot", "--paused", "--restore-copy", "--clock", "advance", "--name", "c1"],
+            ["--restore=/nonexistent/snapshot", "--clock", "bogus"],
+            ["--kernel", k, "--snapshot-to", "/nonexistent/s%n", "--snapshot-diff", "--stop-after-snapshot", "--track-dirty-pages"],
         ]
         let left: [[String]] = [
             ["--kernel"], ["--kernel", k, "--serial", "bogus"], ["--kernel", k, "--memory", "0x40"],
             ["--kernel", k, "--memory", "64", "--memory", "32"], ["--kernel", k, "--debug-exit=1"], ["--kernel", k, "--cmdline", ""],
             ["--kernel", k, "--cmdline", "-x"], ["--kernel", k, "extra"], ["--kernel", k, "--cpus", "-1"],
             ["--kernel", k, "--disk", "/nonexistent/disk.img"], ["--kernel", k, "--unknown"], ["--kernel", k, "--help"],
-            ["--kernel", k, "--irqchip", "both"], ["--kernel", k, "--restore", "/nonexistent/snapshot"], ["--kernel", k, "--", "x"],
+            ["--kernel", k, "--irqchip", "both"], ["--restore"], ["--restore", "/a", "--restore", "/b"], ["--kernel", k, "--", "x"],
         ]
         for (arguments, expectFast) in fast.map({ ($0, true) }) + left.map({ ($0, false) }) {
             try #require(VMMCtl.exists, "vmmctl is not built at \(VMMCtl.path)")
