@@ -82,6 +82,28 @@ func kvmChild(_ args: [String]) -> Never {
     exit(0)
 }
 
+/// Milliseconds from spawning `vmmctl run --restore DIR` to its exit (the guest's status
+/// 33), what a user of the CLI waits for; nil without a release vmmctl beside vmm-bench.
+func wholeVMMCtlRestore(_ directory: String) -> Double? {
+    let vmmctl = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path + "/vmmctl"
+    guard FileManager.default.isExecutableFile(atPath: vmmctl) else { return nil }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: vmmctl)
+    p.arguments = ["run", "--restore", directory]
+    // Timed to the end of its output (the pipe closes as it exits): Process's
+    // waitUntilExit alone polls, and added ~50 ms here.
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = pipe
+    let t0 = monotonic()
+    do { try p.run() } catch { return nil }
+    _ = pipe.fileHandleForReading.readDataToEndOfFile()
+    let t1 = monotonic()
+    p.waitUntilExit()
+    guard p.terminationStatus == 33 else { die("vmmctl run --restore \(directory) ended with \(p.terminationStatus)") }
+    return Double(t1 - t0) / 1e6
+}
+
 /// Runs `vmm-bench ARGS` and returns its output line and when it was spawned.
 func child(_ args: [String]) -> (String, UInt64) {
     let p = Process()
@@ -147,6 +169,7 @@ func snapshotBenchmarks(work: String, runs: Int, clones: Int, concurrency: Int) 
     var slots: [Double] = []
     var copyFirst: [Double] = []
     var inKVM: [Double] = [], inRun: [Double] = [], oursMeasured: [Double] = []
+    var cliWhole: [Double] = []
     _ = child(["--restore-child", base, "cow"])   // the page cache holds the files from here on
     for _ in 0 ..< runs {
         let (k, _) = child(["--kvm-child", "1", "1024"])
@@ -158,6 +181,7 @@ func snapshotBenchmarks(work: String, runs: Int, clones: Int, concurrency: Int) 
         oursMeasured.append(field(line, "first_ns") - field(line, "kvm_ns") - field(line, "run_ns"))
         spawnToFirst.append(field(line, "at_first") - Double(spawned))
         copyFirst.append(field(child(["--restore-child", base, "copy"]).0, "first_ns"))
+        if let ms = wholeVMMCtlRestore(base) { cliWhole.append(ms) }
     }
     // The kernel's part is timed inside the restoring process itself (IoctlClock): every
     // KVM ioctl, and KVM_RUN up to the guest's first exit. Ours is the rest of the same
@@ -171,6 +195,10 @@ func snapshotBenchmarks(work: String, runs: Int, clones: Int, concurrency: Int) 
                  createPart / 1e6, median(slots) / 1e6, chipWork, median(chips) / 1e6, (total - createPart) / 1e6))
     print(String(format: "    Machine.restore alone %.2f ms; process spawn to first instruction %.2f ms; with --restore-copy (64 MiB read) %.2f ms",
                  median(restore) / 1e6, median(spawnToFirst) / 1e6, median(copyFirst) / 1e6))
+    if !cliWhole.isEmpty {
+        print(String(format: "    vmmctl run --restore of the same snapshot, whole process (spawn to exit, the guest's end and the VM's teardown included): %.2f ms",
+                     median(cliWhole)))
+    }
 
     if let qemu = qemuIncoming(guest: touch, work: dir, runs: runs) {
         let ratio = qemu.spawnToRunning / median(spawnToFirst)
