@@ -336,7 +336,8 @@ final class ManagedVM: Sendable {
     var generation: UInt64 { state.withLock { $0.generation } }
 
     /// Waits for the next phase change after `generation`, at most `milliseconds`; nil
-    /// when none came in time.
+    /// when none came in time, or when the waiting task is cancelled (its client went
+    /// away: a waiter must not outlive the connection that asked).
     func waitForChange(after generation: UInt64, milliseconds: Int = 10_000) async -> VMState? {
         let id = state.withLock { s -> UInt64 in
             s.nextWaiterID += 1
@@ -348,17 +349,25 @@ final class ManagedVM: Sendable {
             self?.expireChangeWaiter(id)
         }
         defer { timeout.cancel() }
-        return await withCheckedContinuation { (c: CheckedContinuation<VMState?, Never>) in
-            let now = state.withLock { s -> VMState?? in
-                let timedOut = s.arrivingWaiters.removeValue(forKey: id) ?? false
-                if s.generation > generation { return .some(s.phase) }
-                if s.released || timedOut { return .some(nil) }
-                s.changeWaiters.append((id, generation, c))
-                return nil
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<VMState?, Never>) in
+                let now = state.withLock { s -> VMState?? in
+                    let timedOut = s.arrivingWaiters.removeValue(forKey: id) ?? false
+                    if s.generation > generation { return .some(s.phase) }
+                    if s.released || timedOut { return .some(nil) }
+                    s.changeWaiters.append((id, generation, c))
+                    return nil
+                }
+                if let now { c.resume(returning: now) }
             }
-            if let now { c.resume(returning: now) }
+        } onCancel: {
+            // As a timeout: ends the wait whether or not the waiter is listed yet.
+            expireChangeWaiter(id)
         }
     }
+
+    /// Requests waiting for this VM to change (`wait_for`), for /metrics.
+    var changeWaiterCount: Int { state.withLock { $0.changeWaiters.count + $0.arrivingWaiters.count } }
 
     private func expireChangeWaiter(_ id: UInt64) {
         let expired = state.withLock { s -> CheckedContinuation<VMState?, Never>? in

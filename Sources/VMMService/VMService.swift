@@ -96,10 +96,15 @@ public final class VMService: Sendable {
             let generation = vm.generation
             let info = vm.info()
             let left = deadline - ContinuousClock.now
-            guard !wanted.contains(info.state), left > .zero else { return info }
+            guard !wanted.contains(info.state), left > .zero, !Task.isCancelled else { return info }
             let (seconds, attoseconds) = left.components
             _ = await vm.waitForChange(after: generation, milliseconds: Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000) + 1)
         }
+    }
+
+    /// Requests waiting for a VM to change (`wait_for`), over every VM (for /metrics).
+    public func waitingRequests() -> Int {
+        registry.withLock({ Array($0.vms.values) }).reduce(0) { $0 + $1.changeWaiterCount }
     }
 
     /// How many VMs are in each state (for /metrics).

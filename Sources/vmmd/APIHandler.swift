@@ -34,6 +34,9 @@ final class APIHandler: ChannelInboundHandler {
     private var inputClosed = false
     /// Stops a console follow running on this connection.
     private var stopFollowing: (@Sendable () -> Void)?
+    /// The `wait_for` request this connection is waiting on: cancelled if the client
+    /// goes away first (only a wait; a create or destroy runs to its end).
+    private var waiting: Task<Void, Never>?
     /// Console bytes not sent because the reader was not keeping up.
     private var droppedConsoleBytes = 0
     /// Most console bytes queued for a slow reader before output is dropped.
@@ -93,6 +96,8 @@ final class APIHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         stopFollowing?()
         stopFollowing = nil
+        waiting?.cancel()
+        waiting = nil
         let service = self.service, connection = self.connection
         Task { await service.connectionClosed(connection) }
         context.fireChannelInactive()
@@ -117,13 +122,15 @@ final class APIHandler: ChannelInboundHandler {
         let service = self.service, caller = self.caller, connection = self.connection, metrics = self.metrics
         let listEncoder = self.listEncoder
         let promise = context.eventLoop.makePromise(of: APIResponse.self)
-        promise.completeWithTask {
+        let task = promise.completeWithTask {
             await Self.answer(route, body: body, service: service, caller: caller, connection: connection, metrics: metrics,
                               listEncoder: listEncoder)
         }
+        if case .waitFor = route { waiting = task }
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         promise.futureResult.whenSuccess { response in
             let (handler, context) = bound.value
+            handler.waiting = nil
             if route == .createVM, service.holdsVMs(connection) { handler.deadline.pin() }
             handler.respond(context: context, head: head, response)
         }

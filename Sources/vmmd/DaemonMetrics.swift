@@ -22,6 +22,9 @@ final class DaemonMetrics: Sendable {
     static var vms: MetricNameDescriptor { MetricNameDescriptor(namespace: "vmmd", metricName: "vms", unitName: "",
                                           helpText: "Managed VMs, by state.") }
 
+    static var waiting: MetricNameDescriptor { MetricNameDescriptor(namespace: "vmmd", metricName: "waiting_requests", unitName: "",
+                                              helpText: "Requests waiting for a VM's state (wait_for); a client that goes away takes its own with it.") }
+
     func countRequest(method: String, status: Int) {
         let key = "\(method) \(status)"
         let counter = requestCounters.withLock { counters in
@@ -40,6 +43,7 @@ final class DaemonMetrics: Sendable {
         for state in VMState.allCases {
             registry.makeGauge(descriptor: Self.vms, labels: [("state", state.rawValue)]).set(Double(counts[state] ?? 0))
         }
+        registry.makeGauge(descriptor: Self.waiting).set(Double(service.waitingRequests()))
         let devices = await service.deviceCounters()
         deviceGauges.withLock { gauges in
             var seen: Set<String> = []

@@ -15,6 +15,25 @@ struct DaemonConnectionTests {
         #expect(r.closed, "the connection stayed open after a 400 that said Connection: close")
     }
 
+    /// A `wait_for` whose client went away ends with it, not at its timeout: otherwise a
+    /// client opening and dropping connections could pile up a minute of waiters each.
+    @Test func aWaitEndsWithItsConnection() throws {
+        let d = try DaemonFixture()
+        #expect(d.api("POST", "/v1/vms", json: try DaemonFixture.createBody("waited", guest: "idle", extra: #","start":false"#)).status == 201)
+        func waiting() -> Int? {
+            let line = d.api("GET", "/metrics").body.split(separator: "\n").first { $0.hasPrefix("vmmd_waiting_requests ") }
+            return line.flatMap { Double($0.split(separator: " ").last ?? "") }.map { Int($0) }
+        }
+        #expect(waiting() == 0)
+        let connections = try (0 ..< 3).map { _ in try #require(RawConnection(path: d.socket)) }
+        for c in connections { c.send("GET /v1/vms/waited?wait_for=running&timeout_ms=60000 HTTP/1.1\r\nHost: vmm\r\n\r\n") }
+        #expect(d.eventually(10) { waiting() == 3 }, "waiting: \(waiting() ?? -1)")
+        for c in connections { c.close() }
+        #expect(d.eventually(10) { waiting() == 0 }, "waiters left after their clients went: \(waiting() ?? -1)")
+        // A wait on a live connection still answers when the state comes.
+        #expect(d.api("GET", "/v1/vms/waited?wait_for=created&timeout_ms=1000").status == 200)
+    }
+
     @Test func aRequestFollowedByAHalfCloseIsAnsweredThenClosed() throws {
         let d = try DaemonFixture()
         let c = try #require(RawConnection(path: d.socket))
