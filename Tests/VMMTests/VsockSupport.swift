@@ -40,10 +40,13 @@ final class TestSocket: @unchecked Sendable {
     /// shutdown(SHUT_WR): the peer reads end of stream, this end can still read.
     func shutdownWrite() { _ = shutdown(fd, Int32(SHUT_WR)) }
 
-    /// Up to `max` bytes; empty at end of stream (or after the timeout).
+    /// Up to `max` bytes; empty at end of stream (or after the timeout). A signal is not
+    /// the end: the test process gets SIGCHLD from the processes other tests start, and a
+    /// recv it interrupts (EINTR) had read as an empty answer, failing a test at random.
     func receive(max: Int = 65536) -> [UInt8] {
         var buffer = [UInt8](repeating: 0, count: max)
-        let n = recv(fd, &buffer, max, 0)
+        var n = recv(fd, &buffer, max, 0)
+        while n < 0 && errno == EINTR { n = recv(fd, &buffer, max, 0) }
         return n > 0 ? Array(buffer[0 ..< n]) : []
     }
 
