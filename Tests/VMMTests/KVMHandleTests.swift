@@ -71,6 +71,46 @@ struct KVMHandleTests {
         #expect(try ap.registers([.apicBase]) == [0xFEE0_0800])
     }
 
+    /// A vCPU KVM_CREATE_VCPU has just made is already in the state
+    /// `resetToPowerOnState` puts it in, in every part a boot keeps (BootEntry.apply sets
+    /// the general registers, CS-SS, TR, the GDT, CR0, CR4 and EFER itself): Machine's
+    /// first image load relies on it and skips those ioctls. Compared on a BSP and an AP,
+    /// with the split irqchip (the default) and KVM's.
+    @Test(arguments: [false, true])
+    func aCreatedVCPUIsInThePowerOnState(kernelIRQChip: Bool) throws {
+        let vm = try KVMSystem().createVM()
+        if kernelIRQChip { try vm.createIRQChip() } else { try vm.enableSplitIRQChip(ioapicPins: 24) }
+        func seg(_ s: Segment) -> [UInt64] {
+            [UInt64(s.selector), s.base, UInt64(s.limit), UInt64(s.type), UInt64(s.present), UInt64(s.s), UInt64(s.dpl)]
+        }
+        func kept(_ v: KVMVCPU) throws -> [[UInt64]] {
+            let s = try v.specialRegisters(), f = try v.fpu(), d = try v.debugRegisters(), e = try v.events()
+            return [
+                [s.idt.base, UInt64(s.idt.limit)], seg(s.ldt), [s.cr2, s.cr3, s.cr8, s.apic_base],
+                [s.interrupt_bitmap.0, s.interrupt_bitmap.1, s.interrupt_bitmap.2, s.interrupt_bitmap.3],
+                [UInt64(f.fcw), UInt64(f.fsw), UInt64(f.ftwx), UInt64(f.last_opcode), f.last_ip, f.last_dp],
+                [d.db.0, d.db.1, d.db.2, d.db.3, d.dr6, d.dr7],
+                [UInt64(e.exception.injected), UInt64(e.exception.pending), UInt64(e.interrupt.injected),
+                 UInt64(e.interrupt.shadow), UInt64(e.nmi.injected), UInt64(e.nmi.pending), UInt64(e.nmi.masked)],
+                [UInt64(try v.mpState().rawValue)],
+            ]
+        }
+        for (id, bootstrap) in [(UInt32(0), true), (1, false)] {
+            let created = try vm.createVCPU(id: id * 2), reset = try vm.createVCPU(id: id * 2 + 1)
+            try reset.resetToPowerOnState(isBootstrap: bootstrap, cpuSignature: 0x806F8, hasIRQChip: true)
+            var asCreated = try kept(created), afterReset = try kept(reset)
+            // The APIC ID is the vCPU's own and the BSP flag follows vCPU 0.
+            let bspFlag: UInt64 = 1 << 8
+            asCreated[2][3] &= ~bspFlag; afterReset[2][3] &= ~bspFlag
+            #expect(asCreated == afterReset, "vCPU \(id * 2) as created vs reset")
+            #expect(try created.registers([.apicBase]) == [KVMVCPU.defaultAPICBase | (bootstrap ? bspFlag : 0)])
+            if let layout = created.xsaveLayout {
+                let area = try created.xsave(layout)
+                #expect((0 ..< 4).reduce(0) { $0 | UInt32(area[24 + $1]) << (8 * UInt32($1)) } == 0x1F80, "MXCSR")
+            }
+        }
+    }
+
     /// MXCSR set through KVM_SET_XSAVE reads back through KVM_GET_XSAVE (the emulation
     /// assist's ldmxcsr/stmxcsr rely on it). KVM_SET_FPU is only reported: this host's
     /// KVM (PVM) drops MXCSR there and KVM_GET_FPU reads it as 0, hardware KVM does not.
