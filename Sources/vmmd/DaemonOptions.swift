@@ -100,15 +100,20 @@ extension DaemonOptions {
             // The probe VMs every worker would otherwise run at its start, once, here.
             let cache = HostFacts.daemonCache(device: device)
             let probe = try? HostThread(name: "host-probe") {
-                guard let (found, cached) = HostFacts.probe(kvm, cache: cache) else {
+                guard let (found, fromCache) = HostFacts.probe(kvm, cache: cache) else {
                     logger.warning("host probe incomplete: each worker probes for itself")
                     return
                 }
                 facts.set(found)
+                let earlier = "this boot's earlier vmmd (\(cache?.path ?? ""))"
                 logger.info("host probed for the workers", metadata: [
                     "emulation": "\(HostEmulation(bits: found.emulation))", "cpuid_entries": "\(found.supportedCPUID.count)",
-                    "from": cached ? "this boot's earlier vmmd (\(cache?.path ?? ""))" : "probe VMs"])
-                if !cached, let cache { found.remember(in: cache, kvm: kvm) }
+                    "guest_debug": "\(GuestDebugSupport(bits: found.debug))",
+                    "emulation_from": .string(fromCache.emulation ? earlier : "a probe VM"),
+                    "guest_debug_from": .string(fromCache.debug ? earlier : "a probe VM")])
+                if !(fromCache.emulation && fromCache.debug), let cache {
+                    found.remember(in: cache, kvm: kvm, confirmingHang: !fromCache.emulation)
+                }
             }
             if let probe { probe.detach() } else { logger.warning("cannot start the host probe: each worker probes for itself") }
         }

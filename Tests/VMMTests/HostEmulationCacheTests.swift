@@ -30,6 +30,30 @@ import VMM
         }
     }
 
+    /// vmmd stores the guest-debug probe's answer too (every flag combination round-trips);
+    /// an entry without one (vmmctl's) loads with none, and a bad debug line refuses the entry.
+    @Test func theGuestDebugAnswerComesBackWhenStored() throws {
+        defer { removeDirectory() }
+        let cache = HostEmulationCache(path: dir + "/entry", key: "k")
+        let cpuid = [CPUIDEntry(function: 0, eax: 0x1f, ebx: 0x756e_6547, ecx: 0x6c65_746e, edx: 0x4965_6e69)]
+        for bits in UInt32(0) ..< 1 << GuestDebugSupport.bitCount {
+            let entry = HostEmulationCache.Entry(emulation: HostEmulation(syscallBroken: true), supportedCPUID: bits & 1 != 0 ? cpuid : [],
+                                                 guestDebug: GuestDebugSupport(bits: bits))
+            cache.store(entry)
+            #expect(cache.load() == entry && cache.load()?.guestDebug?.bits == bits)
+        }
+        cache.store(.init(emulation: HostEmulation(), supportedCPUID: cpuid))
+        #expect(cache.load()?.guestDebug == nil && cache.load()?.supportedCPUID == cpuid)
+        var incomplete = GuestDebugSupport(bits: 1)
+        incomplete.probeError = "KVM_SET_GUEST_DEBUG: Invalid argument"
+        cache.store(.init(emulation: HostEmulation(), guestDebug: incomplete))
+        #expect(cache.load()?.guestDebug == nil, "an unfinished debug probe replaced the entry")
+        for bad in ["debug", "debug 40", "debug 1 2", "debug x"] {
+            try Data("k\n\n\(bad)".utf8).write(to: URL(fileURLWithPath: dir + "/bad"))
+            #expect(HostEmulationCache(path: dir + "/bad", key: "k").load() == nil, "\(bad)")
+        }
+    }
+
     @Test func aCPUIDLineThatIsNotSevenHexWordsRefusesTheEntry() throws {
         defer { removeDirectory() }
         for bad in ["0 0 0 1f 756e6547 6c65746e", "0 0 0 1f 756e6547 6c65746e 49656e69 7", "0 0 0 1f 756e6547 6c65746e x",

@@ -3,11 +3,13 @@ import Glibc
 #endif
 import KVM
 
-/// `HostEmulation`'s answer and KVM_GET_SUPPORTED_CPUID's kept between processes, so
-/// that a short-lived VMM process (`vmmctl run`) does not pay for either each time: on
-/// this project's hosts the probe is a second VM creation and a 10 ms wait for a
-/// `vmcall` that never returns, and the CPUID walk executes CPUID once per leaf in the
-/// host kernel (~0.3 ms, a tenth of a small guest's whole run, on this virtualised host).
+/// `HostEmulation`'s answer, KVM_GET_SUPPORTED_CPUID's and (for vmmd) `GuestDebugSupport`'s
+/// kept between processes, so that a short-lived VMM process (`vmmctl run`) or a daemon
+/// start does not pay for them each time: on this project's hosts the probe is a second
+/// VM creation and a 10 ms wait for a `vmcall` that never returns, the CPUID walk executes
+/// CPUID once per leaf in the host kernel (~0.3 ms, a tenth of a small guest's whole run,
+/// on this virtualised host), and the guest-debug probe is one more VM (~3 ms of CPU,
+/// most of vmmd's start when it is the host's only VM: KVM's first VM flips static keys).
 ///
 /// What the host's KVM does cannot change while the same kernel runs with the same KVM
 /// modules loaded, so an entry names the boot (`/proc/sys/kernel/random/boot_id`), the
@@ -16,8 +18,9 @@ import KVM
 /// finish is never stored. The file must belong to the caller and be writable by nobody
 /// else, in a directory only the caller can write.
 ///
-/// The file: the key's lines, the emulation flags (`HostEmulation.flags`), then one line
-/// per supported CPUID entry, its seven `CPUIDEntry.words` in hex.
+/// The file: the key's lines, the emulation flags (`HostEmulation.flags`), then, when it
+/// was stored, `debug` and `GuestDebugSupport.bits` in hex, then one line per supported
+/// CPUID entry, its seven `CPUIDEntry.words` in hex.
 public struct HostEmulationCache: Sendable {
     public let path: String
     /// What the entry must name to be believed (`hostKey()` for this host).
@@ -28,10 +31,13 @@ public struct HostEmulationCache: Sendable {
         public var emulation: HostEmulation
         /// KVM_GET_SUPPORTED_CPUID's entries; empty when they were not stored.
         public var supportedCPUID: [CPUIDEntry]
+        /// The guest-debug probe's answer; nil when it was not stored.
+        public var guestDebug: GuestDebugSupport?
 
-        public init(emulation: HostEmulation, supportedCPUID: [CPUIDEntry] = []) {
+        public init(emulation: HostEmulation, supportedCPUID: [CPUIDEntry] = [], guestDebug: GuestDebugSupport? = nil) {
             self.emulation = emulation
             self.supportedCPUID = supportedCPUID
+            self.guestDebug = guestDebug
         }
     }
 
@@ -72,16 +78,23 @@ public struct HostEmulationCache: Sendable {
         guard let bytes = Self.readBytes(fd) else { return nil }
         let head = Array(key.utf8) + [UInt8(ascii: "\n")]
         guard bytes.starts(with: head) else { return nil }
-        // The flags line, then one line per CPUID entry (no newline after the last).
+        // The flags line, the debug line if there is one, then one line per CPUID entry
+        // (no newline after the last).
         var emulation: HostEmulation?
+        var debug: GuestDebugSupport?
         var cpuid: [CPUIDEntry] = []
         var start = head.count
+        let debugTag = Array("debug ".utf8)
         while start <= bytes.count {
             let end = bytes[start...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.count
             let line = bytes[start ..< end]
             if emulation == nil {
                 guard let flags = HostEmulation(flags: String(decoding: line, as: UTF8.self)) else { return nil }
                 emulation = flags
+            } else if debug == nil, cpuid.isEmpty, line.starts(with: debugTag) {
+                guard let words = Self.hexWords(line.dropFirst(debugTag.count)), words.count == 1,
+                      words[0] < 1 << GuestDebugSupport.bitCount else { return nil }
+                debug = GuestDebugSupport(bits: words[0])
             } else {
                 guard let entry = Self.hexWords(line).flatMap(CPUIDEntry.init(words:)) else { return nil }
                 cpuid.append(entry)
@@ -89,18 +102,19 @@ public struct HostEmulationCache: Sendable {
             start = end + 1
         }
         guard let emulation else { return nil }
-        return Entry(emulation: emulation, supportedCPUID: cpuid)
+        return Entry(emulation: emulation, supportedCPUID: cpuid, guestDebug: debug)
     }
 
     /// Stores `entry` for this host (atomically: a new file renamed over the old); an
     /// answer with a probe error is not stored. Failures leave no entry behind.
     public func store(_ entry: Entry) {
-        guard entry.emulation.probeError == nil else { return }
+        guard entry.emulation.probeError == nil, entry.guestDebug?.probeError == nil else { return }
         let temporary = path + ".\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { return }
         let cpuid = entry.supportedCPUID.map { $0.words.map { String($0, radix: 16) }.joined(separator: " ") }
-        let bytes = Array(([key, entry.emulation.flags] + cpuid).joined(separator: "\n").utf8)
+        let debug = entry.guestDebug.map { ["debug " + String($0.bits, radix: 16)] } ?? []
+        let bytes = Array(([key, entry.emulation.flags] + debug + cpuid).joined(separator: "\n").utf8)
         let written = bytes.count < Self.maximumSize ? write(fd, bytes, bytes.count) : -1
         close(fd)
         if written != bytes.count || rename(temporary, path) != 0 { unlink(temporary) }
@@ -112,7 +126,7 @@ public struct HostEmulationCache: Sendable {
               let release = readText("/proc/sys/kernel/osrelease") else { return nil }
         // Appended piece by piece: `[String].joined` is not specialized here, and its first
         // use in a process costs ~0.25 ms of witness lookups (a cold `vmmctl run` is ~6 ms).
-        var key = "swift-vmm host-emulation 2\n" + bootID.filter { $0 != "\n" } + "\n" + release.filter { $0 != "\n" } + "\n"
+        var key = "swift-vmm host-emulation 3\n" + bootID.filter { $0 != "\n" } + "\n" + release.filter { $0 != "\n" } + "\n"
         var first = true
         for module in ["kvm", "kvm_intel", "kvm_amd", "kvm_pvm"] {
             var st = stat()

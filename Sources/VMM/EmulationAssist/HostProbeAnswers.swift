@@ -14,6 +14,9 @@ extension HostEmulation {
 }
 
 extension GuestDebugSupport {
+    /// How many of `bits` mean something.
+    public static let bitCount = 6
+
     public var bits: UInt32 {
         [singleStep, singleStepInUserMode, executionBreakpoints, executionBreakpointsInUserMode, dataBreakpoints,
          softwareBreakpointExits].enumerated().reduce(0) { $0 | ($1.element ? 1 << $1.offset : 0) }
