@@ -8,8 +8,8 @@ import KVM
 /// start does not pay for them each time: on this project's hosts the probe is a second
 /// VM creation and a 10 ms wait for a `vmcall` that never returns, the CPUID walk executes
 /// CPUID once per leaf in the host kernel (~0.3 ms, a tenth of a small guest's whole run,
-/// on this virtualised host), and the guest-debug probe is one more VM (~3 ms of CPU,
-/// most of vmmd's start when it is the host's only VM: KVM's first VM flips static keys).
+/// on this virtualised host), and the guest-debug probe is one more VM (~4 ms of CPU, a
+/// fifth of a daemon's start: as the host's only VM it also has KVM flip static keys).
 ///
 /// What the host's KVM does cannot change while the same kernel runs with the same KVM
 /// modules loaded, so an entry names the boot (`/proc/sys/kernel/random/boot_id`), the
