@@ -37,8 +37,9 @@ public final class Machine: @unchecked Sendable {
     let virtioDevices: [VirtioDeviceHost]
     /// The loaded image's format.
     public private(set) var bootFormat: BootImageFormat
-    /// The vCPUs are as KVM_CREATE_VCPU made them (until the first image load): already
-    /// in the power-on state, so that load skips most of `resetToPowerOnState`.
+    /// The vCPUs are as KVM_CREATE_VCPU made them (from their creation to the first image
+    /// load, never for a restored machine): already in the power-on state, so that load
+    /// skips most of `resetToPowerOnState`.
     private var vcpusAsCreated = true
     /// Guest resets that were turned into reboots.
     public let reboots = Atomic<UInt64>(0)
@@ -172,7 +173,10 @@ public final class Machine: @unchecked Sendable {
         if plan == nil { bootFormat = try loadImage() }
         relay.target = self
         if let hypercalls { try BuiltinHypercalls.register(into: hypercalls, environment: HypercallHost(machine: self)) }
-        if let plan { try applyRestore(plan) }
+        if let plan {
+            try applyRestore(plan)
+            vcpusAsCreated = false   // they hold the snapshot's state: a reboot resets them fully
+        }
     }
 
     /// Checks the configuration before anything is created; returns the vCPU topology.

@@ -167,6 +167,24 @@ struct SnapshotGuestTests {
         #expect(before + restored.output.text == countOutput(to: 1500, ap: true))
     }
 
+    /// A restored machine's vCPUs hold the snapshot's state, not KVM_CREATE_VCPU's: a
+    /// reset puts them through the whole power-on reset, so the AP that was running waits
+    /// for its SIPI again (a first boot skips what a created vCPU already is).
+    @Test func aRestoredMachineResetsItsVCPUsFully() throws {
+        let scratch = try SnapshotScratch()
+        let guest = try RunningGuest("count", cmdline: "100000 1", cpus: 2)
+        try guest.machine.start()
+        #expect(guest.waitFor("\n50\n"))
+        _ = try guest.pauseAndSnapshot(to: scratch.path("smp"))
+        guest.stop()
+        let restored = try RunningGuest(restoring: scratch.path("smp"))
+        #expect(try restored.machine.vcpus[1].vcpu.mpState() == .runnable, "the AP was running when it was saved")
+        try restored.machine.reset()
+        #expect(try restored.machine.vcpus[1].vcpu.mpState() == .uninitialized)
+        #expect(try restored.machine.vcpus[0].vcpu.mpState() == .runnable)
+        #expect(try restored.machine.vcpus[0].vcpu.debugRegisters().dr7 == 0x400)
+    }
+
     /// The uart-irq guest waits in `hlt` for COM1's interrupt through the in-kernel
     /// IOAPIC; input arrives while it is paused, so the interrupt is pending in the
     /// interrupt controllers (and the byte in the UART) when the snapshot is taken. The
