@@ -10,7 +10,7 @@ extension HostFacts {
     /// `cache`, when given, holds an earlier vmmd's answers and CPUID for this boot, kernel
     /// and KVM modules (`HostEmulationCache`): where `vmcall` hangs, the emulation probe
     /// keeps a core busy for its whole 200 ms wait, and the guest-debug probe VM costs
-    /// ~3 ms of CPU, at every daemon start. `fromCache` says which answers came from it.
+    /// ~4 ms of CPU, at every daemon start. `fromCache` says which answers came from it.
     static func probe(_ kvm: KVMSystem, cache: HostEmulationCache?)
         -> (facts: HostFacts, fromCache: (emulation: Bool, debug: Bool))? {
         let known = cache?.load()

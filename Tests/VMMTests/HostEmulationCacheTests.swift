@@ -18,7 +18,7 @@ import VMM
 
     @Test func everyAnswerComesBackForTheSameKey() {
         defer { removeDirectory() }
-        let cache = HostEmulationCache(path: dir + "/entry", key: "swift-vmm host-emulation 2\nboot\nrelease\nkvm:1")
+        let cache = HostEmulationCache(path: dir + "/entry", key: "swift-vmm host-emulation 3\nboot\nrelease\nkvm:1")
         #expect(cache.load() == nil)
         let cpuid = [CPUIDEntry(function: 0, eax: 0x1f, ebx: 0x756e_6547, ecx: 0x6c65_746e, edx: 0x4965_6e69),
                      CPUIDEntry(function: 7, index: 1, flags: 1, eax: .max, ebx: 0, ecx: 1 << 31, edx: 5)]

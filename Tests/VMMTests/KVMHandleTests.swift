@@ -105,8 +105,11 @@ struct KVMHandleTests {
             #expect(asCreated == afterReset, "vCPU \(id * 2) as created vs reset")
             #expect(try created.registers([.apicBase]) == [KVMVCPU.defaultAPICBase | (bootstrap ? bspFlag : 0)])
             if let layout = created.xsaveLayout {
-                let area = try created.xsave(layout)
-                #expect((0 ..< 4).reduce(0) { $0 | UInt32(area[24 + $1]) << (8 * UInt32($1)) } == 0x1F80, "MXCSR")
+                func mxcsr(_ v: KVMVCPU) throws -> UInt32 {
+                    let area = try v.xsave(layout)
+                    return (0 ..< 4).reduce(0) { $0 | UInt32(area[24 + $1]) << (8 * UInt32($1)) }
+                }
+                #expect(try mxcsr(created) == 0x1F80 && mxcsr(reset) == 0x1F80, "MXCSR")
             }
         }
     }

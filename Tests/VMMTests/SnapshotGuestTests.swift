@@ -179,6 +179,9 @@ struct SnapshotGuestTests {
         guest.stop()
         let restored = try RunningGuest(restoring: scratch.path("smp"))
         #expect(try restored.machine.vcpus[1].vcpu.mpState() == .runnable, "the AP was running when it was saved")
+        var debug = try restored.machine.vcpus[0].vcpu.debugRegisters()
+        debug.dr7 = 0x401   // L0: a breakpoint the reset must clear
+        try restored.machine.vcpus[0].vcpu.setDebugRegisters(debug)
         try restored.machine.reset()
         #expect(try restored.machine.vcpus[1].vcpu.mpState() == .uninitialized)
         #expect(try restored.machine.vcpus[0].vcpu.mpState() == .runnable)
