@@ -65,6 +65,17 @@ extension KVMVCPU {
         fpu.fcw = 0x37F       // FINIT: all exceptions masked, 64-bit precision
         fpu.mxcsr = 0x1F80    // all SIMD exceptions masked
         try setFPU(fpu)
+        // Some KVMs (PVM on this project's hosts) drop MXCSR in KVM_SET_FPU, which would
+        // leave a rebooted guest the MXCSR it had set: the XSAVE area is reset too. All of
+        // it in its init state but MXCSR, which KVM takes from the buffer when XSTATE_BV
+        // names SSE (whose XMM registers are then loaded as the zeros they are here).
+        if let layout = xsaveLayout {
+            var area = [UInt8](repeating: 0, count: layout.size)
+            area[0] = 0x7F; area[1] = 0x03      // FCW 0x037F
+            area[24] = 0x80; area[25] = 0x1F    // MXCSR 0x1F80
+            area[512] = 2                       // XSTATE_BV: SSE
+            try setXSAVE(area, layout)
+        }
 
         var dregs = DebugRegisters()
         dregs.dr6 = 0xFFFF_0FF0

@@ -114,6 +114,28 @@ struct KVMHandleTests {
         }
     }
 
+    /// A reset puts MXCSR back to 0x1F80 where the guest had changed it, also on a KVM
+    /// that drops MXCSR in KVM_SET_FPU (this host's): a rebooted guest starts with the
+    /// power-on value, as on hardware.
+    @Test func aResetRestoresMXCSR() throws {
+        let vm = try KVMSystem().createVM()
+        try vm.createIRQChip()
+        let vcpu = try vm.createVCPU(id: 0)
+        let layout = try #require(vcpu.xsaveLayout, "this KVM has no KVM_CAP_XSAVE")
+        func mxcsr() throws -> UInt32 {
+            let area = try vcpu.xsave(layout)
+            return (0 ..< 4).reduce(0) { $0 | UInt32(area[24 + $1]) << (8 * UInt32($1)) }
+        }
+        var area = try vcpu.xsave(layout)
+        area[24] = 0xA0; area[25] = 0x1F   // 0x1FA0: the precision-exception flag set
+        area[512] |= 2
+        try vcpu.setXSAVE(area, layout)
+        #expect(try mxcsr() == 0x1FA0)
+        try vcpu.resetToPowerOnState(isBootstrap: true, cpuSignature: 0x806F8, hasIRQChip: true)
+        #expect(try mxcsr() == 0x1F80)
+        #expect(try vcpu.fpu().fcw == 0x37F)
+    }
+
     /// MXCSR set through KVM_SET_XSAVE reads back through KVM_GET_XSAVE (the emulation
     /// assist's ldmxcsr/stmxcsr rely on it). KVM_SET_FPU is only reported: this host's
     /// KVM (PVM) drops MXCSR there and KVM_GET_FPU reads it as 0, hardware KVM does not.
