@@ -38,7 +38,11 @@ extension KVMVCPU {
     ///   - isBootstrap: the BSP starts runnable and has the BSP flag in IA32_APIC_BASE.
     ///   - cpuSignature: CPUID.1:EAX, which the processor leaves in EDX after reset.
     ///   - hasIRQChip: whether `KVM_CREATE_IRQCHIP` was done (LAPIC and MP state exist).
-    public func resetToPowerOnState(isBootstrap: Bool, cpuSignature: UInt32, hasIRQChip: Bool) throws {
+    ///   - xsave: this KVM's XSAVE layout (`xsaveLayout`, asked beforehand: a sandbox may
+    ///     forbid the capability check by then), through which MXCSR is reset too; nil
+    ///     without KVM_CAP_XSAVE.
+    public func resetToPowerOnState(isBootstrap: Bool, cpuSignature: UInt32, hasIRQChip: Bool,
+                                    xsave: XSAVELayout?) throws {
         var regs = Registers()
         regs.rip = 0xFFF0
         regs.rflags = 0x2
@@ -69,7 +73,7 @@ extension KVMVCPU {
         // leave a rebooted guest the MXCSR it had set: the XSAVE area is reset too. All of
         // it in its init state but MXCSR, which KVM takes from the buffer when XSTATE_BV
         // names SSE (whose XMM registers are then loaded as the zeros they are here).
-        if let layout = xsaveLayout {
+        if let layout = xsave {
             var area = [UInt8](repeating: 0, count: layout.size)
             area[0] = 0x7F; area[1] = 0x03      // FCW 0x037F
             area[24] = 0x80; area[25] = 0x1F    // MXCSR 0x1F80

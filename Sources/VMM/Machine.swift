@@ -41,6 +41,9 @@ public final class Machine: @unchecked Sendable {
     /// load, never for a restored machine): already in the power-on state, so that load
     /// skips most of `resetToPowerOnState`.
     private var vcpusAsCreated = true
+    /// KVM's XSAVE area layout (KVM_CAP_XSAVE2), asked once at creation: a worker's sandbox
+    /// forbids KVM_CHECK_EXTENSION later, when a reboot resets MXCSR through the area.
+    let xsaveLayout: KVMVCPU.XSAVELayout?
     /// Guest resets that were turned into reboots.
     public let reboots = Atomic<UInt64>(0)
 
@@ -157,8 +160,9 @@ public final class Machine: @unchecked Sendable {
             stats.append(try? vcpu.openStatistics())
         }
         vcpus = runners
-        if let first = runners.first { emulationAssist?.adoptXSAVELayout(of: first.vcpu) }
-        snapshots.prepare(kvm: self.kvm, vcpu: runners.first?.vcpu)
+        xsaveLayout = runners.first?.vcpu.xsaveLayout
+        emulationAssist?.adopt(xsaveLayout: xsaveLayout)
+        snapshots.prepare(kvm: self.kvm, xsave: xsaveLayout)
         debugger = MachineDebugger(runners: runners, memory: memory, kvm: self.kvm, cpuid: cpuid,
                                    assist: emulationAssist, fail: { relay.stop(.vmmError($0)) })
         handler.debug.target = debugger
@@ -210,7 +214,7 @@ public final class Machine: @unchecked Sendable {
                 try runner.vcpu.resetLAPIC()
             } else {
                 try runner.vcpu.resetToPowerOnState(isBootstrap: runner.id == 0, cpuSignature: signature,
-                                                    hasIRQChip: config.inKernelIRQChip)
+                                                    hasIRQChip: config.inKernelIRQChip, xsave: xsaveLayout)
             }
             try FirmwareMSRs.apply(to: runner.vcpu)
         }

@@ -54,7 +54,7 @@ struct KVMHandleTests {
         let vm = try KVMSystem().createVM()
         try vm.createIRQChip()
         let vcpu = try vm.createVCPU(id: 0)
-        try vcpu.resetToPowerOnState(isBootstrap: true, cpuSignature: 0x806F8, hasIRQChip: true)
+        try vcpu.resetToPowerOnState(isBootstrap: true, cpuSignature: 0x806F8, hasIRQChip: true, xsave: vcpu.xsaveLayout)
         let reset = try vcpu.registers([.rip, .rdx, .cr0, .segmentSelector(.cs), .segmentBase(.cs), .rflags, .apicBase])
         #expect(reset == [0xFFF0, 0x806F8, 0x6000_0010, 0xF000, 0xFFFF_0000, 0x2, 0xFEE0_0900])
         #expect(try vcpu.mpState() == .runnable)
@@ -66,7 +66,7 @@ struct KVMHandleTests {
         #expect(try vcpu.registers([.rax, .r15, .rip, .cr3, .gdtBase, .gdtLimit]) == [1, 2, 0x1000, 0x5000, 0x500, 0x27])
 
         let ap = try vm.createVCPU(id: 1)
-        try ap.resetToPowerOnState(isBootstrap: false, cpuSignature: 0x806F8, hasIRQChip: true)
+        try ap.resetToPowerOnState(isBootstrap: false, cpuSignature: 0x806F8, hasIRQChip: true, xsave: ap.xsaveLayout)
         #expect(try ap.mpState() == .uninitialized)
         #expect(try ap.registers([.apicBase]) == [0xFEE0_0800])
     }
@@ -97,7 +97,7 @@ struct KVMHandleTests {
         }
         for (id, bootstrap) in [(UInt32(0), true), (1, false)] {
             let created = try vm.createVCPU(id: id * 2), reset = try vm.createVCPU(id: id * 2 + 1)
-            try reset.resetToPowerOnState(isBootstrap: bootstrap, cpuSignature: 0x806F8, hasIRQChip: true)
+            try reset.resetToPowerOnState(isBootstrap: bootstrap, cpuSignature: 0x806F8, hasIRQChip: true, xsave: reset.xsaveLayout)
             var asCreated = try kept(created), afterReset = try kept(reset)
             // The APIC ID is the vCPU's own and the BSP flag follows vCPU 0.
             let bspFlag: UInt64 = 1 << 8
@@ -131,7 +131,7 @@ struct KVMHandleTests {
         area[512] |= 2
         try vcpu.setXSAVE(area, layout)
         #expect(try mxcsr() == 0x1FA0)
-        try vcpu.resetToPowerOnState(isBootstrap: true, cpuSignature: 0x806F8, hasIRQChip: true)
+        try vcpu.resetToPowerOnState(isBootstrap: true, cpuSignature: 0x806F8, hasIRQChip: true, xsave: layout)
         #expect(try mxcsr() == 0x1F80)
         #expect(try vcpu.fpu().fcw == 0x37F)
     }

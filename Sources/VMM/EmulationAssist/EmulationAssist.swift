@@ -52,8 +52,7 @@ public final class EmulationAssist: Sendable {
 
     /// Records `vcpu`'s XSAVE layout (its KVM_CHECK_EXTENSION queries happen here, before
     /// any sandbox).
-    func adoptXSAVELayout(of vcpu: KVMVCPU) {
-        let layout = vcpu.xsaveLayout
+    func adopt(xsaveLayout layout: KVMVCPU.XSAVELayout?) {
         xsaveLayout.withLock { $0 = layout }
     }
 

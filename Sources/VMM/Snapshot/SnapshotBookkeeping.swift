@@ -27,9 +27,8 @@ final class SnapshotBookkeeping: Sendable {
     let state = Mutex(State())
 
     /// Learns what a snapshot of this machine asks KVM for.
-    func prepare(kvm: KVMSystem, vcpu: KVMVCPU?) {
+    func prepare(kvm: KVMSystem, xsave: KVMVCPU.XSAVELayout?) {
         let indices = (try? kvm.msrIndexList()) ?? []
-        let xsave = vcpu?.xsaveLayout
         state.withLock { $0.msrIndices = indices; $0.xsave = xsave }
     }
 }
