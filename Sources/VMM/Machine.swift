@@ -207,7 +207,7 @@ public final class Machine: @unchecked Sendable {
                 // INIT): registers, segments, FPU, debug registers, no pending events, the
                 // BSP runnable and the APs waiting for SIPI (KVMHandleTests'
                 // aCreatedVCPUIsInThePowerOnState checks it against resetToPowerOnState).
-                // Seven ioctls saved per vCPU, ~10 µs each here. Not the LAPIC: KVM's BSP
+                // Eight ioctls saved per vCPU, ~10 µs each here. Not the LAPIC: KVM's BSP
                 // gets LVT0 in ExtINT mode (KVM_X86_QUIRK_LINT0_REENABLED), where a reset
                 // masks it. Only with a LAPIC in the kernel: without one, what KVM leaves
                 // in IA32_APIC_BASE depends on its version.
