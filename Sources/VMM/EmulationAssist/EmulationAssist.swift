@@ -50,8 +50,8 @@ public final class EmulationAssist: Sendable {
         claimant.withLock { $0 = newValue }
     }
 
-    /// Records `vcpu`'s XSAVE layout (its KVM_CHECK_EXTENSION queries happen here, before
-    /// any sandbox).
+    /// Records the machine's XSAVE layout (`Machine.xsaveLayout`, asked before any
+    /// sandbox: the assist's ldmxcsr/stmxcsr use it while one forbids KVM_CHECK_EXTENSION).
     func adopt(xsaveLayout layout: KVMVCPU.XSAVELayout?) {
         xsaveLayout.withLock { $0 = layout }
     }

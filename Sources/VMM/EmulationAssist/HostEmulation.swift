@@ -63,17 +63,17 @@ public struct HostEmulation: Sendable, Equatable, CustomStringConvertible {
     /// before it counts as hanging; a caller off the critical path (vmmd, whose answer
     /// every worker takes) waits longer, so that a descheduled probe thread is not
     /// mistaken for a hang.
-    /// A probe VM run now, whatever this process found before: for a caller that checks
-    /// an answer before it keeps it (vmmd confirms a hang before caching it).
-    public static func probeAgain(_ kvm: KVMSystem, hangTimeoutMS: Int = defaultHangTimeoutMS) -> HostEmulation {
-        HostProbeVM.run(kvm, hangTimeoutMS: hangTimeoutMS)
-    }
-
     public static func probe(_ kvm: KVMSystem, hangTimeoutMS: Int = defaultHangTimeoutMS) -> HostEmulation {
         if let known = cached.withLock({ $0 }) { return known }
         let result = HostProbeVM.run(kvm, hangTimeoutMS: hangTimeoutMS)
         cached.withLock { $0 = $0 ?? result }
         return cached.withLock { $0 } ?? result
+    }
+
+    /// A probe VM run now, whatever this process found before: for a caller that checks
+    /// an answer before it keeps it (vmmd confirms a hang before caching it).
+    public static func probeAgain(_ kvm: KVMSystem, hangTimeoutMS: Int = defaultHangTimeoutMS) -> HostEmulation {
+        HostProbeVM.run(kvm, hangTimeoutMS: hangTimeoutMS)
     }
 }
 
